@@ -1,0 +1,1 @@
+"""Back ends: lowering a rewritten graph to something that runs on a device."""

@@ -1,0 +1,42 @@
+"""`export`: lower a GraphModule to a checked ONNX file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import torch
+from torch import fx
+
+from bitfx.backends.onnx.lowering import get_lowering
+from bitfx.errors import BitfxError, LoweringError
+from bitfx.ir.execution import Inputs, as_inputs, eval_mode
+
+
+def export(
+    gm: fx.GraphModule,
+    example_inputs: Inputs,
+    path: str | Path,
+    *,
+    dynamic_batch: bool = True,
+    lowering: str = "float",
+) -> Path:
+    """Lower `gm` (in eval mode) with the named lowering style, check the model with
+    `onnx.checker` and write it to `path`. The batch dimension is dynamic by default."""
+    lower = get_lowering(lowering)
+    inputs = as_inputs(example_inputs)
+    try:
+        with eval_mode(gm), torch.no_grad():
+            model = lower(gm, inputs, dynamic_batch)
+    except BitfxError:
+        raise
+    except Exception as error:
+        raise LoweringError(f"lowering {lowering!r} failed for {type(gm).__name__}: {type(error).__name__}: {error}") from error
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as error:
+        raise LoweringError(f"lowering {lowering!r} produced an invalid ONNX model: {error}") from error
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path

@@ -1,0 +1,91 @@
+"""Run a module for inspection or checking without side effects on its state."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+Inputs = torch.Tensor | Sequence[torch.Tensor]
+
+
+def as_inputs(inputs: Inputs) -> tuple[torch.Tensor, ...]:
+    """Model inputs as a tuple: a single tensor becomes a 1-tuple; non-tensors are an error."""
+    values = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
+    for position, value in enumerate(values):
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"model input {position} is a {type(value).__name__}, not a tensor")
+    return values
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """Put every submodule in eval mode and restore each one's own training flag afterwards.
+
+    Running in train mode would update BatchNorm statistics, so every check and shape
+    propagation in bitfx runs through this.
+    """
+    flags = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for m, training in flags:
+            m.training = training
+
+
+def run_eval(module: nn.Module, inputs: Inputs) -> Any:
+    """The module's outputs in eval mode, without autograd and without touching its state."""
+    with eval_mode(module), torch.no_grad():
+        return module(*as_inputs(inputs))
+
+
+def flatten_outputs(outputs: Any) -> list[torch.Tensor]:
+    """The tensors of a (possibly nested) model output, in a stable order."""
+    if isinstance(outputs, torch.Tensor):
+        return [outputs]
+    if isinstance(outputs, dict):
+        return [t for key in sorted(outputs) for t in flatten_outputs(outputs[key])]
+    if isinstance(outputs, (list, tuple)):
+        return [t for item in outputs for t in flatten_outputs(item)]
+    return []
+
+
+@dataclass(frozen=True)
+class OutputError:
+    """How far one output is from its reference.
+
+    `max_rel_error` is max|actual − expected| / max|expected|: the worst error relative to
+    the output's scale, which stays meaningful where individual elements are near zero.
+    """
+
+    max_abs_error: float
+    max_rel_error: float
+
+
+def compare_outputs(expected: Any, actual: Any) -> list[OutputError]:
+    """Per-output errors of `actual` against `expected` (tensors, arrays or nested outputs)."""
+    expected_list, actual_list = _as_arrays(expected), _as_arrays(actual)
+    if len(expected_list) != len(actual_list):
+        raise ValueError(f"{len(actual_list)} outputs where {len(expected_list)} were expected")
+    errors = []
+    for ref, out in zip(expected_list, actual_list):
+        if ref.shape != out.shape:
+            raise ValueError(f"output shape {tuple(out.shape)} where {tuple(ref.shape)} was expected")
+        abs_error = float(np.max(np.abs(out.astype(np.float64) - ref))) if ref.size else 0.0
+        scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+        errors.append(OutputError(abs_error, abs_error / scale if scale > 0 else abs_error))
+    return errors
+
+
+def _as_arrays(outputs: Any) -> list[np.ndarray]:
+    if isinstance(outputs, np.ndarray):
+        return [outputs.astype(np.float64)]
+    if isinstance(outputs, (list, tuple)) and outputs and all(isinstance(o, np.ndarray) for o in outputs):
+        return [o.astype(np.float64) for o in outputs]
+    return [t.detach().double().numpy() for t in flatten_outputs(outputs)]

@@ -1,0 +1,1 @@
+"""Example models and datasets for trying bitfx end to end."""
