@@ -10,36 +10,20 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from helpers import randomize_batchnorm
 from onnx import numpy_helper
 from torch import nn
 
-from bitfx.backends.onnx import export, load_model, onnx_summary, op_counts, session, verify
+from bitfx.backends.onnx import export, load_model, onnx_summary, op_counts, optimized_op_counts, session, verify
 from bitfx.errors import LoweringError
 from bitfx.ir import capture, summary
 from bitfx.passes import Pipeline
 from examples import models
 
 
-def randomize_batchnorms(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every BatchNorm seeded random running stats and affine parameters, so folding
-    them is not a near-identity rewrite."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                n = module.num_features
-                if module.running_mean is not None:
-                    module.running_mean.copy_(0.2 * torch.randn(n, generator=generator))
-                    module.running_var.copy_(0.5 + torch.rand(n, generator=generator))
-                if module.affine:
-                    module.weight.copy_(0.5 + torch.rand(n, generator=generator))
-                    module.bias.copy_(0.2 * torch.randn(n, generator=generator))
-    return model
-
-
 def build(name: str, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    return randomize_batchnorms(getattr(models, name)(), seed)
+    return randomize_batchnorm(getattr(models, name)(), seed)
 
 
 def seeded_input(model: nn.Module, batch: int, seed: int) -> torch.Tensor:
@@ -127,6 +111,13 @@ def test_op_counts_match_the_graph_nodes(fused_export) -> None:
     expected = Counter(node.op_type for node in proto.graph.node)
     assert op_counts(proto) == dict(expected)
     assert "BatchNormalization" not in expected
+
+
+def test_optimized_op_counts_show_what_onnxruntime_runs(fused_export) -> None:
+    _, _, path = fused_export("resnet20")
+    optimized = optimized_op_counts(path)
+    assert sum(count for op, count in optimized.items() if op.endswith("Conv")) == 21
+    assert optimized != op_counts(onnx.load(str(path)))  # onnxruntime rewrote the graph
 
 
 @pytest.mark.parametrize("name", ["resnet20", "vgg_small"])

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from bitfx.backends.onnx import export, load_model, op_counts, verify
+from bitfx.backends.onnx import export, load_model, op_counts, optimized_op_counts, verify
 from bitfx.cli.specs import build_model, first_input, input_shape_of, load_batches
 from bitfx.ir import capture, diff, summary
 from bitfx.passes import DumpAfterChange, Pipeline, PrintAfterChange
@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         "before": summary(gm).totals(),
         "after": summary(result.graph_module).totals(),
         "onnx": {"path": str(path), "bytes": path.stat().st_size, "ops": op_counts(load_model(path))},
+        "onnxruntime": {"optimized_ops": optimized_op_counts(path)},
     }
     ok = True
     if not args.no_verify:

@@ -33,6 +33,7 @@ def session(
     `optimized_model_path` writes the graph onnxruntime actually runs (to count fusions)."""
     options = ort.SessionOptions()
     options.graph_optimization_level = optimization
+    options.log_severity_level = 3  # errors only: the optimized-model warning is expected
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
