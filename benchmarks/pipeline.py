@@ -4,7 +4,7 @@ For each model of the zoo: how long capture, each pass, ONNX export and verifica
 take, and the batch-1 latency of the float model in torch eager and in onnxruntime on the
 same input and the same thread count (the baseline every compression pass is compared to).
 
-    python -m benchmarks.pipeline [--quick] [--threads 1,2] [--json PATH]
+    python benchmarks/pipeline.py [--quick] [--threads 1,2] [--json PATH]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 import examples.models as zoo
-from benchmarks.common import median_ms, timed
+from common import median_ms, timed
 from bitfx.backends.onnx import export, run_session, session, verify
 from bitfx.ir import capture
 from bitfx.ir.table import format_table
