@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
@@ -21,6 +20,7 @@ from bitfx.ir import capture, diff, summary
 from bitfx.passes import Pipeline
 from examples.data import digits
 from examples.models import resnet20
+from examples.timing import median_ms
 from examples.training import accuracy, train_classifier
 
 
@@ -72,21 +72,11 @@ def main() -> None:
     print(f"\nverify {'ok' if check.ok else 'FAILED'}; files in {out}/")
 
 
-def _latencies(model: torch.nn.Module, ort_session: object, x: torch.Tensor, repeats: int = 50) -> dict[str, float]:
+def _latencies(model: torch.nn.Module, ort_session: object, x: torch.Tensor) -> dict[str, float]:
     """Median batch-1 latency of torch eager and onnxruntime on the same input, same run."""
-
-    def median_ms(fn: object) -> float:
-        fn()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - start) * 1000)
-        return sorted(times)[len(times) // 2]
-
     with torch.no_grad():
-        torch_ms = median_ms(lambda: model(x))
-    ort_ms = median_ms(lambda: run_session(ort_session, [x.numpy()]))
+        torch_ms = median_ms(lambda: model(x), repeats=50)
+    ort_ms = median_ms(lambda: run_session(ort_session, [x.numpy()]), repeats=50)
     return {"torch": torch_ms, "onnxruntime": ort_ms, "onnxruntime_speedup": torch_ms / ort_ms}
 
 

@@ -1,0 +1,26 @@
+"""Timing helpers shared by the example scripts and the benchmarks."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+
+def median_ms(fn: Callable[[], object], *, repeats: int, warmup: int = 2) -> float:
+    """Median wall time of `fn()` in milliseconds, after `warmup` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def timed(fn: Callable[[], object]) -> tuple[object, float]:
+    """`fn()`'s result and how long it took, in seconds."""
+    start = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - start
