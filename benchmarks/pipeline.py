@@ -15,9 +15,9 @@ import tempfile
 from pathlib import Path
 
 import torch
+from common import median_ms, timed
 
 import examples.models as zoo
-from common import median_ms, timed
 from bitfx.backends.onnx import export, run_session, session, verify
 from bitfx.ir import capture
 from bitfx.ir.table import format_table
