@@ -101,3 +101,11 @@ def test_unknown_leaf_name_and_non_tensor_input_are_clear_errors():
 def test_wrong_example_shape_is_a_clear_error():
     with pytest.raises(CaptureError, match=r"node 'conv1'.*\[\(1, 5, 32, 32\)\].*3 channels.*shape and dtype"):
         capture(zoo.resnet20(), torch.randn(1, 5, 32, 32))
+
+
+def test_failure_in_the_root_forward_suggests_concrete_args_or_a_submodule():
+    with pytest.raises(CaptureError) as info:
+        capture(DataDependent(), torch.randn(1, 3))
+    message = str(info.value)
+    assert "module '<root>' (DataDependent)" in message and "data-dependent control flow" in message
+    assert "concrete_args" in message and "move the construct into a submodule" in message

@@ -59,15 +59,18 @@ def capture(
 
     `leaf_modules` lists module types or qualified names to keep as single opaque nodes
     (for modules whose forward cannot be traced); modules of torch.nn and classes that set
-    `bitfx_leaf = True` (the layers bitfx passes introduce) are always kept whole; `concrete_args` fixes non-tensor
-    arguments of `model.forward`. The example inputs are kept in `gm.meta` so that later
-    passes can re-propagate shapes. The caller's model is not modified.
+    `bitfx_leaf = True` (the layers bitfx passes introduce) are always kept whole.
+    `concrete_args` fixes non-tensor arguments of `model.forward`. The example inputs are
+    kept in `gm.meta` so that later passes can re-propagate shapes. Capturing does not
+    modify the model; like `torch.fx.symbolic_trace`, the graph shares its parameters
+    (passes run on a copy).
     """
     try:
         inputs = as_inputs(example_inputs)
     except TypeError as error:
         raise CaptureError(f"{error}; pass tensors only and fix other arguments with concrete_args") from error
-    _check_leaf_names(model, leaf_modules := tuple(leaf_modules))
+    leaf_modules = tuple(leaf_modules)
+    _check_leaf_names(model, leaf_modules)
     tracer = _BitfxTracer(leaf_modules)
     try:
         graph = tracer.trace(model, concrete_args=concrete_args)
