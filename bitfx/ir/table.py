@@ -20,7 +20,7 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]], numer
 
 def _cell(value: object) -> str:
     if isinstance(value, float):
-        return f"{value:,.1f}"
+        return f"{int(value):,}" if value.is_integer() else f"{value:,.1f}"
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
     return "" if value is None else str(value)
