@@ -1,7 +1,12 @@
-"""`verify`: run an ONNX file and the torch module it came from on the same inputs."""
+"""`verify`: run an ONNX file and the torch module it came from on the same inputs.
+
+A lowering style whose files need another check (the `qdq` style compares quantizer codes)
+registers it with `register_verifier`; `verifier_for(style)` returns it, else `verify`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +39,11 @@ class VerifyReport:
     def ok(self) -> bool:
         return self.max_rel_error <= self.rtol
 
+    def describe(self) -> str:
+        """One line for a terminal."""
+        verdict = "ok" if self.ok else "FAILED"
+        return f"max abs error {self.max_abs_error:.3g}, max rel error {self.max_rel_error:.3g} (tolerance {self.rtol:g}): {verdict}"
+
     def to_json(self) -> dict[str, Any]:
         return {
             "max_abs_error": self.max_abs_error,
@@ -50,3 +60,22 @@ def verify(path: str | Path, module: nn.Module, inputs: Inputs, *, rtol: float =
     expected = run_eval(module, inputs)
     actual = run_session(session(path), [t.detach().numpy() for t in inputs])
     return VerifyReport(compare_outputs(expected, actual), rtol)
+
+
+Verifier = Callable[..., VerifyReport]
+_VERIFIERS: dict[str, Verifier] = {}
+
+
+def register_verifier(lowering: str) -> Callable[[Verifier], Verifier]:
+    """Decorator: `fn(path, module, inputs, *, rtol) -> VerifyReport` checks files of the style `lowering`."""
+
+    def register(fn: Verifier) -> Verifier:
+        _VERIFIERS[lowering] = fn
+        return fn
+
+    return register
+
+
+def verifier_for(lowering: str) -> Verifier:
+    """The check for files written by the lowering style `lowering` (`verify` unless one is registered)."""
+    return _VERIFIERS.get(lowering, verify)

@@ -1,0 +1,225 @@
+"""`PAMSQuantize`: k-bit PAMS quantization of conv/linear weights and of the activations
+around them (Li et al., ECCV 2020; the math is in `bitfx.ir.quant`).
+
+Which layers: every Conv1d/2d/3d and Linear chosen by `layers` (a `LayerSelection` with
+True/False values); when `layers` leaves a layer at its default, the first and the last
+of them in graph order stay float (`float_ends`), as PAMS keeps EDSR's head and tail.
+
+Where activation quantizers go (one `ActQuant` per quantized tensor, shared by the uses
+that read it):
+
+1. the input of every quantized layer;
+2. both operands of a residual add one of whose operands comes from a quantized layer
+   (through `× scalar` / ReLU, see `bitfx.ir.output_chain`): for an EDSR block
+   `x + conv2(relu(conv1(x))) · res_scale` that is the block input/shortcut (shared with
+   conv1's input) and the branch output before the add, with the post-ReLU input of conv2
+   from rule 1 — the paper's placement plus the one quantizer an integer-only model needs
+   at conv1's input;
+3. the output of every quantized layer (after its foldable chain), unless every use of
+   it is already quantized, so that integer execution never leaves a quantized layer in
+   float.
+
+α of every quantizer starts at the mean over calibration samples of the per-sample max|x|,
+measured on the float activations (quantizers pass values through while calibrating). The
+sums are reduced across torch.distributed ranks when a process group is initialised.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import fx, nn
+from tqdm import tqdm
+
+from bitfx.errors import PassConfigError, PassError
+from bitfx.ir.execution import compare_outputs, eval_mode, run_eval
+from bitfx.ir.output_chain import chain_after, chain_before
+from bitfx.ir.quant import MAX_BITS, MIN_BITS, QUANT_LAYER_TYPES, QUANTIZED_LAYERS, ActQuant, quantize_layer
+from bitfx.passes.base import Pass, PassContext, PassResult
+from bitfx.passes.registry import register_pass
+from bitfx.passes.selection import LayerSelection
+
+_ADD_FUNCTIONS = (operator.add, operator.iadd, torch.add)
+_CANDIDATES = tuple(QUANTIZED_LAYERS)
+
+
+@register_pass
+@dataclass
+class PAMSQuantize(Pass):
+    """PAMS k-bit quantization: max-scale weights, learnable-α activations, calibrated."""
+
+    name = "pams"
+    preserves_outputs = False
+
+    bits: int = 8
+    per_channel: bool = False
+    layers: LayerSelection = field(default_factory=lambda: LayerSelection(default=True))
+    float_ends: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.bits, bool) or not isinstance(self.bits, int) or not MIN_BITS <= self.bits <= MAX_BITS:
+            raise PassConfigError(f"pass 'pams': bits={self.bits!r} is not supported; use an integer from {MIN_BITS} to {MAX_BITS}")
+        self.layers = LayerSelection.from_config(self.layers)
+
+    def requires(self, gm: fx.GraphModule) -> None:
+        done = [name for name, m in gm.named_modules() if isinstance(m, (ActQuant, *QUANT_LAYER_TYPES))]
+        if done:
+            raise PassError(f"the graph is already PAMS-quantized (e.g. {done[0]!r}); run 'pams' once, on the float model")
+
+    def run(self, gm: fx.GraphModule, context: PassContext) -> PassResult:
+        float_outputs = run_eval(gm, context.example_inputs)
+        chosen, kept_float = self._choose(gm)
+        if not chosen:
+            return PassResult(gm, False, {"quantized_layers": 0, "kept_float": kept_float})
+        for node in chosen:
+            parent, _, attr = node.target.rpartition(".")
+            setattr(gm.get_submodule(parent), attr, quantize_layer(gm.get_submodule(node.target), self.bits, self.per_channel))
+        quantizers = _insert_quantizers(gm, _quantized_edges(gm, chosen), self.bits)
+        gm.recompile()
+        calibration = _calibrate(gm, quantizers, context)
+        error = max(e.max_rel_error for e in compare_outputs(float_outputs, run_eval(gm, context.example_inputs)))
+        stats = {
+            "bits": self.bits,
+            "per_channel": self.per_channel,
+            "quantized_layers": len(chosen),
+            "activation_quantizers": len(quantizers),
+            "calibration": calibration,
+            "rel_error_vs_float": error,
+            "layers": [node.target for node in chosen],
+            "kept_float": kept_float,
+        }
+        return PassResult(gm, True, stats)
+
+    def ensures(self, gm: fx.GraphModule) -> None:
+        for node in gm.graph.nodes:
+            if node.op == "call_module" and isinstance(gm.get_submodule(node.target), QUANT_LAYER_TYPES):
+                source = node.args[0]
+                if not (isinstance(source, fx.Node) and source.op == "call_module" and isinstance(gm.get_submodule(source.target), ActQuant)):
+                    raise PassError(f"quantized layer {node.target!r} does not read a quantized activation")
+        for name, module in gm.named_modules():
+            if isinstance(module, ActQuant) and not (torch.isfinite(module.alpha) and module.alpha > 0):
+                raise PassError(f"quantizer {name!r} has α = {float(module.alpha)}; calibration data must give it a positive finite value")
+
+    def _choose(self, gm: fx.GraphModule) -> tuple[list[fx.Node], dict[str, str]]:
+        """The layer nodes to quantize, and why each other candidate stays float."""
+        selected = [(n, m, d) for n, m, d in self.layers.select(gm, _CANDIDATES) if type(m) in QUANTIZED_LAYERS]
+        calls: dict[str, int] = {}
+        for node in gm.graph.nodes:
+            if node.op == "call_module":
+                calls[node.target] = calls.get(node.target, 0) + 1
+        ends = {selected[0][0].target, selected[-1][0].target} if selected and self.float_ends else set()
+        chosen, kept_float = [], {}
+        for node, module, decision in selected:
+            if decision.rule == "default" and node.target in ends:
+                kept_float[node.target] = "first/last layer (float_ends)"
+            elif decision.value not in (True, False, None):
+                raise PassConfigError(f"pass 'pams': layers must map to true/false, got {decision.value!r} for {node.target!r} ({decision.rule})")
+            elif not decision.value:
+                kept_float[node.target] = f"not selected ({decision.rule})"
+            elif calls[node.target] > 1:
+                kept_float[node.target] = f"called from {calls[node.target]} places"
+            elif getattr(module, "padding_mode", "zeros") != "zeros":
+                kept_float[node.target] = f"padding_mode={module.padding_mode!r} (integer convs pad with zeros)"
+            elif len(node.args) != 1 or node.kwargs:
+                kept_float[node.target] = "called with more than one argument"
+            else:
+                chosen.append(node)
+        return chosen, kept_float
+
+
+def _quantized_edges(gm: fx.GraphModule, layers: list[fx.Node]) -> dict[fx.Node, set[fx.Node]]:
+    """source node → the users whose reads of it go through one quantizer (rules 1–3)."""
+    layer_set = set(layers)
+    edges: dict[fx.Node, set[fx.Node]] = {}
+    for layer in layers:
+        edges.setdefault(layer.args[0], set()).add(layer)
+    for node in gm.graph.nodes:
+        if _is_add(node):
+            operands = [a for a in node.args[:2] if isinstance(a, fx.Node)]
+            if len(operands) == 2 and any(chain_before(gm, a, layer_set.__contains__) is not None for a in operands):
+                for operand in operands:
+                    edges.setdefault(operand, set()).add(node)
+    for layer in layers:
+        end = chain_after(gm, layer).end
+        if not set(end.users) <= edges.get(end, set()):
+            edges.setdefault(end, set()).update(end.users)
+    return edges
+
+
+def _is_add(node: fx.Node) -> bool:
+    if node.kwargs or len(node.args) != 2:
+        return False
+    return (node.op == "call_function" and node.target in _ADD_FUNCTIONS) or (node.op == "call_method" and node.target in ("add", "add_"))
+
+
+def _insert_quantizers(gm: fx.GraphModule, edges: dict[fx.Node, set[fx.Node]], bits: int) -> list[ActQuant]:
+    """One `ActQuant` after each source node, read by that source's quantized users."""
+    last_placeholder = [n for n in gm.graph.nodes if n.op == "placeholder"][-1]
+    quantizers = []
+    for source, users in edges.items():
+        name = _free_name(gm, f"{source.name}_quant")
+        gm.add_submodule(name, ActQuant(bits))
+        quantizers.append(gm.get_submodule(name))
+        with gm.graph.inserting_after(last_placeholder if source.op == "placeholder" else source):
+            quant_node = gm.graph.call_module(name, (source,))
+        for user in users:
+            user.replace_input_with(source, quant_node)
+    return quantizers
+
+
+def _free_name(gm: fx.GraphModule, base: str) -> str:
+    name, index = base, 1
+    while hasattr(gm, name):
+        name, index = f"{base}_{index}", index + 1
+    return name
+
+
+def _calibrate(gm: fx.GraphModule, quantizers: list[ActQuant], context: PassContext) -> str:
+    """Set every α to the mean per-sample max|x| of its input on the calibration batches."""
+    batches, source = _calibration_batches(context)
+    sums = torch.zeros(len(quantizers), dtype=torch.float64)
+    index = {id(q): i for i, q in enumerate(quantizers)}
+
+    def observe(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
+        x = args[0].detach()
+        sums[index[id(module)]] += x.abs().reshape(x.shape[0], -1).amax(dim=1).double().sum()
+        return x
+
+    handles = [q.register_forward_hook(observe) for q in quantizers]
+    samples = 0
+    try:
+        with eval_mode(gm), torch.no_grad():
+            for batch in tqdm(batches, desc="pams calibration", unit="batch", leave=False):
+                inputs = tuple(batch) if len(context.example_inputs) > 1 else (_first(batch),)
+                gm(*inputs)
+                samples += int(inputs[0].shape[0])
+    finally:
+        for handle in handles:
+            handle.remove()
+    totals = torch.cat([sums, torch.tensor([float(samples)], dtype=torch.float64)])
+    ranks = 1
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(totals, op=dist.ReduceOp.SUM)
+        ranks = dist.get_world_size()
+    if totals[-1] == 0:
+        raise PassError("calibration saw no samples: the calibration data yielded no batches")
+    with torch.no_grad():
+        for quantizer, total in zip(quantizers, totals[:-1]):
+            quantizer.alpha.fill_(float(total / totals[-1]))
+    across = f" across {ranks} ranks" if ranks > 1 else ""
+    return f"{int(totals[-1])} samples{across} from {source}"
+
+
+def _calibration_batches(context: PassContext) -> tuple[Iterable[Any], str]:
+    if context.data is None:
+        return [context.example_inputs], "the example inputs (no calibration data given; pass --data or data=)"
+    return context.data, "the calibration data"
+
+
+def _first(batch: Any) -> torch.Tensor:
+    return batch[0] if isinstance(batch, (tuple, list)) else batch

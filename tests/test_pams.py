@@ -1,0 +1,191 @@
+"""PAMS quantizers (bitfx.ir.quant) and the `pams` pass: math, gradients, placement, calibration."""
+
+import operator
+
+import pytest
+import torch
+from helpers import assert_same_state, state_snapshot
+from torch import nn
+
+from bitfx.errors import PassConfigError, PassError
+from bitfx.ir import capture, summary
+from bitfx.ir.output_chain import chain_after
+from bitfx.ir.quant import ActQuant, QuantConv2d, QuantLinear, qmax, quantize_layer
+from bitfx.passes import LayerSelection, PAMSQuantize, Pipeline, create_pass
+from examples.models import edsr_lite
+
+PAPER_LAYERS = {"default": False, "by_regex": {r"body\.\d+\.body\.\d+": True}}
+
+
+def test_qmax_and_its_range_check():
+    assert [qmax(b) for b in (2, 4, 8)] == [1, 7, 127]
+    with pytest.raises(ValueError, match="between 2 and 8"):
+        qmax(9)
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_activation_quantizer_forward_is_the_pams_formula(bits):
+    q = qmax(bits)
+    quant = ActQuant(bits, alpha=1.5)
+    x = torch.linspace(-3, 3, 1001)
+    step = 1.5 / q
+    expected = torch.round(x.clamp(-1.5, 1.5) / step) * step
+    torch.testing.assert_close(quant(x), expected, rtol=0, atol=0)
+    codes = quant.codes(x)
+    assert codes.min() == -q and codes.max() == q
+    assert len(torch.unique(codes)) == 2 * q + 1
+
+
+def test_activation_quantizer_gradients_are_pams_ste_and_alpha_rule():
+    alpha = 1.0
+    for value in [-2.5, -1.2, -0.37, 0.0, 0.26, 0.61, 0.999, 1.3]:
+        quant = ActQuant(4, alpha=alpha)
+        x = torch.tensor(value, requires_grad=True)
+        out = quant(x)
+        out.backward()
+        inside = abs(value) < alpha
+        expected_alpha = (float(out.detach()) - value) / alpha if inside else (1.0 if value > 0 else -1.0)
+        assert float(quant.alpha.grad) == pytest.approx(expected_alpha, abs=1e-6), value
+        assert float(x.grad) == (1.0 if inside else 0.0), value
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_weight_quantizer_codes_scale_and_ste(per_channel):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 3)
+    with torch.no_grad():
+        conv.weight[2] *= 10  # channels of very different range
+    layer = quantize_layer(conv, 4, per_channel)
+    assert layer.weight is conv.weight and layer.bias is conv.bias
+    codes = layer.weight_codes()
+    assert codes.abs().max() == 7 and torch.equal(codes, codes.round())
+    per_filter_peak = codes.abs().flatten(1).amax(dim=1)
+    assert bool((per_filter_peak == 7).all()) == per_channel
+    scale = layer.weight_scale()
+    assert scale.shape == ((4,) if per_channel else ())
+    torch.testing.assert_close(layer.quantized_weight(), codes * (scale.reshape(-1, 1, 1, 1) if per_channel else scale))
+    x = torch.randn(2, 3, 5, 5)
+    torch.testing.assert_close(layer(x), nn.functional.conv2d(x, layer.quantized_weight(), conv.bias))
+    layer(x).sum().backward()
+    reference = conv.weight.detach().clone().requires_grad_()
+    nn.functional.conv2d(x, reference, conv.bias).sum().backward()
+    torch.testing.assert_close(conv.weight.grad, reference.grad)  # straight-through
+
+
+def test_quantized_layers_declare_their_storage_bits():
+    gm = capture(nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2)), torch.randn(2, 8))
+    result = Pipeline([PAMSQuantize(bits=4)]).run(gm)
+    middle = result.graph_module.get_submodule("2")
+    assert isinstance(middle, QuantLinear)
+    row = next(r for r in summary(result.graph_module).rows if r.name == "_2")
+    assert row.cost.weight_bits == 64 * 4 + 8 * 32
+
+
+def _edsr(seed=0):
+    torch.manual_seed(seed)
+    return edsr_lite().eval()
+
+
+def _data(batches=2, batch=3, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.rand(batch, 3, 48, 48, generator=generator) for _ in range(batches)]
+
+
+def _quant_input(gm, node):
+    source = node.args[0]
+    return source.op == "call_module" and isinstance(gm.get_submodule(source.target), ActQuant)
+
+
+def test_edsr_placement_follows_the_paper_plus_conv1_input():
+    model, data = _edsr(), _data()
+    gm = capture(model, data[0])
+    result = Pipeline([PAMSQuantize(layers=LayerSelection.from_config(PAPER_LAYERS))]).run(gm, data=data)
+    out = result.graph_module
+    stats = result.records[0].stats
+    assert stats["quantized_layers"] == 8 and stats["activation_quantizers"] == 12
+    for block in range(4):
+        conv1 = out.get_submodule(f"body.{block}.body.0")
+        conv2 = out.get_submodule(f"body.{block}.body.2")
+        assert isinstance(conv1, QuantConv2d) and isinstance(conv2, QuantConv2d)
+    assert all(type(out.get_submodule(name)) is nn.Conv2d for name in ("head", "body.4", "tail.0.0", "tail.1"))
+    nodes = {n.name: n for n in out.graph.nodes}
+    adds = [n for n in out.graph.nodes if n.op == "call_function" and n.target is operator.add]
+    block_adds, global_add = adds[:4], adds[4]
+    for block, add in enumerate(block_adds):
+        shortcut, branch = add.args
+        assert _quant_input(out, add) and branch.op == "call_module" and isinstance(out.get_submodule(branch.target), ActQuant)
+        assert branch.args[0].target is operator.mul  # quantized after res_scale, before the add
+        conv1 = nodes[f"body_{block}_body_0"]
+        assert conv1.args[0] is shortcut  # one quantizer for the block input and the shortcut
+        conv2 = nodes[f"body_{block}_body_2"]
+        assert _quant_input(out, conv2) and conv2.args[0].args[0].name == f"body_{block}_body_1"  # post-ReLU
+    assert not any(a.op == "call_module" and isinstance(out.get_submodule(a.target), ActQuant) for a in global_add.args)  # float body.4
+
+
+def test_default_selection_keeps_first_and_last_float_and_quantizes_every_output():
+    model, data = _edsr(), _data()
+    result = Pipeline([PAMSQuantize()]).run(capture(model, data[0]), data=data)
+    out, stats = result.graph_module, result.records[0].stats
+    assert stats["kept_float"] == {"head": "first/last layer (float_ends)", "tail.1": "first/last layer (float_ends)"}
+    assert stats["quantized_layers"] == 10
+    for node in out.graph.nodes:
+        if node.op == "call_module" and isinstance(out.get_submodule(node.target), QuantConv2d):
+            assert _quant_input(out, node)
+            end = chain_after(out, node).end
+            assert all(u.op == "call_module" and isinstance(out.get_submodule(u.target), ActQuant) for u in end.users), node.name
+
+
+def test_calibration_sets_alpha_to_mean_per_sample_max():
+    model, data = _edsr(), _data(batches=3, batch=2)
+    result = Pipeline([PAMSQuantize()]).run(capture(model, data[0]), data=data)
+    with torch.no_grad():
+        heads = torch.cat([model.head(model.sub_mean(x)) for x in data])
+    expected = heads.abs().flatten(1).amax(dim=1).mean()
+    assert float(result.graph_module.head_quant.alpha.detach()) == pytest.approx(float(expected), rel=1e-5)
+    assert result.records[0].stats["calibration"] == "6 samples from the calibration data"
+
+
+def test_without_data_the_example_inputs_calibrate_and_the_stats_say_so():
+    model, data = _edsr(), _data()
+    result = Pipeline([PAMSQuantize(bits=4)]).run(capture(model, data[0]))
+    assert "example inputs" in result.records[0].stats["calibration"]
+    assert all(float(m.alpha.detach()) > 0 for m in result.graph_module.modules() if isinstance(m, ActQuant))
+
+
+def test_pass_leaves_the_input_untouched_and_refuses_a_second_run():
+    model, data = _edsr(), _data()
+    gm = capture(model, data[0])
+    snapshot = state_snapshot(gm)
+    result = Pipeline.from_spec("pams(bits=6, per_channel=true)").run(gm, data=data)
+    assert_same_state(gm, snapshot)
+    assert not any(isinstance(m, (ActQuant, QuantConv2d)) for m in gm.modules())
+    assert result.graph_module.get_submodule("body.0.body.0").bits == 6
+    with pytest.raises(PassError, match="already PAMS-quantized"):
+        Pipeline([PAMSQuantize()]).run(result.graph_module)
+
+
+@pytest.mark.parametrize("bits", [1, 9, True, "8"])
+def test_bad_bit_widths_are_rejected_with_the_valid_range(bits):
+    with pytest.raises(PassConfigError, match="from 2 to 8"):
+        PAMSQuantize(bits=bits)
+    if isinstance(bits, int) and not isinstance(bits, bool):
+        with pytest.raises(PassConfigError, match="from 2 to 8"):
+            create_pass("pams", {"bits": bits})
+
+
+def test_layer_selection_names_are_checked_and_obeyed():
+    model, data = _edsr(), _data()
+    gm = capture(model, data[0])
+    with pytest.raises(PassError, match="not modules of the model"):
+        Pipeline.from_spec("pams(layers={'by_name': {'body.9': True}})").run(gm)
+    result = Pipeline.from_spec("pams(layers={'default': True, 'by_name': {'body.1.body.2': False, 'head': True}})").run(gm, data=data)
+    stats = result.records[0].stats
+    assert "head" in stats["layers"] and "body.1.body.2" not in stats["layers"]
+    assert stats["kept_float"]["body.1.body.2"] == "not selected (name 'body.1.body.2')"
+
+
+def test_pipeline_file_round_trip(tmp_path):
+    pipeline = Pipeline.from_spec(f"pams(bits=4, per_channel=true, layers={PAPER_LAYERS!r})")
+    pipeline.save(tmp_path / "p.toml")
+    again = Pipeline.from_file(tmp_path / "p.toml")
+    assert again.passes[0].params() == pipeline.passes[0].params()
