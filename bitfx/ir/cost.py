@@ -2,7 +2,8 @@
 
 MACs are counted per sample (the batch dimension, dim 0, is divided out) for the layers
 whose cost is multiply-accumulate: convolutions (modules, also transposed, and functional
-convs), linear layers and matrix products; everything else counts 0 MACs.
+convs), linear layers and matrix products; everything else counts 0 MACs, unless its module declares
+them with a method `bitfx_macs(output_shape) -> int` (the binary layers do: binary MACs).
 
 Weight storage counts every parameter and persistent buffer a node's module holds (what a
 deployed file must store) at its dtype's width. A module that stores a tensor at another
@@ -24,6 +25,7 @@ from torch.nn.modules.conv import _ConvNd
 from bitfx.ir.shapes import node_shape
 
 STORAGE_BITS_ATTR = "bitfx_storage_bits"
+MACS_ATTR = "bitfx_macs"
 _MATMUL_TARGETS = (torch.matmul, operator.matmul, torch.bmm, torch.mm)
 _CONV_TARGETS = (torch.conv1d, torch.conv2d, torch.conv3d, nn.functional.conv1d, nn.functional.conv2d, nn.functional.conv3d)
 
@@ -100,6 +102,8 @@ def _macs(gm: fx.GraphModule, node: fx.Node) -> int:
     per_sample_out = math.prod(out_shape[1:])
     if node.op == "call_module":
         module = gm.get_submodule(node.target)
+        if callable(getattr(module, MACS_ATTR, None)):
+            return getattr(module, MACS_ATTR)(out_shape)
         if isinstance(module, _ConvNd):
             if module.transposed:
                 in_shape = node_shape(node.args[0])

@@ -66,9 +66,24 @@ def _value_shapes(model: onnx.ModelProto) -> dict[str, tuple]:
     return shapes
 
 
+def _binary_macs(node: onnx.NodeProto, per_sample_out: int) -> int:
+    """Bit-MACs of a `bitfx` binary node from its attributes (docs/binary-format.md)."""
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if node.op_type == "BinaryConv2d":
+        return per_sample_out * (attrs["in_channels"] // attrs["group"]) * math.prod(attrs["kernel_shape"])
+    if node.op_type == "BinaryGemm":
+        return per_sample_out * attrs["in_features"]
+    return 0
+
+
 def _macs(node: onnx.NodeProto, shapes: dict[str, tuple], out_shape: tuple | None) -> int:
-    """MACs per sample of conv and matrix-product nodes (0 for others or unknown shapes)."""
-    if node.op_type not in _MAC_OPS or not out_shape or not all(isinstance(d, int) for d in out_shape[1:]):
+    """MACs per sample of conv and matrix-product nodes, binary ones included (0 for others
+    or unknown shapes)."""
+    if not out_shape or not all(isinstance(d, int) for d in out_shape[1:]):
+        return 0
+    if node.domain == "bitfx":
+        return _binary_macs(node, math.prod(out_shape[1:]))
+    if node.op_type not in _MAC_OPS:
         return 0
     weight_index = 3 if node.op_type in ("QLinearConv", "QLinearMatMul") else 1
     weight = shapes.get(node.input[weight_index]) if len(node.input) > weight_index else None

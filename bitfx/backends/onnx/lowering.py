@@ -14,7 +14,9 @@ import onnx
 import torch
 from torch import fx
 
+from bitfx.backends.onnx.translation import translation_table
 from bitfx.errors import LoweringError
+from bitfx.ir.deploy import deployed
 
 BATCH_DIM_NAME = "batch"
 
@@ -62,8 +64,9 @@ def torch_onnx_export(module: torch.nn.Module, example_inputs: tuple[torch.Tenso
 
 @register_lowering("float")
 def lower_float(gm: fx.GraphModule, example_inputs: tuple[torch.Tensor, ...], dynamic_batch: bool) -> onnx.ModelProto:
-    """Standard ONNX float ops, for any runtime."""
-    return torch_onnx_export(gm, example_inputs, dynamic_batch)
+    """Standard ONNX float ops, for any runtime. Layers with a deployed form (binary layers)
+    are exported in it, their ops written by the `float` translation table."""
+    return torch_onnx_export(deployed(gm), example_inputs, dynamic_batch, custom_translation_table=translation_table("float"))
 
 
 def _name_batch_dim(model: onnx.ModelProto) -> None:

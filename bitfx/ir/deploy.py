@@ -1,0 +1,31 @@
+"""Deployment form of a graph: trainable IR layers swapped for the fixed layers they deploy as.
+
+A module that has a deployed form defines `deployed() -> nn.Module` (the binary layers do:
+sign(W), scale, bias and threshold become buffers). Lowerings export `deployed(gm)`, so the
+file holds the fixed tensors rather than the training-time computation that produces them.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from torch import fx, nn
+
+
+def has_deployed_form(module: nn.Module) -> bool:
+    return callable(getattr(module, "deployed", None))
+
+
+def deployed(gm: fx.GraphModule) -> fx.GraphModule:
+    """A copy of `gm` with every called module that has a deployed form replaced by it;
+    `gm` itself when there is none. `gm` is never modified."""
+    targets = {node.target for node in gm.graph.nodes if node.op == "call_module" and has_deployed_form(gm.get_submodule(node.target))}
+    if not targets:
+        return gm
+    copied = copy.deepcopy(gm)
+    for target in sorted(targets):
+        original = copied.get_submodule(target)
+        parent, _, name = target.rpartition(".")
+        setattr(copied.get_submodule(parent), name, original.deployed().train(original.training))
+    copied.recompile()
+    return copied

@@ -1,0 +1,18 @@
+"""Training rewritten graphs: schedule and constraint hooks, distillation from the float model
+(logits, features, PAMS's SKT attention loss) and optimizer groups for learned quantizer scales."""
+
+from bitfx.train.distill import Distillation
+from bitfx.train.hooks import after_optimizer_step, on_epoch_start
+from bitfx.train.param_groups import pams_parameter_groups
+from bitfx.train.skt import DEFAULT_SKT_WEIGHT, attention_map, skt_loss, with_taps
+
+__all__ = [
+    "DEFAULT_SKT_WEIGHT",
+    "Distillation",
+    "after_optimizer_step",
+    "attention_map",
+    "on_epoch_start",
+    "pams_parameter_groups",
+    "skt_loss",
+    "with_taps",
+]

@@ -1,0 +1,39 @@
+"""The training hooks of IR modules, called over a whole model (see `bitfx.ir.training_hooks`).
+
+An ordinary PyTorch loop trains a rewritten GraphModule; it calls these two functions:
+
+    for epoch in range(epochs):
+        bitfx.train.on_epoch_start(gm, epoch, epochs)      # schedules: EDE's t and k, RBNN's rotations
+        for x, y in batches:
+            optimizer.zero_grad(); loss(gm(x), y).backward(); optimizer.step()
+            bitfx.train.after_optimizer_step(gm)           # constraints: BNN's latent clipping
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from bitfx.ir.training_hooks import TrainingHooks
+
+
+def on_epoch_start(model: nn.Module, epoch: int, epochs: int) -> dict[str, dict[str, float]]:
+    """Advance every scheduled module of `model` to epoch `epoch` (0-based) of `epochs`.
+
+    Returns the values each module set, by qualified module name (empty for a model without
+    schedules)."""
+    if epochs <= 0 or not 0 <= epoch < epochs:
+        raise ValueError(f"on_epoch_start: epoch must satisfy 0 ≤ epoch < epochs, got epoch={epoch}, epochs={epochs}")
+    values = {}
+    for name, module in model.named_modules():
+        if isinstance(module, TrainingHooks):
+            set_values = module.on_epoch_start(epoch, epochs)
+            if set_values:
+                values[name] = set_values
+    return values
+
+
+def after_optimizer_step(model: nn.Module) -> None:
+    """Re-impose every module's parameter constraint after an optimizer step."""
+    for module in model.modules():
+        if isinstance(module, TrainingHooks):
+            module.after_optimizer_step()
