@@ -1,0 +1,164 @@
+"""ctypes binding of the compiled kernels (csrc/): struct mirrors, prototypes, ISA and thread choice.
+
+The library is built by `pip install` as the extension module `bitfx.backends.packed._kernels`
+(see setup.py); its functions are plain C called through ctypes. Environment variables read at
+import: `BITFX_PACKED_ISA` (scalar | avx2 | avx512) forces an instruction set,
+`BITFX_PACKED_THREADS` sets the thread count.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import os
+
+from bitfx.errors import BitfxError
+
+ISA_NAMES = ("scalar", "avx2", "avx512")
+OUT_FLOAT, OUT_PACKED = 0, 1
+BLOCK = 32  # output channels per block of the binary convolution (BITFX_BLOCK)
+FLOAT_TILE = 4  # output channels per tile of the float convolution (BITFX_FLOAT_TILE)
+
+_i64 = ctypes.c_int64
+_f64 = ctypes.c_double
+_ptr = ctypes.c_void_p
+
+
+def _fields(*names: str, kind: type = _i64) -> list[tuple[str, type]]:
+    return [(name, kind) for name in names]
+
+
+class PackedGeom(ctypes.Structure):
+    _fields_ = _fields("batch", "height", "width", "pad_top", "pad_left", "pad_bottom", "pad_right", "words")
+
+
+class PackDesc(ctypes.Structure):
+    _fields_ = [*_fields("channels", "groups", "group_words"), ("out", PackedGeom)]
+
+
+class BinaryConvDesc(ctypes.Structure):
+    _fields_ = [
+        ("input", PackedGeom),
+        *_fields("groups", "group_words", "kernel_h", "kernel_w", "stride_h", "stride_w", "dilation_h", "dilation_w"),
+        *_fields("pad_top", "pad_left", "out_h", "out_w", "out_channels", "blocks", "patterns", "out_mode", "has_residual"),
+        *_fields("clamp_lo", "clamp_hi", kind=_f64),
+        ("out", PackedGeom),
+    ]
+
+
+class BinaryMaxPoolDesc(ctypes.Structure):
+    _fields_ = [
+        ("input", PackedGeom),
+        ("out", PackedGeom),
+        *_fields("kernel_h", "kernel_w", "stride_h", "stride_w", "dilation_h", "dilation_w", "pad_top", "pad_left", "out_h", "out_w"),
+    ]
+
+
+class FloatConvDesc(ctypes.Structure):
+    _fields_ = [
+        *_fields("batch", "channels", "height", "width", "groups", "out_channels", "tiles"),
+        *_fields("kernel_h", "kernel_w", "stride_h", "stride_w", "dilation_h", "dilation_w"),
+        *_fields("pad_top", "pad_left", "out_h", "out_w", "has_residual"),
+        *_fields("pad_value", "clamp_lo", "clamp_hi", kind=_f64),
+    ]
+
+
+class FloatGemmDesc(ctypes.Structure):
+    _fields_ = [*_fields("rows", "k", "channels", "has_bias"), *_fields("alpha", "beta", kind=_f64)]
+
+
+class FloatMaxPoolDesc(ctypes.Structure):
+    _fields_ = _fields(
+        "planes", "height", "width", "kernel_h", "kernel_w", "stride_h", "stride_w", "dilation_h", "dilation_w", "pad_top", "pad_left", "out_h", "out_w"
+    )
+
+
+def _library_path() -> str:
+    spec = importlib.util.find_spec("bitfx.backends.packed._kernels")
+    if spec is None or spec.origin is None:
+        raise BitfxError(
+            "the packed runtime's compiled kernels (bitfx.backends.packed._kernels) are missing; "
+            "reinstall bitfx with `pip install -e .` (needs a C compiler and the Python headers)"
+        )
+    return spec.origin
+
+
+def _load() -> ctypes.CDLL:
+    lib = ctypes.CDLL(_library_path())
+    prototypes = {
+        "bitfx_isa_supported": (ctypes.c_int, [_i64]),
+        "bitfx_best_isa": (_i64, []),
+        "bitfx_set_isa": (ctypes.c_int, [_i64]),
+        "bitfx_get_isa": (_i64, []),
+        "bitfx_set_threads": (None, [_i64]),
+        "bitfx_get_threads": (_i64, []),
+        "bitfx_max_threads": (_i64, []),
+        "bitfx_pack": (None, [_ptr, _ptr, _ptr]),
+        "bitfx_fill_border": (None, [_ptr, _ptr, _ptr]),
+        "bitfx_binary_conv": (None, [_ptr] * 11),
+        "bitfx_binary_maxpool": (None, [_ptr, _ptr, _ptr]),
+        "bitfx_float_conv": (None, [_ptr] * 7),
+        "bitfx_float_maxpool": (None, [_ptr, _ptr, _ptr]),
+        "bitfx_float_gemm": (None, [_ptr] * 5),
+        "bitfx_popcount_peak": (_f64, [_i64]),
+    }
+    for name, (restype, argtypes) in prototypes.items():
+        function = getattr(lib, name)
+        function.restype = restype
+        function.argtypes = argtypes
+    return lib
+
+
+lib = _load()
+
+
+def available_isas() -> list[str]:
+    """The instruction sets this CPU can run, slowest first."""
+    return [name for index, name in enumerate(ISA_NAMES) if lib.bitfx_isa_supported(index)]
+
+
+def get_isa() -> str:
+    """The instruction set the kernels use now."""
+    return ISA_NAMES[lib.bitfx_get_isa()]
+
+
+def set_isa(name: str | None) -> None:
+    """Force an instruction set (`scalar`, `avx2`, `avx512`); None picks the best this CPU has."""
+    if name is None:
+        lib.bitfx_set_isa(lib.bitfx_best_isa())
+        return
+    if name not in ISA_NAMES:
+        raise BitfxError(f"unknown instruction set {name!r}; choose one of {', '.join(ISA_NAMES)}")
+    if lib.bitfx_set_isa(ISA_NAMES.index(name)) != 0:
+        raise BitfxError(f"this CPU cannot run the {name} kernels; it supports {', '.join(available_isas())}")
+
+
+def get_threads() -> int:
+    """How many threads each kernel call uses."""
+    return int(lib.bitfx_get_threads())
+
+
+def set_threads(count: int | None) -> None:
+    """Threads per kernel call; None restores the default (one per core, or OMP_NUM_THREADS)."""
+    if count is not None and count < 1:
+        raise BitfxError(f"thread count must be at least 1, got {count}")
+    lib.bitfx_set_threads(count or 0)
+
+
+def cpu_count() -> int:
+    """Cores available to the kernels."""
+    return int(lib.bitfx_max_threads())
+
+
+def _apply_environment() -> None:
+    isa = os.environ.get("BITFX_PACKED_ISA")
+    if isa:
+        set_isa(isa.strip().lower())
+    threads = os.environ.get("BITFX_PACKED_THREADS")
+    if threads:
+        if not threads.strip().isdigit():
+            raise BitfxError(f"BITFX_PACKED_THREADS must be a positive integer, got {threads!r}")
+        set_threads(int(threads))
+
+
+_apply_environment()

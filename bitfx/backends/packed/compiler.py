@@ -1,0 +1,221 @@
+"""Turn a `Graph` into the list of steps the executor runs: check every op is supported (one
+error lists all that are not), find the fusions (fusion.py), insert packing where a binary
+layer reads float data, and order the steps."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+from bitfx.backends.packed.errors import PackedModelError
+from bitfx.backends.packed.fusion import (
+    EpilogueFusion,
+    ThresholdChain,
+    binarizes,
+    find_epilogue,
+    find_threshold_chain,
+    is_binary,
+    merged_layout,
+    reader_layout,
+)
+from bitfx.backends.packed.graph import Graph, Node
+from bitfx.backends.packed.kernel_ops import (
+    BinaryConvStep,
+    BinaryGemmFloatStep,
+    BinaryMaxPoolStep,
+    Epilogue,
+    FloatConvStep,
+    FloatGemmStep,
+    FloatMaxPoolStep,
+    PackedLayout,
+    PackStep,
+    binary_constants,
+    binary_conv_kernel,
+    binary_float_conv,
+    conv_factory,
+    float_gemm,
+)
+from bitfx.backends.packed.kernels import BinaryConv
+from bitfx.backends.packed.numpy_ops import NUMPY_OPS
+from bitfx.backends.packed.steps import Step
+
+NATIVE_FUNCTIONS = frozenset({("bitfx", "BinaryConv2d"), ("bitfx", "BinaryGemm")})
+KERNEL_OPS = ("Conv", "MaxPool", "bitfx.BinaryConv2d", "bitfx.BinaryGemm")
+
+
+@dataclass
+class CompileReport:
+    """What the compiler made of the graph (counts of nodes and of fusions)."""
+
+    binary_layers: int = 0
+    packed_outputs: int = 0  # binary layers whose output stays packed (thresholds)
+    packed_max_pools: int = 0
+    packs: int = 0  # float → packed conversions
+    fused_epilogues: int = 0  # convolutions that absorbed an Add and/or Relu/Clip
+    absorbed_nodes: int = 0
+    ops: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Program:
+    steps: list[Step]
+    graph: Graph
+    report: CompileReport
+
+
+def supported_ops() -> list[str]:
+    """Every op type the packed runtime runs."""
+    return sorted({*NUMPY_OPS, *KERNEL_OPS})
+
+
+def compile_graph(graph: Graph) -> Program:
+    _check_supported(graph)
+    readers_of = graph.consumers()
+    report = CompileReport(ops=dict(Counter(n.qualified for n in graph.nodes)))
+    problems: list[str] = []
+    kernels: dict[str, BinaryConv] = {}
+    for node in graph.nodes:
+        if binarizes(node):
+            try:
+                kernels[node.name] = binary_conv_kernel(node, graph)
+            except PackedModelError as error:
+                problems.append(str(error))
+    chains = _threshold_chains(graph, kernels, readers_of)
+    absorbed = {n.name for chain in chains.values() for n in chain.nodes}
+    epilogues = _epilogues(graph, chains, absorbed, readers_of)
+    absorbed |= {n.name for fusion in epilogues.values() for n in fusion.nodes}
+    packed_inputs = {chain.end: f"{chain.end}::packed" for chain in chains.values()}
+    packs = _pack_plans(graph, packed_inputs)
+
+    at: dict[str, list[Step]] = defaultdict(list)  # steps to emit at a node's position
+    for node in graph.nodes:
+        if node.name in absorbed:
+            continue
+        try:
+            anchor, steps = _steps_for(node, graph, kernels, chains, epilogues, packs, packed_inputs)
+        except PackedModelError as error:
+            problems.append(str(error))
+            continue
+        at[anchor].extend(steps)
+    if problems:
+        raise PackedModelError("the packed runtime cannot run this model:\n  " + "\n  ".join(problems))
+
+    ordered, emitted_packs = [], set()
+    for node in graph.nodes:
+        for step in at.get(node.name, []):
+            for name in step.inputs:
+                pack = packs.get(name)
+                if pack is not None and name not in emitted_packs:
+                    ordered.append(pack)
+                    emitted_packs.add(name)
+            ordered.append(step)
+    report.binary_layers = sum(is_binary(n) for n in graph.nodes)
+    report.packed_outputs = len(chains)
+    report.packed_max_pools = sum(chain.pool is not None for chain in chains.values())
+    report.packs = len(emitted_packs)
+    report.fused_epilogues = len(epilogues)
+    report.absorbed_nodes = len(absorbed)
+    return Program(ordered, graph, report)
+
+
+def _check_supported(graph: Graph) -> None:
+    known = set(supported_ops())
+    unsupported: dict[str, list[str]] = defaultdict(list)
+    for node in graph.nodes:
+        if node.qualified not in known:
+            unsupported[node.qualified].append(node.name)
+    if unsupported:
+        lines = [f"{op} ({len(names)}×, e.g. node {names[0]!r})" for op, names in sorted(unsupported.items())]
+        raise PackedModelError(
+            f"the packed runtime does not support {len(unsupported)} op type(s) in this model: {'; '.join(lines)}. "
+            "Run it with onnxruntime, or rewrite those layers into supported ops "
+            "(bitfx.backends.packed.supported_ops() lists them)"
+        )
+
+
+def _threshold_chains(graph: Graph, kernels: dict[str, BinaryConv], readers_of: dict[str, list[Node]]) -> dict[str, ThresholdChain]:
+    chains = {}
+    for node in graph.nodes:
+        if node.name in kernels:
+            chain = find_threshold_chain(node, kernels[node.name], graph, readers_of)
+            if chain is not None:
+                kernels[node.name].set_packed_output(chain.threshold, chain.flip)
+                chains[node.name] = chain
+    return chains
+
+
+def _epilogues(graph: Graph, chains: dict[str, ThresholdChain], absorbed: set[str], readers_of: dict[str, list[Node]]) -> dict[str, EpilogueFusion]:
+    fusions = {}
+    for node in graph.nodes:
+        if node.name in chains or node.name in absorbed or not (node.qualified == "Conv" or is_binary(node)):
+            continue
+        fusion = find_epilogue(node, graph, readers_of)
+        if fusion is not None and not any(n.name in absorbed for n in fusion.nodes):
+            fusions[node.name] = fusion
+            absorbed |= {n.name for n in fusion.nodes}
+    return fusions
+
+
+def _pack_plans(graph: Graph, packed_inputs: dict[str, str]) -> dict[str, PackStep]:
+    """One PackStep per (float value, layout) that binarizing readers need, named by its output."""
+    wanted: dict[tuple[str, int, int], list[PackedLayout]] = defaultdict(list)
+    for node in graph.nodes:
+        if binarizes(node) and node.inputs[0] not in packed_inputs:
+            layout = reader_layout(node)
+            wanted[(node.inputs[0], layout.groups, layout.pad)].append(layout)
+    plans = {}
+    for (value, groups, pad), layouts in wanted.items():
+        name = packed_name(value, groups, pad)
+        plans[name] = PackStep(f"pack {value!r}", value, name, merged_layout(layouts))
+    return plans
+
+
+def packed_name(value: str, groups: int, pad: int) -> str:
+    return f"{value}::packed(groups={groups},pad={pad:+d})"
+
+
+def _steps_for(
+    node: Node,
+    graph: Graph,
+    kernels: dict[str, BinaryConv],
+    chains: dict[str, ThresholdChain],
+    epilogues: dict[str, EpilogueFusion],
+    packs: dict[str, PackStep],
+    packed_inputs: dict[str, str],
+) -> tuple[str, list[Step]]:
+    """(the node whose position the steps take, the steps) for one node that is not absorbed."""
+    fusion = epilogues.get(node.name)
+    epilogue = fusion.epilogue if fusion else Epilogue()
+    output = fusion.output if fusion else node.outputs[0]
+    anchor = fusion.nodes[-1].name if fusion else node.name
+    name = node.describe() + (f" + {', '.join(epilogue.fused)}" if epilogue.fused else "")
+    if node.qualified == "Conv":
+        make, kernel = conv_factory(node, graph)
+        return anchor, [FloatConvStep(name, node.inputs[0], output, make, node, kernel, epilogue)]
+    if node.qualified == "MaxPool":
+        return anchor, [FloatMaxPoolStep(node)]
+    if node.qualified == "Gemm" and (gemm_kernel := float_gemm(node, graph)) is not None:
+        return anchor, [FloatGemmStep(node, gemm_kernel)]
+    if not is_binary(node):
+        return anchor, [NUMPY_OPS[node.op_type](node, graph)]
+    if not binarizes(node):
+        if node.op_type == "BinaryGemm":
+            weights, scale, bias = binary_constants(node, graph)
+            return anchor, [BinaryGemmFloatStep(node, weights, scale, bias, epilogue, output)]
+        make, kernel = binary_float_conv(node, graph)
+        return anchor, [FloatConvStep(name, node.inputs[0], output, make, node, kernel, epilogue)]
+    x = node.inputs[0]
+    layout = reader_layout(node)
+    source = packed_inputs.get(x) or packed_name(x, layout.groups, layout.pad)
+    gemm = node.op_type == "BinaryGemm"
+    chain = chains.get(node.name)
+    if chain is None:
+        return anchor, [BinaryConvStep(name, source, output, kernels[node.name], gemm=gemm, epilogue=epilogue)]
+    if chain.pool is None:
+        return anchor, [BinaryConvStep(name, source, packed_inputs[chain.end], kernels[node.name], gemm=gemm, epilogue=epilogue, packed_out=chain.layout)]
+    before_pool = f"{chain.pool.inputs[0]}::packed"
+    steps = [
+        BinaryConvStep(name + f" → packed via {len(chain.nodes)} node(s)", source, before_pool, kernels[node.name], gemm=gemm, epilogue=epilogue, packed_out=chain.pool_layout()),
+        BinaryMaxPoolStep(chain.pool, before_pool, packed_inputs[chain.end], chain.layout),
+    ]
+    return anchor, steps

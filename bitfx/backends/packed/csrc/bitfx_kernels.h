@@ -1,0 +1,118 @@
+/* bitfx packed-bit kernels: the C API the Python executor calls through ctypes.
+ *
+ * Bit convention (docs/binary-format.md): a ±1 value is one bit, bit 1 = −1, bit 0 = +1;
+ * channels are packed innermost into little-endian uint64 words, channel c of a group is bit
+ * c % 64 of word c / 64 of that group; bits past the last real channel are 0.
+ *
+ * Packed activations are NHWC with a border: batch × (pad_top + height + pad_bottom) ×
+ * (pad_left + width + pad_right) × words. The border holds the padding value's bits, so the
+ * kernels never test bounds.
+ *
+ * Every struct field is 64 bits wide so the ctypes mirror in _native.py has no padding rules
+ * to get wrong.
+ */
+#ifndef BITFX_KERNELS_H
+#define BITFX_KERNELS_H
+
+#include <stdint.h>
+
+enum bitfx_isa { BITFX_ISA_SCALAR = 0, BITFX_ISA_AVX2 = 1, BITFX_ISA_AVX512 = 2, BITFX_ISA_COUNT = 3 };
+enum bitfx_out_mode { BITFX_OUT_FLOAT = 0, BITFX_OUT_PACKED = 1 };
+
+/* Output channels are processed in blocks of this many (weights, scales, thresholds and
+ * border corrections are laid out per block, zero-padded past the last real channel). */
+#define BITFX_BLOCK 32
+/* Output channels per tile of the float convolution (its weights are laid out per tile). */
+#define BITFX_FLOAT_TILE 4
+/* Output pixels per chunk of the float convolution. */
+#define BITFX_FLOAT_CHUNK 64
+
+typedef struct {
+    int64_t batch, height, width;
+    int64_t pad_top, pad_left, pad_bottom, pad_right;
+    int64_t words; /* uint64 words per pixel */
+} bitfx_packed_geom;
+
+/* Float NCHW → packed NHWC (interior only; see bitfx_fill_border). */
+typedef struct {
+    int64_t channels, groups, group_words; /* words per pixel = groups * group_words */
+    bitfx_packed_geom out;
+} bitfx_pack_desc;
+
+/* XNOR-popcount convolution on a packed input.
+ * d = K − 2·popcount(x ⊕ w) − correction, the exact ±1 dot product (the correction, folded
+ * into the `kc` table = K − correction per border pattern, removes what padded taps added).
+ * Float output: y = clamp((scale·d + bias) [+ residual], lo, hi), NCHW.
+ * Packed output: bit = (d < threshold) XOR flip, into the interior of `out` geometry. */
+typedef struct {
+    bitfx_packed_geom in;
+    int64_t groups, group_words;
+    int64_t kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w;
+    int64_t pad_top, pad_left; /* the convolution's own padding, ≤ the input border */
+    int64_t out_h, out_w, out_channels;
+    int64_t blocks; /* BITFX_BLOCK-channel blocks per group */
+    int64_t patterns; /* rows of the kc table */
+    int64_t out_mode;
+    int64_t has_residual;
+    double clamp_lo, clamp_hi;
+    bitfx_packed_geom out; /* BITFX_OUT_PACKED only */
+} bitfx_bconv_desc;
+
+/* Max pool on packed data: max of ±1 values is AND of the bits (bit 1 = −1). The input
+ * border must hold ones (−1) for real channels, the identity of AND, so padded taps are
+ * ignored as ONNX MaxPool ignores them. */
+typedef struct {
+    bitfx_packed_geom in, out;
+    int64_t kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w;
+    int64_t pad_top, pad_left;
+    int64_t out_h, out_w;
+} bitfx_bmaxpool_desc;
+
+/* Float convolution (NCHW, im2col panels × tiled weights) with the same epilogue as the
+ * binary one: y = clamp(scale·acc + bias [+ residual], lo, hi). */
+typedef struct {
+    int64_t batch, channels, height, width;
+    int64_t groups, out_channels, tiles; /* BITFX_FLOAT_TILE-channel tiles per group */
+    int64_t kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w;
+    int64_t pad_top, pad_left, out_h, out_w;
+    int64_t has_residual;
+    double pad_value, clamp_lo, clamp_hi;
+} bitfx_fconv_desc;
+
+/* Float matrix product with constant weights (ONNX Gemm): out[n][c] = alpha·Σ_k x[n][k]·w[k][c] + beta·bias[c]
+ * (w is K × C, transposed at load time so channels are contiguous). */
+typedef struct {
+    int64_t rows, k, channels, has_bias;
+    double alpha, beta;
+} bitfx_fgemm_desc;
+
+/* Float max pool, NCHW, padded taps ignored. */
+typedef struct {
+    int64_t planes, height, width; /* planes = batch × channels */
+    int64_t kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w;
+    int64_t pad_top, pad_left, out_h, out_w;
+} bitfx_fmaxpool_desc;
+
+int bitfx_isa_supported(int64_t isa);
+int64_t bitfx_best_isa(void);
+int bitfx_set_isa(int64_t isa); /* 0, or −1 when this CPU cannot run it */
+int64_t bitfx_get_isa(void);
+void bitfx_set_threads(int64_t threads);
+int64_t bitfx_get_threads(void);
+int64_t bitfx_max_threads(void);
+
+void bitfx_pack(const bitfx_pack_desc *d, const float *x, uint64_t *out);
+void bitfx_fill_border(const bitfx_packed_geom *g, const uint64_t *pad_pixel, uint64_t *buffer);
+void bitfx_binary_conv(const bitfx_bconv_desc *d, const uint64_t *x, const uint64_t *weights, const int32_t *pattern,
+                       const int64_t *kc, const float *scale, const float *bias, const float *residual,
+                       const int64_t *threshold, const uint32_t *flip, void *out);
+void bitfx_binary_maxpool(const bitfx_bmaxpool_desc *d, const uint64_t *x, uint64_t *out);
+void bitfx_float_conv(const bitfx_fconv_desc *d, const float *x, const float *weights, const float *scale,
+                      const float *bias, const float *residual, float *out);
+void bitfx_float_maxpool(const bitfx_fmaxpool_desc *d, const float *x, float *out);
+void bitfx_float_gemm(const bitfx_fgemm_desc *d, const float *x, const float *weights, const float *bias, float *out);
+/* Runs `rounds` rounds of the XOR+popcount+add inner loop of the current ISA on every thread
+ * (register operands only) and returns how many bit-MACs they did; time it to get the peak. */
+double bitfx_popcount_peak(int64_t rounds);
+
+#endif

@@ -1,0 +1,79 @@
+/* What the dispatcher (kernels.c) and the per-ISA files (isa_*.c) share. */
+#ifndef BITFX_INTERNAL_H
+#define BITFX_INTERNAL_H
+
+#include "bitfx_kernels.h"
+
+/* One binary convolution call: the descriptor, its arrays and the word offset of every
+ * (kh, kw, word) tap relative to a pixel's first word, computed once per call. */
+typedef struct {
+    const bitfx_bconv_desc *d;
+    const uint64_t *x, *weights;
+    const int32_t *pattern;
+    const int64_t *kc, *threshold, *offsets;
+    const float *scale, *bias, *residual;
+    const uint32_t *flip;
+    void *out;
+    int64_t k_words; /* taps × group words = the reduction length in words */
+} bitfx_bconv_job;
+
+/* One float convolution call; `panel` rows are BITFX_FLOAT_CHUNK floats, one per (c, kh, kw). */
+typedef struct {
+    const bitfx_fconv_desc *d;
+    const float *x, *weights, *scale, *bias, *residual;
+    float *out;
+    int64_t k; /* reduction length: channels per group × kh × kw */
+} bitfx_fconv_job;
+
+typedef struct {
+    /* Pack row h of image n: every word of every pixel of that row. */
+    void (*pack_row)(const bitfx_pack_desc *d, const float *x, uint64_t *out, int64_t n, int64_t h);
+    /* Output pixels per tile of the binary convolution. */
+    int64_t tile_pixels;
+    /* Tiles first .. last−1 (tile_pixels output pixels each, linear in the image) × channel block
+     * `block` of group g of image n: accumulate, then the output transform. */
+    void (*bconv_tiles)(const bitfx_bconv_job *job, int64_t n, int64_t g, int64_t block, int64_t first, int64_t last);
+    /* Build the im2col panel of output pixels p0 .. p0+count−1 (count ≤ BITFX_FLOAT_CHUNK) of image n,
+     * group g, into `panel`; then acc[tile][r][p] = Σ_k w[tile][k][r] · panel[k][p] for every tile
+     * of the group, and the epilogue. */
+    void (*fconv_chunk)(const bitfx_fconv_job *job, float *panel, int64_t n, int64_t g, int64_t p0, int64_t count);
+    /* The peak loop: `rounds` rounds of independent XOR+popcount+add. Returns the bit-MACs done. */
+    double (*popcount_peak)(int64_t rounds, uint64_t seed);
+    /* Output row r (plane r / out_h, row r % out_h) of a float max pool. */
+    void (*fmaxpool_row)(const bitfx_fmaxpool_desc *d, const float *x, float *out, int64_t r);
+    /* Output channels c0 .. c1−1 of every row of a float Gemm. */
+    void (*fgemm_columns)(const bitfx_fgemm_desc *d, const float *x, const float *w, const float *bias, float *out, int64_t c0, int64_t c1);
+} bitfx_isa_ops;
+
+extern const bitfx_isa_ops bitfx_ops_scalar;
+#if defined(__x86_64__)
+extern const bitfx_isa_ops bitfx_ops_avx2;
+extern const bitfx_isa_ops bitfx_ops_avx512;
+#endif
+
+/* The epilogue of the float convolution for one output channel and `count` consecutive pixels,
+ * shared by every ISA (it is memory-bound): y = clamp(scale·acc + bias [+ residual]). */
+static inline void bitfx_float_epilogue(const bitfx_fconv_job *job, const float *acc, int64_t n, int64_t co, int64_t p0, int64_t count) {
+    const bitfx_fconv_desc *d = job->d;
+    const int64_t plane = d->out_h * d->out_w;
+    const int64_t index = (n * d->out_channels + co) * plane + p0;
+    const float s = job->scale[co], b = job->bias[co];
+    const float lo = (float)d->clamp_lo, hi = (float)d->clamp_hi;
+    float *out = job->out + index;
+    const float *res = d->has_residual ? job->residual + index : 0;
+    for (int64_t p = 0; p < count; ++p) {
+        float y = acc[p] * s + b;
+        if (res) y += res[p];
+        y = y < lo ? lo : y;
+        out[p] = y > hi ? hi : y;
+    }
+}
+
+/* The float epilogue of the binary convolution for one output channel: y from the exact
+ * integer dot product d, as onnxruntime computes the op's function body (Mul, then Add). */
+static inline float bitfx_binary_float(int64_t d, float scale, float bias) {
+    float product = (float)d * scale;
+    return product + bias;
+}
+
+#endif

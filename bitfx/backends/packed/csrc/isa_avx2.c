@@ -1,0 +1,150 @@
+/* The AVX2 path: popcount by nibble lookup (vpshufb), byte counts summed with vpsadbw.
+ * Every function here is compiled for AVX2+FMA; the dispatcher only calls them on CPUs that
+ * have both. */
+#if defined(__x86_64__)
+#pragma GCC target("avx2,fma,popcnt")
+#include <immintrin.h>
+
+#include "tile.h"
+
+/* A byte lane gains at most 8 per step, so byte counters are flushed every 31 steps. */
+#define FLUSH_STEPS 31
+
+static inline __m256i nibble_count(__m256i v, __m256i lut, __m256i low) {
+    const __m256i lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(v, low));
+    const __m256i hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(v, 4), low));
+    return _mm256_add_epi8(lo, hi);
+}
+
+static inline __attribute__((always_inline)) void bconv_tile(const bitfx_bconv_job *job, int64_t n, int64_t g, int64_t block, int64_t q0, int64_t oh, int64_t ow, int64_t count) {
+    const bitfx_bconv_desc *d = job->d;
+    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i low = _mm256_set1_epi8(0x0f);
+    bitfx_tile tile;
+    bitfx_tile_pixels(job, n, g, oh, ow, count, BITFX_TILE_PIXELS, &tile);
+    const uint64_t *const *px = tile.px;
+    const uint64_t *wblock = job->weights + (g * d->blocks + block) * job->k_words * BITFX_BLOCK;
+    int64_t dots[BITFX_TILE_PIXELS][BITFX_BLOCK];
+    /* 8 channels (two vectors) at a time, so the 8 byte counters and their operands fit in 16 registers. */
+    for (int part = 0; part < BITFX_BLOCK; part += 8) {
+        __m256i total[BITFX_TILE_PIXELS][2];
+        for (int j = 0; j < BITFX_TILE_PIXELS; ++j) total[j][0] = total[j][1] = _mm256_setzero_si256();
+        for (int64_t k0 = 0; k0 < job->k_words; k0 += FLUSH_STEPS) {
+            const int64_t k1 = k0 + FLUSH_STEPS < job->k_words ? k0 + FLUSH_STEPS : job->k_words;
+            __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
+            for (int64_t k = k0; k < k1; ++k) {
+                const int64_t o = job->offsets[k];
+                const uint64_t *w = wblock + k * BITFX_BLOCK + part;
+                const __m256i w0 = _mm256_loadu_si256((const __m256i *)w), w1 = _mm256_loadu_si256((const __m256i *)(w + 4));
+                __m256i xv = _mm256_set1_epi64x((long long)px[0][o]);
+                c00 = _mm256_add_epi8(c00, nibble_count(_mm256_xor_si256(xv, w0), lut, low));
+                c01 = _mm256_add_epi8(c01, nibble_count(_mm256_xor_si256(xv, w1), lut, low));
+                xv = _mm256_set1_epi64x((long long)px[1][o]);
+                c10 = _mm256_add_epi8(c10, nibble_count(_mm256_xor_si256(xv, w0), lut, low));
+                c11 = _mm256_add_epi8(c11, nibble_count(_mm256_xor_si256(xv, w1), lut, low));
+                xv = _mm256_set1_epi64x((long long)px[2][o]);
+                c20 = _mm256_add_epi8(c20, nibble_count(_mm256_xor_si256(xv, w0), lut, low));
+                c21 = _mm256_add_epi8(c21, nibble_count(_mm256_xor_si256(xv, w1), lut, low));
+                xv = _mm256_set1_epi64x((long long)px[3][o]);
+                c30 = _mm256_add_epi8(c30, nibble_count(_mm256_xor_si256(xv, w0), lut, low));
+                c31 = _mm256_add_epi8(c31, nibble_count(_mm256_xor_si256(xv, w1), lut, low));
+            }
+            const __m256i zero = _mm256_setzero_si256();
+            total[0][0] = _mm256_add_epi64(total[0][0], _mm256_sad_epu8(c00, zero));
+            total[0][1] = _mm256_add_epi64(total[0][1], _mm256_sad_epu8(c01, zero));
+            total[1][0] = _mm256_add_epi64(total[1][0], _mm256_sad_epu8(c10, zero));
+            total[1][1] = _mm256_add_epi64(total[1][1], _mm256_sad_epu8(c11, zero));
+            total[2][0] = _mm256_add_epi64(total[2][0], _mm256_sad_epu8(c20, zero));
+            total[2][1] = _mm256_add_epi64(total[2][1], _mm256_sad_epu8(c21, zero));
+            total[3][0] = _mm256_add_epi64(total[3][0], _mm256_sad_epu8(c30, zero));
+            total[3][1] = _mm256_add_epi64(total[3][1], _mm256_sad_epu8(c31, zero));
+        }
+        const int64_t lane0 = (g * d->blocks + block) * BITFX_BLOCK + part, stride = d->groups * d->blocks * BITFX_BLOCK;
+        for (int j = 0; j < BITFX_TILE_PIXELS; ++j) {
+            const int64_t *kc = job->kc + job->pattern[q0 + (j < count ? j : count - 1)] * stride + lane0;
+            const __m256i two0 = _mm256_slli_epi64(total[j][0], 1), two1 = _mm256_slli_epi64(total[j][1], 1);
+            _mm256_storeu_si256((__m256i *)&dots[j][part], _mm256_sub_epi64(_mm256_loadu_si256((const __m256i *)kc), two0));
+            _mm256_storeu_si256((__m256i *)&dots[j][part + 4], _mm256_sub_epi64(_mm256_loadu_si256((const __m256i *)(kc + 4)), two1));
+        }
+    }
+    bitfx_bconv_epilogue(job, &tile, n, g, block, q0, count, dots);
+}
+
+static void pack_row(const bitfx_pack_desc *d, const float *x, uint64_t *out, int64_t n, int64_t h) {
+    bitfx_pack_row_portable(d, x, out, n, h);
+}
+
+static void fconv_chunk(const bitfx_fconv_job *job, float *panel, int64_t n, int64_t g, int64_t p0, int64_t count) {
+    const bitfx_fconv_desc *d = job->d;
+    bitfx_float_panel_portable(d, job->x, n, g, p0, count, panel);
+    const int64_t per_group = d->out_channels / d->groups;
+    float acc[BITFX_FLOAT_TILE][BITFX_FLOAT_CHUNK] __attribute__((aligned(32)));
+    for (int64_t t = 0; t < d->tiles; ++t) {
+        const float *w = job->weights + (g * d->tiles + t) * job->k * BITFX_FLOAT_TILE;
+        for (int half = 0; half < BITFX_FLOAT_CHUNK; half += 16) {
+            __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+            const float *p = panel + half;
+            for (int64_t k = 0; k < job->k; ++k, p += BITFX_FLOAT_CHUNK) {
+                const __m256 x0 = _mm256_load_ps(p), x1 = _mm256_load_ps(p + 8);
+                const float *wk = w + k * BITFX_FLOAT_TILE;
+                __m256 b = _mm256_broadcast_ss(wk);
+                a00 = _mm256_fmadd_ps(b, x0, a00);
+                a01 = _mm256_fmadd_ps(b, x1, a01);
+                b = _mm256_broadcast_ss(wk + 1);
+                a10 = _mm256_fmadd_ps(b, x0, a10);
+                a11 = _mm256_fmadd_ps(b, x1, a11);
+                b = _mm256_broadcast_ss(wk + 2);
+                a20 = _mm256_fmadd_ps(b, x0, a20);
+                a21 = _mm256_fmadd_ps(b, x1, a21);
+                b = _mm256_broadcast_ss(wk + 3);
+                a30 = _mm256_fmadd_ps(b, x0, a30);
+                a31 = _mm256_fmadd_ps(b, x1, a31);
+            }
+            _mm256_store_ps(acc[0] + half, a00);
+            _mm256_store_ps(acc[0] + half + 8, a01);
+            _mm256_store_ps(acc[1] + half, a10);
+            _mm256_store_ps(acc[1] + half + 8, a11);
+            _mm256_store_ps(acc[2] + half, a20);
+            _mm256_store_ps(acc[2] + half + 8, a21);
+            _mm256_store_ps(acc[3] + half, a30);
+            _mm256_store_ps(acc[3] + half + 8, a31);
+        }
+        for (int r = 0; r < BITFX_FLOAT_TILE && t * BITFX_FLOAT_TILE + r < per_group; ++r)
+            bitfx_float_epilogue(job, acc[r], n, g * per_group + t * BITFX_FLOAT_TILE + r, p0, count);
+    }
+}
+
+static double popcount_peak(int64_t rounds, uint64_t seed) {
+    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i low = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
+    const __m256i w0 = _mm256_set_epi64x((long long)seed, (long long)(seed * 3), (long long)(seed * 5), (long long)(seed * 7));
+    const __m256i w1 = _mm256_set_epi64x((long long)(seed * 9), (long long)(seed * 11), (long long)(seed * 13), (long long)(seed * 15));
+    __m256i x[4], total = zero;
+    for (int j = 0; j < 4; ++j) x[j] = _mm256_set1_epi64x((long long)(seed ^ (uint64_t)(j * 0x1234567)));
+    for (int64_t r0 = 0; r0 < rounds; r0 += FLUSH_STEPS) {
+        __m256i c[8];
+        for (int i = 0; i < 8; ++i) c[i] = zero;
+        const int64_t r1 = r0 + FLUSH_STEPS < rounds ? r0 + FLUSH_STEPS : rounds;
+        for (int64_t r = r0; r < r1; ++r) {
+            __asm__ volatile("" : "+x"(x[0]), "+x"(x[1]), "+x"(x[2]), "+x"(x[3]));
+            for (int j = 0; j < 4; ++j) {
+                c[2 * j] = _mm256_add_epi8(c[2 * j], nibble_count(_mm256_xor_si256(x[j], w0), lut, low));
+                c[2 * j + 1] = _mm256_add_epi8(c[2 * j + 1], nibble_count(_mm256_xor_si256(x[j], w1), lut, low));
+            }
+        }
+        for (int i = 0; i < 8; ++i) total = _mm256_add_epi64(total, _mm256_sad_epu8(c[i], zero));
+    }
+    __asm__ volatile("" : : "x"(total));
+    return (double)rounds * 8 * 256;
+}
+
+static void fmaxpool_row(const bitfx_fmaxpool_desc *d, const float *x, float *out, int64_t r) { bitfx_fmaxpool_row_portable(d, x, out, r); }
+
+static void fgemm_columns(const bitfx_fgemm_desc *d, const float *x, const float *w, const float *bias, float *out, int64_t c0, int64_t c1) {
+    bitfx_fgemm_columns_portable(d, x, w, bias, out, c0, c1);
+}
+
+BITFX_TILE_LOOP(bconv_tile, BITFX_TILE_PIXELS)
+
+const bitfx_isa_ops bitfx_ops_avx2 = {pack_row, BITFX_TILE_PIXELS, bconv_tiles, fconv_chunk, popcount_peak, fmaxpool_row, fgemm_columns};
+#endif

@@ -1,0 +1,211 @@
+/* The AVX-512 path: VPOPCNTQ on 8 output channels per vector, an 8-pixel × 16-channel register
+ * tile (16 accumulators, twice per 32-channel block), and the output transform done in registers
+ * (8×8 transposes for NCHW float rows, compare masks for packed bits). Every function here is
+ * compiled for AVX-512 (F, VL, BW, DQ, VPOPCNTDQ); the dispatcher only calls them on CPUs that
+ * have all of these. */
+#if defined(__x86_64__)
+#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx512vpopcntdq,fma,popcnt")
+#include <immintrin.h>
+
+#include "tile.h"
+
+#define XPOP(acc, xv, wv) acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_xor_si512(xv, wv)))
+#define PIXEL_STEP(j)                                                 \
+    do {                                                              \
+        const __m512i xv = _mm512_set1_epi64((long long)px[j][o]);    \
+        XPOP(lo##j, xv, w0);                                          \
+        XPOP(hi##j, xv, w1);                                          \
+    } while (0)
+#define TILE 8 /* output pixels per tile */
+
+/* Transposes 8 pixels × 8 channels (one vector per pixel) into 8 rows of 8 pixels, one per channel. */
+static inline void transpose8(const __m256 y[8], __m256 rows[8]) {
+    __m256 t[8], u[8];
+    for (int i = 0; i < 4; ++i) {
+        t[2 * i] = _mm256_unpacklo_ps(y[2 * i], y[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(y[2 * i], y[2 * i + 1]);
+    }
+    for (int i = 0; i < 2; ++i) {
+        u[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+        u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+    for (int c = 0; c < 4; ++c) {
+        rows[c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x20);
+        rows[4 + c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x31);
+    }
+}
+
+/* Float output of 8 consecutive pixels × 8 channels starting at channel `channel` of group g:
+ * y = scale·d + bias, transposed to one NCHW row per channel, residual added, clamped. */
+static inline void store_float(const bitfx_bconv_job *job, int64_t n, int64_t g, int64_t channel, int64_t lane, int64_t q0, int64_t count,
+                               const __m512i d[TILE]) {
+    const bitfx_bconv_desc *d_ = job->d;
+    const int64_t per_group = d_->out_channels / d_->groups, plane = d_->out_h * d_->out_w;
+    const __m256 s = _mm256_load_ps(job->scale + lane), b = _mm256_load_ps(job->bias + lane);
+    __m256 y[TILE], rows[8];
+    for (int j = 0; j < TILE; ++j) y[j] = _mm256_add_ps(_mm256_mul_ps(_mm512_cvtepi64_ps(d[j]), s), b);
+    transpose8(y, rows);
+    const int64_t valid = per_group - channel < 8 ? per_group - channel : 8;
+    const int64_t first = (n * d_->out_channels + g * per_group + channel) * plane + q0;
+    float *out = (float *)job->out + first;
+    const float *residual = d_->has_residual ? job->residual + first : 0;
+    const int clamped = d_->clamp_lo > -__builtin_inf() || d_->clamp_hi < __builtin_inf();
+    const __m256 low = _mm256_set1_ps((float)d_->clamp_lo), high = _mm256_set1_ps((float)d_->clamp_hi);
+    const __mmask8 mask = (__mmask8)((1u << count) - 1);
+    for (int64_t c = 0; c < valid; ++c, out += plane) {
+        __m256 r = rows[c];
+        if (residual) r = _mm256_add_ps(r, count == TILE ? _mm256_loadu_ps(residual + c * plane) : _mm256_maskz_loadu_ps(mask, residual + c * plane));
+        if (clamped) r = _mm256_min_ps(_mm256_max_ps(r, low), high);
+        if (count == TILE)
+            _mm256_storeu_ps(out, r);
+        else
+            _mm256_mask_storeu_ps(out, mask, r);
+    }
+}
+
+/* One tile: 8 output pixels × the 32 channels of a block, as two halves of 16 channels with 16
+ * accumulators each (8 pixels × 2 vectors of 8 channels). */
+static inline __attribute__((always_inline)) void bconv_tile(const bitfx_bconv_job *job, int64_t n, int64_t g, int64_t block, int64_t q0,
+                                                             int64_t oh, int64_t ow, int64_t count) {
+    const bitfx_bconv_desc *d = job->d;
+    bitfx_tile tile;
+    bitfx_tile_pixels(job, n, g, oh, ow, count, TILE, &tile);
+    const uint64_t *const *px = tile.px;
+    const int64_t *offsets = job->offsets, k_words = job->k_words;
+    const int64_t lane0 = (g * d->blocks + block) * BITFX_BLOCK, stride = d->groups * d->blocks * BITFX_BLOCK;
+    const int64_t *kc[TILE];
+    for (int j = 0; j < TILE; ++j) kc[j] = job->kc + job->pattern[q0 + (j < count ? j : count - 1)] * stride + lane0;
+    uint32_t bits[TILE] = {0};
+    for (int half = 0; half < 2; ++half) {
+        const uint64_t *w = job->weights + (g * d->blocks + block) * k_words * BITFX_BLOCK + 16 * half;
+        __m512i lo0 = _mm512_setzero_si512(), lo1 = lo0, lo2 = lo0, lo3 = lo0, lo4 = lo0, lo5 = lo0, lo6 = lo0, lo7 = lo0;
+        __m512i hi0 = lo0, hi1 = lo0, hi2 = lo0, hi3 = lo0, hi4 = lo0, hi5 = lo0, hi6 = lo0, hi7 = lo0;
+        for (int64_t k = 0; k < k_words; ++k, w += BITFX_BLOCK) {
+            const int64_t o = offsets[k];
+            const __m512i w0 = _mm512_load_si512(w), w1 = _mm512_load_si512(w + 8);
+            PIXEL_STEP(0); PIXEL_STEP(1); PIXEL_STEP(2); PIXEL_STEP(3);
+            PIXEL_STEP(4); PIXEL_STEP(5); PIXEL_STEP(6); PIXEL_STEP(7);
+        }
+        __m512i lo[TILE] = {lo0, lo1, lo2, lo3, lo4, lo5, lo6, lo7}, hi[TILE] = {hi0, hi1, hi2, hi3, hi4, hi5, hi6, hi7};
+        const int64_t lane = lane0 + 16 * half;
+        for (int j = 0; j < TILE; ++j) { /* d = (K − correction) − 2·popcount */
+            lo[j] = _mm512_sub_epi64(_mm512_load_si512(kc[j] + 16 * half), _mm512_slli_epi64(lo[j], 1));
+            hi[j] = _mm512_sub_epi64(_mm512_load_si512(kc[j] + 16 * half + 8), _mm512_slli_epi64(hi[j], 1));
+        }
+        if (d->out_mode == BITFX_OUT_PACKED) {
+            const __m512i t0 = _mm512_load_si512(job->threshold + lane), t1 = _mm512_load_si512(job->threshold + lane + 8);
+            for (int j = 0; j < TILE; ++j)
+                bits[j] |= ((uint32_t)_mm512_cmplt_epi64_mask(lo[j], t0) | (uint32_t)_mm512_cmplt_epi64_mask(hi[j], t1) << 8) << (16 * half);
+            continue;
+        }
+        store_float(job, n, g, block * BITFX_BLOCK + 16 * half, lane, q0, count, lo);
+        store_float(job, n, g, block * BITFX_BLOCK + 16 * half + 8, lane + 8, q0, count, hi);
+    }
+    if (d->out_mode == BITFX_OUT_PACKED) {
+        const uint32_t flip = job->flip[g * d->blocks + block];
+        for (int64_t j = 0; j < count; ++j) {
+            uint32_t *pixel = bitfx_packed_out_pixel(job, n, tile.oh[j], tile.ow[j]);
+            pixel[block] = bits[j] ^ flip;
+            if (block == d->blocks - 1 && (d->blocks & 1)) pixel[block + 1] = 0;
+        }
+    }
+}
+
+static void pack_row(const bitfx_pack_desc *d, const float *x, uint64_t *out, int64_t n, int64_t h) {
+    const bitfx_packed_geom *geom = &d->out;
+    const int64_t width = geom->width, height = geom->height, per_group = d->channels / d->groups;
+    uint64_t *row = out + ((n * bitfx_padded_h(geom) + geom->pad_top + h) * bitfx_padded_w(geom) + geom->pad_left) * geom->words;
+    const __m512 zero = _mm512_setzero_ps();
+    for (int64_t group = 0; group < d->groups; ++group) {
+        for (int64_t word = 0; word < d->group_words; ++word) {
+            const int64_t c0 = group * per_group + word * 64;
+            const int64_t c1 = c0 + 64 < (group + 1) * per_group ? c0 + 64 : (group + 1) * per_group;
+            const int64_t slot = group * d->group_words + word;
+            const float *plane0 = x + ((n * d->channels + c0) * height + h) * width;
+            for (int64_t w0 = 0; w0 < width; w0 += 16) {
+                const int64_t span = width - w0 < 16 ? width - w0 : 16;
+                const __mmask16 valid = (__mmask16)((1u << span) - 1);
+                __m512i lo = _mm512_setzero_si512(), hi = lo, bit = _mm512_set1_epi64(1);
+                const float *src = plane0 + w0;
+                for (int64_t c = c0; c < c1; ++c, src += height * width) {
+                    const __mmask16 negative = _mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(valid, src), zero, _CMP_LT_OQ);
+                    lo = _mm512_mask_or_epi64(lo, (__mmask8)negative, lo, bit);
+                    hi = _mm512_mask_or_epi64(hi, (__mmask8)(negative >> 8), hi, bit);
+                    bit = _mm512_add_epi64(bit, bit);
+                }
+                if (geom->words == 1) {
+                    _mm512_mask_storeu_epi64(row + w0, (__mmask8)valid, lo);
+                    _mm512_mask_storeu_epi64(row + w0 + 8, (__mmask8)(valid >> 8), hi);
+                } else {
+                    uint64_t bits[16];
+                    _mm512_storeu_si512(bits, lo);
+                    _mm512_storeu_si512(bits + 8, hi);
+                    for (int64_t i = 0; i < span; ++i) row[(w0 + i) * geom->words + slot] = bits[i];
+                }
+            }
+        }
+    }
+}
+
+static void fconv_chunk(const bitfx_fconv_job *job, float *panel, int64_t n, int64_t g, int64_t p0, int64_t count) {
+    const bitfx_fconv_desc *d = job->d;
+    bitfx_float_panel_portable(d, job->x, n, g, p0, count, panel);
+    const int64_t per_group = d->out_channels / d->groups;
+    float acc[BITFX_FLOAT_TILE][BITFX_FLOAT_CHUNK] __attribute__((aligned(64)));
+    for (int64_t t = 0; t < d->tiles; ++t) {
+        const float *w = job->weights + (g * d->tiles + t) * job->k * BITFX_FLOAT_TILE;
+        __m512 a00 = _mm512_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+        __m512 a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00, a32 = a00, a33 = a00;
+        const float *p = panel;
+        for (int64_t k = 0; k < job->k; ++k, p += BITFX_FLOAT_CHUNK, w += BITFX_FLOAT_TILE) {
+            const __m512 x0 = _mm512_load_ps(p), x1 = _mm512_load_ps(p + 16), x2 = _mm512_load_ps(p + 32), x3 = _mm512_load_ps(p + 48);
+            __m512 b = _mm512_set1_ps(w[0]);
+            a00 = _mm512_fmadd_ps(b, x0, a00), a01 = _mm512_fmadd_ps(b, x1, a01), a02 = _mm512_fmadd_ps(b, x2, a02), a03 = _mm512_fmadd_ps(b, x3, a03);
+            b = _mm512_set1_ps(w[1]);
+            a10 = _mm512_fmadd_ps(b, x0, a10), a11 = _mm512_fmadd_ps(b, x1, a11), a12 = _mm512_fmadd_ps(b, x2, a12), a13 = _mm512_fmadd_ps(b, x3, a13);
+            b = _mm512_set1_ps(w[2]);
+            a20 = _mm512_fmadd_ps(b, x0, a20), a21 = _mm512_fmadd_ps(b, x1, a21), a22 = _mm512_fmadd_ps(b, x2, a22), a23 = _mm512_fmadd_ps(b, x3, a23);
+            b = _mm512_set1_ps(w[3]);
+            a30 = _mm512_fmadd_ps(b, x0, a30), a31 = _mm512_fmadd_ps(b, x1, a31), a32 = _mm512_fmadd_ps(b, x2, a32), a33 = _mm512_fmadd_ps(b, x3, a33);
+        }
+        _mm512_store_ps(acc[0], a00), _mm512_store_ps(acc[0] + 16, a01), _mm512_store_ps(acc[0] + 32, a02), _mm512_store_ps(acc[0] + 48, a03);
+        _mm512_store_ps(acc[1], a10), _mm512_store_ps(acc[1] + 16, a11), _mm512_store_ps(acc[1] + 32, a12), _mm512_store_ps(acc[1] + 48, a13);
+        _mm512_store_ps(acc[2], a20), _mm512_store_ps(acc[2] + 16, a21), _mm512_store_ps(acc[2] + 32, a22), _mm512_store_ps(acc[2] + 48, a23);
+        _mm512_store_ps(acc[3], a30), _mm512_store_ps(acc[3] + 16, a31), _mm512_store_ps(acc[3] + 32, a32), _mm512_store_ps(acc[3] + 48, a33);
+        for (int r = 0; r < BITFX_FLOAT_TILE && t * BITFX_FLOAT_TILE + r < per_group; ++r)
+            bitfx_float_epilogue(job, acc[r], n, g * per_group + t * BITFX_FLOAT_TILE + r, p0, count);
+    }
+}
+
+static double popcount_peak(int64_t rounds, uint64_t seed) {
+    const __m512i w0 = _mm512_set1_epi64((long long)seed), w1 = _mm512_set1_epi64((long long)(seed * 3));
+    const __m512i w2 = _mm512_set1_epi64((long long)(seed * 5)), w3 = _mm512_set1_epi64((long long)(seed * 7));
+    __m512i x0 = _mm512_set1_epi64((long long)(seed ^ 0x5555)), x1 = _mm512_set1_epi64((long long)(seed ^ 0x3333));
+    __m512i x2 = _mm512_set1_epi64((long long)(seed ^ 0x0f0f));
+    __m512i a00 = _mm512_setzero_si512(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+    __m512i a20 = a00, a21 = a00, a22 = a00, a23 = a00;
+    for (int64_t r = 0; r < rounds; ++r) {
+        __asm__ volatile("" : "+v"(x0), "+v"(x1), "+v"(x2));
+        XPOP(a00, x0, w0), XPOP(a01, x0, w1), XPOP(a02, x0, w2), XPOP(a03, x0, w3);
+        XPOP(a10, x1, w0), XPOP(a11, x1, w1), XPOP(a12, x1, w2), XPOP(a13, x1, w3);
+        XPOP(a20, x2, w0), XPOP(a21, x2, w1), XPOP(a22, x2, w2), XPOP(a23, x2, w3);
+    }
+    __m512i sum = _mm512_add_epi64(_mm512_add_epi64(_mm512_add_epi64(a00, a01), _mm512_add_epi64(a02, a03)),
+                                   _mm512_add_epi64(_mm512_add_epi64(a10, a11), _mm512_add_epi64(a12, a13)));
+    sum = _mm512_add_epi64(sum, _mm512_add_epi64(_mm512_add_epi64(a20, a21), _mm512_add_epi64(a22, a23)));
+    __asm__ volatile("" : : "v"(sum));
+    return (double)rounds * 12 * 512;
+}
+
+static void fmaxpool_row(const bitfx_fmaxpool_desc *d, const float *x, float *out, int64_t r) { bitfx_fmaxpool_row_portable(d, x, out, r); }
+
+static void fgemm_columns(const bitfx_fgemm_desc *d, const float *x, const float *w, const float *bias, float *out, int64_t c0, int64_t c1) {
+    bitfx_fgemm_columns_portable(d, x, w, bias, out, c0, c1);
+}
+
+BITFX_TILE_LOOP(bconv_tile, TILE)
+
+const bitfx_isa_ops bitfx_ops_avx512 = {pack_row, TILE, bconv_tiles, fconv_chunk, popcount_peak, fmaxpool_row, fgemm_columns};
+#endif

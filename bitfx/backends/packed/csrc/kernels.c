@@ -1,0 +1,183 @@
+/* The public entry points: ISA choice, thread count, and the parallel drivers that split each
+ * call into tiles for the chosen ISA's inner functions (isa_*.c). Compiled for baseline x86-64. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <omp.h>
+
+#include "tile.h"
+
+static int64_t current_isa = -1;
+static int64_t thread_count = 0; /* 0: OpenMP's default */
+
+static const bitfx_isa_ops *isa_table(int64_t isa) {
+#if defined(__x86_64__)
+    if (isa == BITFX_ISA_AVX512) return &bitfx_ops_avx512;
+    if (isa == BITFX_ISA_AVX2) return &bitfx_ops_avx2;
+#endif
+    (void)isa;
+    return &bitfx_ops_scalar;
+}
+
+int bitfx_isa_supported(int64_t isa) {
+    if (isa == BITFX_ISA_SCALAR) return 1;
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (isa == BITFX_ISA_AVX2)
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("popcnt");
+    if (isa == BITFX_ISA_AVX512)
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vpopcntdq") && __builtin_cpu_supports("fma") &&
+               __builtin_cpu_supports("popcnt");
+#endif
+    return 0;
+}
+
+int64_t bitfx_best_isa(void) {
+    for (int64_t isa = BITFX_ISA_COUNT - 1; isa > 0; --isa)
+        if (bitfx_isa_supported(isa)) return isa;
+    return BITFX_ISA_SCALAR;
+}
+
+int bitfx_set_isa(int64_t isa) {
+    if (isa < 0 || isa >= BITFX_ISA_COUNT || !bitfx_isa_supported(isa)) return -1;
+    current_isa = isa;
+    return 0;
+}
+
+int64_t bitfx_get_isa(void) {
+    if (current_isa < 0) current_isa = bitfx_best_isa();
+    return current_isa;
+}
+
+static const bitfx_isa_ops *ops(void) { return isa_table(bitfx_get_isa()); }
+
+void bitfx_set_threads(int64_t threads) { thread_count = threads > 0 ? threads : 0; }
+int64_t bitfx_get_threads(void) { return thread_count > 0 ? thread_count : omp_get_max_threads(); }
+int64_t bitfx_max_threads(void) { return omp_get_num_procs(); }
+
+void bitfx_pack(const bitfx_pack_desc *d, const float *x, uint64_t *out) {
+    const bitfx_isa_ops *isa = ops();
+    const int64_t rows = d->out.batch * d->out.height;
+#pragma omp parallel for num_threads(bitfx_get_threads()) schedule(static)
+    for (int64_t r = 0; r < rows; ++r) isa->pack_row(d, x, out, r / d->out.height, r % d->out.height);
+}
+
+void bitfx_fill_border(const bitfx_packed_geom *g, const uint64_t *pad_pixel, uint64_t *buffer) {
+    const int64_t hp = bitfx_padded_h(g), wp = bitfx_padded_w(g), words = g->words;
+    for (int64_t n = 0; n < g->batch; ++n) {
+        for (int64_t r = 0; r < hp; ++r) {
+            uint64_t *row = buffer + (n * hp + r) * wp * words;
+            const int interior = r >= g->pad_top && r < g->pad_top + g->height;
+            for (int64_t c = 0; c < wp; ++c) {
+                if (interior && c == g->pad_left) c += g->width;
+                if (c >= wp) break;
+                memcpy(row + c * words, pad_pixel, (size_t)words * sizeof(uint64_t));
+            }
+        }
+    }
+}
+
+void bitfx_binary_conv(const bitfx_bconv_desc *d, const uint64_t *x, const uint64_t *weights, const int32_t *pattern,
+                       const int64_t *kc, const float *scale, const float *bias, const float *residual,
+                       const int64_t *threshold, const uint32_t *flip, void *out) {
+    const bitfx_isa_ops *isa = ops();
+    const int64_t wp = bitfx_padded_w(&d->in), taps = d->kernel_h * d->kernel_w;
+    int64_t *offsets = malloc((size_t)(taps * d->group_words) * sizeof(int64_t));
+    if (!offsets) return;
+    for (int64_t kh = 0, k = 0; kh < d->kernel_h; ++kh)
+        for (int64_t kw = 0; kw < d->kernel_w; ++kw)
+            for (int64_t w = 0; w < d->group_words; ++w, ++k)
+                offsets[k] = (kh * d->dilation_h * wp + kw * d->dilation_w) * d->in.words + w;
+    const bitfx_bconv_job job = {d, x, weights, pattern, kc, threshold, offsets, scale, bias, residual, flip, out, taps * d->group_words};
+    const int64_t plane = d->out_h * d->out_w;
+    const int64_t tiles = (plane + isa->tile_pixels - 1) / isa->tile_pixels;
+    const int64_t total = d->in.batch * d->groups * d->blocks * tiles;
+    /* Each thread takes one contiguous range of (image, group, block, tile); consecutive tiles
+     * share their weight block. */
+#pragma omp parallel num_threads(bitfx_get_threads())
+    {
+        const int64_t threads = omp_get_num_threads(), id = omp_get_thread_num();
+        const int64_t end = total * (id + 1) / threads;
+        for (int64_t t = total * id / threads; t < end;) {
+            const int64_t tile = t % tiles, rest = t / tiles;
+            const int64_t block = rest % d->blocks, g = (rest / d->blocks) % d->groups, n = rest / (d->blocks * d->groups);
+            const int64_t last = tiles - tile < end - t ? tiles : tile + end - t;
+            isa->bconv_tiles(&job, n, g, block, tile, last);
+            t += last - tile;
+        }
+    }
+    free(offsets);
+}
+
+void bitfx_binary_maxpool(const bitfx_bmaxpool_desc *d, const uint64_t *x, uint64_t *out) {
+    const int64_t words = d->in.words, hp = bitfx_padded_h(&d->in), wp = bitfx_padded_w(&d->in);
+    const int64_t ohp = bitfx_padded_h(&d->out), owp = bitfx_padded_w(&d->out);
+    const int64_t row0 = d->in.pad_top - d->pad_top, col0 = d->in.pad_left - d->pad_left;
+    const int64_t rows = d->in.batch * d->out_h;
+#pragma omp parallel for num_threads(bitfx_get_threads()) schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+        const int64_t n = r / d->out_h, oh = r % d->out_h;
+        uint64_t *dst = out + ((n * ohp + d->out.pad_top + oh) * owp + d->out.pad_left) * words;
+        for (int64_t ow = 0; ow < d->out_w; ++ow, dst += words) {
+            for (int64_t w = 0; w < words; ++w) dst[w] = ~(uint64_t)0;
+            for (int64_t kh = 0; kh < d->kernel_h; ++kh) {
+                const int64_t ih = row0 + oh * d->stride_h + kh * d->dilation_h;
+                for (int64_t kw = 0; kw < d->kernel_w; ++kw) {
+                    const int64_t iw = col0 + ow * d->stride_w + kw * d->dilation_w;
+                    const uint64_t *src = x + ((n * hp + ih) * wp + iw) * words;
+                    for (int64_t w = 0; w < words; ++w) dst[w] &= src[w];
+                }
+            }
+        }
+    }
+}
+
+void bitfx_float_conv(const bitfx_fconv_desc *d, const float *x, const float *weights, const float *scale,
+                      const float *bias, const float *residual, float *out) {
+    const bitfx_isa_ops *isa = ops();
+    const int64_t k = d->channels / d->groups * d->kernel_h * d->kernel_w;
+    const bitfx_fconv_job job = {d, x, weights, scale, bias, residual, out, k};
+    const int64_t plane = d->out_h * d->out_w;
+    const int64_t chunks = (plane + BITFX_FLOAT_CHUNK - 1) / BITFX_FLOAT_CHUNK;
+    const int64_t total = d->batch * d->groups * chunks;
+#pragma omp parallel num_threads(bitfx_get_threads())
+    {
+        float *panel = aligned_alloc(64, (size_t)(k * BITFX_FLOAT_CHUNK) * sizeof(float));
+        if (panel) {
+            memset(panel, 0, (size_t)(k * BITFX_FLOAT_CHUNK) * sizeof(float));
+#pragma omp for schedule(static)
+            for (int64_t t = 0; t < total; ++t) {
+                const int64_t chunk = t % chunks, g = (t / chunks) % d->groups, n = t / (chunks * d->groups);
+                const int64_t p0 = chunk * BITFX_FLOAT_CHUNK;
+                const int64_t count = plane - p0 < BITFX_FLOAT_CHUNK ? plane - p0 : BITFX_FLOAT_CHUNK;
+                isa->fconv_chunk(&job, panel, n, g, p0, count);
+            }
+            free(panel);
+        }
+    }
+}
+
+void bitfx_float_maxpool(const bitfx_fmaxpool_desc *d, const float *x, float *out) {
+    const bitfx_isa_ops *isa = ops();
+    const int64_t rows = d->planes * d->out_h;
+#pragma omp parallel for num_threads(bitfx_get_threads()) schedule(static)
+    for (int64_t r = 0; r < rows; ++r) isa->fmaxpool_row(d, x, out, r);
+}
+
+void bitfx_float_gemm(const bitfx_fgemm_desc *d, const float *x, const float *weights, const float *bias, float *out) {
+    const bitfx_isa_ops *isa = ops();
+    const int64_t threads = bitfx_get_threads();
+    const int64_t chunk = ((d->channels + threads - 1) / threads + 15) / 16 * 16;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t c0 = 0; c0 < d->channels; c0 += chunk)
+        isa->fgemm_columns(d, x, weights, bias, out, c0, c0 + chunk < d->channels ? c0 + chunk : d->channels);
+}
+
+double bitfx_popcount_peak(int64_t rounds) {
+    const bitfx_isa_ops *isa = ops();
+    double total = 0;
+#pragma omp parallel num_threads(bitfx_get_threads()) reduction(+ : total)
+    total += isa->popcount_peak(rounds, 0x9e3779b97f4a7c15ull + (uint64_t)omp_get_thread_num());
+    return total;
+}

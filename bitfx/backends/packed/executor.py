@@ -1,0 +1,207 @@
+"""`PackedModel`: load a lowered ONNX file once, plan buffers once per input shape, run.
+
+The first run for an input shape executes every step into fresh arrays, which gives every
+value's size; the planner then packs the values into a few reusable buffers by lifetime
+(greedy best fit) and binds every step to its buffers. Later runs with that shape only copy
+the inputs in, call the bound steps, and copy the outputs out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from bitfx.backends.packed._native import get_threads, set_threads
+from bitfx.backends.packed.compiler import NATIVE_FUNCTIONS, CompileReport, Program, compile_graph
+from bitfx.backends.packed.errors import PackedModelError
+from bitfx.backends.packed.graph import load_graph
+from bitfx.backends.packed.kernels import PackedTensor
+from bitfx.backends.packed.steps import Value
+
+_ALIGN = 64
+
+
+@dataclass
+class Plan:
+    """The buffers and bound calls for one input signature."""
+
+    inputs: list[np.ndarray]
+    calls: list[Callable[[], None]]
+    outputs: list[Value]
+    buffer_bytes: list[int]
+
+    @property
+    def activation_bytes(self) -> int:
+        """Bytes of the reusable activation buffers plus the input copies."""
+        return sum(self.buffer_bytes) + sum(x.nbytes for x in self.inputs)
+
+    def run(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        for buffer, array in zip(self.inputs, arrays):
+            np.copyto(buffer, array)
+        for call in self.calls:
+            call()
+        return [np.array(value, copy=True) for value in self.outputs]
+
+
+class PackedModel:
+    """A lowered ONNX model on the packed-bit runtime (no torch).
+
+    `PackedModel(path)` reads the file, checks every op is supported (one error lists those that
+    are not) and prepares the binary kernels; `run(inputs)` returns the outputs as numpy arrays.
+    `threads` fixes the kernels' thread count for this model's runs (default: the global setting).
+    """
+
+    def __init__(self, model: str | Path | onnx.ModelProto, *, threads: int | None = None) -> None:
+        self.graph = load_graph(model, NATIVE_FUNCTIONS)
+        self.program: Program = compile_graph(self.graph)
+        self.threads = threads
+        self._plans: dict[tuple, Plan] = {}
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self.graph.inputs)
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self.graph.outputs)
+
+    @property
+    def report(self) -> CompileReport:
+        return self.program.report
+
+    def weight_bytes(self) -> int:
+        """Bytes of the constants the file holds (packed binary weights count as stored)."""
+        return sum(value.nbytes for value in self.graph.constants.values())
+
+    def activation_bytes(self, *inputs: np.ndarray) -> int:
+        """Planned activation memory for inputs of these shapes (plans them if needed)."""
+        arrays = self._as_arrays(inputs)
+        if self._signature(arrays) not in self._plans:
+            self.run(arrays)
+        return self._plans[self._signature(arrays)].activation_bytes
+
+    def run(self, inputs: Sequence[np.ndarray] | Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """Outputs for `inputs` (positional in graph order, or a name → array mapping)."""
+        arrays = self._as_arrays(inputs)
+        previous = get_threads()
+        if self.threads is not None:
+            set_threads(self.threads)
+        try:
+            signature = self._signature(arrays)
+            plan = self._plans.get(signature)
+            if plan is None:
+                plan, outputs = self._plan(arrays)
+                self._plans[signature] = plan
+                return outputs
+            return plan.run(arrays)
+        finally:
+            if self.threads is not None:
+                set_threads(previous)
+
+    def __call__(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        return self.run(inputs)
+
+    @staticmethod
+    def _signature(arrays: Sequence[np.ndarray]) -> tuple:
+        return tuple((a.shape, a.dtype.str) for a in arrays)
+
+    def _as_arrays(self, inputs: Sequence[np.ndarray] | Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        names = self.graph.inputs
+        if isinstance(inputs, Mapping):
+            missing = [n for n in names if n not in inputs]
+            if missing:
+                raise PackedModelError(f"missing model input(s) {missing}; the model takes {names}")
+            inputs = [inputs[n] for n in names]
+        if len(inputs) != len(names):
+            raise PackedModelError(f"the model takes {len(names)} input(s) {names}, got {len(inputs)}")
+        arrays = []
+        for name, value in zip(names, inputs):
+            array = np.ascontiguousarray(value)
+            declared = self.graph.input_shapes.get(name, ())
+            if declared and (array.ndim != len(declared) or any(isinstance(d, int) and d != s for d, s in zip(declared, array.shape))):
+                raise PackedModelError(f"input {name!r} has shape {array.shape}; the model declares {declared}")
+            arrays.append(array.astype(np.float32, copy=False) if array.dtype == np.float64 else array)
+        return arrays
+
+    def _plan(self, arrays: list[np.ndarray]) -> tuple[Plan, list[np.ndarray]]:
+        steps, graph = self.program.steps, self.graph
+        values: dict[str, Value] = {**graph.constants, **dict(zip(graph.inputs, arrays))}
+        for step in steps:
+            outs = step.eager(_lookup(values, step.inputs, step))
+            values.update(zip(step.outputs, outs))
+        first_outputs = [np.array(values[name], copy=True) for name in graph.outputs]
+
+        root = {name: name for name in values}
+        for step in steps:
+            for name in step.outputs:
+                root[name] = root[step.inputs[0]] if step.is_view else name
+        external = set(graph.constants) | set(graph.inputs)
+        last_use = {}
+        for index, step in enumerate(steps):
+            for name in step.inputs + step.outputs:
+                if name:
+                    last_use[root[name]] = index
+        for name in graph.outputs:
+            last_use[root[name]] = len(steps)
+
+        buffers: list[np.ndarray] = []
+        free: list[int] = []
+        assigned: dict[str, int] = {}
+        for index, step in enumerate(steps):
+            if not step.is_view:
+                for name in step.outputs:
+                    size = _nbytes(values[name])
+                    fits = [b for b in free if buffers[b].nbytes - _ALIGN >= size]
+                    if fits:
+                        chosen = min(fits, key=lambda b: buffers[b].nbytes)
+                        free.remove(chosen)
+                    else:
+                        chosen = len(buffers)
+                        buffers.append(np.empty(size + _ALIGN, np.uint8))
+                    assigned[name] = chosen
+            for name in {root[n] for n in step.inputs + step.outputs if n}:
+                if name in assigned and name not in external and last_use[name] == index:
+                    free.append(assigned[name])
+
+        inputs = [np.empty_like(a) for a in arrays]
+        bound: dict[str, Value] = {**graph.constants, **dict(zip(graph.inputs, inputs))}
+        calls = []
+        for step in steps:
+            ins = _lookup(bound, step.inputs, step)
+            if step.is_view:
+                outs = step.eager(ins)
+            else:
+                outs = [_in_buffer(values[name], buffers[assigned[name]]) for name in step.outputs]
+                calls.append(step.bind(ins, outs))
+            bound.update(zip(step.outputs, outs))
+        plan = Plan(inputs, calls, [bound[name] for name in graph.outputs], [b.nbytes - _ALIGN for b in buffers])
+        return plan, first_outputs
+
+
+def _lookup(values: dict[str, Value], names: list[str], step: object) -> list[Value]:
+    try:
+        return [values[name] if name else None for name in names]
+    except KeyError as error:
+        raise PackedModelError(f"{step}: input {error.args[0]!r} is not produced by any earlier node; is the graph topologically sorted?") from error
+
+
+def _nbytes(value: Value) -> int:
+    return value.data.nbytes if isinstance(value, PackedTensor) else np.asarray(value).nbytes
+
+
+def _in_buffer(template: Value, buffer: np.ndarray) -> Value:
+    """An array (or packed tensor) shaped like `template`, living in `buffer` at a 64-byte boundary."""
+    start = -buffer.ctypes.data % _ALIGN
+    data = template.data if isinstance(template, PackedTensor) else np.asarray(template)
+    array = buffer[start : start + data.nbytes].view(data.dtype).reshape(data.shape)
+    return dataclasses.replace(template, data=array) if isinstance(template, PackedTensor) else array
+
+
+def load(path: str | Path | onnx.ModelProto, *, threads: int | None = None) -> PackedModel:
+    """Load a lowered ONNX file on the packed runtime."""
+    return PackedModel(path, threads=threads)

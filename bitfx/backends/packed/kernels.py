@@ -1,0 +1,483 @@
+"""The compiled kernels as numpy-level operations: packed tensors, packing, binary and float
+convolution, max pooling, and the popcount peak.
+
+Each operation has a `bind(...)` form that checks shapes once and returns a zero-argument
+callable writing into fixed buffers (what the executor runs every inference), and a plain
+call form that allocates its output (for tests and benchmarks).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from bitfx.backends.packed._native import (
+    BLOCK,
+    FLOAT_TILE,
+    OUT_FLOAT,
+    OUT_PACKED,
+    BinaryConvDesc,
+    BinaryMaxPoolDesc,
+    FloatConvDesc,
+    FloatGemmDesc,
+    FloatMaxPoolDesc,
+    PackDesc,
+    PackedGeom,
+    lib,
+)
+from bitfx.errors import BitfxError
+
+Pads = tuple[int, int, int, int]  # top, left, bottom, right
+NO_CLAMP = (-math.inf, math.inf)
+
+
+@dataclass(frozen=True)
+class Window:
+    """The sliding window of a 2-D convolution or pooling."""
+
+    kernel: tuple[int, int]
+    strides: tuple[int, int] = (1, 1)
+    pads: Pads = (0, 0, 0, 0)
+    dilations: tuple[int, int] = (1, 1)
+
+    def out_size(self, height: int, width: int, ceil_mode: bool = False) -> tuple[int, int]:
+        """Output height and width (PyTorch / ONNX formula; `ceil_mode` as ONNX pooling)."""
+        sizes = []
+        for size, k, s, d, p0, p1 in zip((height, width), self.kernel, self.strides, self.dilations, self.pads[:2], self.pads[2:]):
+            span = size + p0 + p1 - d * (k - 1) - 1
+            out = (-(-span // s) if ceil_mode else span // s) + 1
+            if ceil_mode and (out - 1) * s >= size + p0:
+                out -= 1  # the last window must start inside the image or its left padding
+            sizes.append(out)
+        if min(sizes) < 1:
+            raise BitfxError(f"a {self.kernel} window with pads {self.pads} does not fit a {height}×{width} input")
+        return sizes[0], sizes[1]
+
+    def rows_read(self, out_size: int, axis: int) -> int:
+        """How many padded input rows (axis 0) or columns (axis 1) the outputs read."""
+        return (out_size - 1) * self.strides[axis] + (self.kernel[axis] - 1) * self.dilations[axis] + 1
+
+
+@dataclass
+class PackedTensor:
+    """Packed ±1 activations: `data` is batch × (top + height + bottom) × (left + width + right)
+    × words uint64, NHWC, with a border holding the padding value `pad` (+1 or −1)."""
+
+    data: np.ndarray
+    channels: int
+    height: int
+    width: int
+    groups: int = 1
+    border: Pads = (0, 0, 0, 0)
+    pad: int = 1
+
+    @classmethod
+    def empty(cls, batch: int, channels: int, height: int, width: int, *, groups: int = 1, border: Pads = (0, 0, 0, 0), pad: int = 1) -> PackedTensor:
+        if channels % groups:
+            raise BitfxError(f"{channels} channels cannot be split into {groups} groups")
+        words = groups * _words(channels // groups)
+        shape = (batch, border[0] + height + border[2], border[1] + width + border[3], words)
+        return cls(np.empty(shape, np.uint64), channels, height, width, groups, tuple(border), pad)
+
+    @property
+    def batch(self) -> int:
+        return self.data.shape[0]
+
+    @property
+    def group_words(self) -> int:
+        return _words(self.channels // self.groups)
+
+    def geom(self) -> PackedGeom:
+        return PackedGeom(self.batch, self.height, self.width, *self.border, self.data.shape[3])
+
+    def pad_pixel(self) -> np.ndarray:
+        """The words of one border pixel: zeros for +1, the real channels' bits for −1."""
+        if self.pad == 1:
+            return np.zeros(self.data.shape[3], np.uint64)
+        return np.tile(_channel_mask(self.channels // self.groups), self.groups)
+
+    def fill_border(self) -> None:
+        lib.bitfx_fill_border(ctypes.byref(self.geom()), self.pad_pixel().ctypes.data, self.data.ctypes.data)
+
+    def interior(self) -> np.ndarray:
+        top, left = self.border[:2]
+        return self.data[:, top : top + self.height, left : left + self.width]
+
+    def to_signs(self) -> np.ndarray:
+        """The ±1 values as float32 NCHW (for checks and debugging)."""
+        per_group, words = self.channels // self.groups, self.group_words
+        interior = self.interior()
+        planes = []
+        for g in range(self.groups):
+            chunk = np.ascontiguousarray(interior[..., g * words : (g + 1) * words])
+            bits = np.unpackbits(chunk.view(np.uint8), axis=-1, bitorder="little")[..., :per_group]
+            planes.append(bits)
+        bits = np.concatenate(planes, axis=-1).transpose(0, 3, 1, 2)
+        return (1.0 - 2.0 * bits).astype(np.float32)
+
+
+def aligned(array: np.ndarray, alignment: int = 64) -> np.ndarray:
+    """A C-contiguous copy of `array` starting on an `alignment`-byte boundary (whole-vector loads
+    never straddle cache lines)."""
+    array = np.asarray(array)
+    raw = np.empty(array.nbytes + alignment, np.uint8)
+    start = -raw.ctypes.data % alignment
+    out = raw[start : start + array.nbytes].view(array.dtype).reshape(array.shape)
+    out[...] = array
+    return out
+
+
+def _words(channels: int) -> int:
+    return -(-channels // 64)
+
+
+def _channel_mask(channels: int) -> np.ndarray:
+    """Words with a 1 for every real channel of `channels` (bits past them 0)."""
+    mask = np.full(_words(channels), np.uint64(0xFFFFFFFFFFFFFFFF))
+    if channels % 64:
+        mask[-1] = np.uint64((1 << (channels % 64)) - 1)
+    return mask
+
+
+def _check_float(x: np.ndarray, what: str, ndim: int = 4) -> None:
+    if x.dtype != np.float32 or x.ndim != ndim or not x.flags.c_contiguous:
+        raise BitfxError(f"{what} must be a C-contiguous float32 array with {ndim} dimensions, got {x.dtype} {x.shape}")
+
+
+def bind_pack(x: np.ndarray, out: PackedTensor) -> Callable[[], None]:
+    """sign(x) of a float NCHW array into `out` (bit 1 where x < 0), border refilled each call."""
+    _check_float(x, "the input to pack")
+    if x.shape != (out.batch, out.channels, out.height, out.width):
+        raise BitfxError(f"cannot pack a {x.shape} array into a packed tensor of {out.batch}×{out.channels}×{out.height}×{out.width}")
+    desc = PackDesc(out.channels, out.groups, out.group_words, out.geom())
+    pad_pixel, geom = out.pad_pixel(), out.geom()
+    pack_args = (ctypes.byref(desc), x.ctypes.data, out.data.ctypes.data)
+    border_args = (ctypes.byref(geom), pad_pixel.ctypes.data, out.data.ctypes.data)
+    has_border = any(out.border)
+
+    def run() -> None:
+        lib.bitfx_pack(*pack_args)
+        if has_border:
+            lib.bitfx_fill_border(*border_args)
+
+    run.keep = (desc, geom, pad_pixel, x, out)  # the arrays the pointers point into
+    return run
+
+
+def pack(x: np.ndarray, *, groups: int = 1, border: Pads = (0, 0, 0, 0), pad: int = 1) -> PackedTensor:
+    """Pack float NCHW activations (sign, bit 1 = −1) into a new packed tensor."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    out = PackedTensor.empty(x.shape[0], x.shape[1], x.shape[2], x.shape[3], groups=groups, border=border, pad=pad)
+    bind_pack(x, out)()
+    return out
+
+
+class BinaryConv:
+    """A prepared XNOR-popcount convolution (the `bitfx.BinaryConv2d` contract, docs/binary-format.md).
+
+    `weights` is C_out × kh × kw × words uint64 (packed sign(W) of each group's channels).
+    Output y = scale·d + bias with d the exact ±1 dot product, `pad_value` 0 (zero padding,
+    corrected exactly at border pixels) or ±1 (the input padded with that value). After
+    `set_packed_output(threshold, flip)` it writes bits (d < threshold) XOR flip instead.
+    """
+
+    def __init__(self, weights: np.ndarray, scale: np.ndarray, bias: np.ndarray, *, window: Window, group: int, in_channels: int, pad_value: int) -> None:
+        if weights.dtype != np.uint64 or weights.ndim != 4:
+            raise BitfxError(f"binary conv weights must be a C_out×kh×kw×words uint64 array, got {weights.dtype} {weights.shape}")
+        out_channels = weights.shape[0]
+        if in_channels % group or out_channels % group:
+            raise BitfxError(f"group={group} must divide in_channels={in_channels} and out_channels={out_channels}")
+        per_group = in_channels // group
+        if weights.shape[1:] != (*window.kernel, _words(per_group)):
+            raise BitfxError(
+                f"binary conv weights have shape {weights.shape}; kernel {window.kernel} and {per_group} input channels per group "
+                f"need {out_channels}×{window.kernel[0]}×{window.kernel[1]}×{_words(per_group)}"
+            )
+        if pad_value not in (0, 1, -1):
+            raise BitfxError(f"pad_value must be 0, 1 or -1, got {pad_value}")
+        for name, value in (("scale", scale), ("bias", bias)):
+            if np.shape(value) != (out_channels,):
+                raise BitfxError(f"{name} must have one value per output channel ({out_channels}), got shape {np.shape(value)}")
+        self.window, self.group, self.in_channels, self.out_channels, self.pad_value = window, group, in_channels, out_channels, pad_value
+        self.group_words = _words(per_group)
+        self.taps = window.kernel[0] * window.kernel[1]
+        self.k = self.taps * per_group  # bits per filter = the largest |d|
+        out_per_group = out_channels // group
+        self.blocks = -(-out_per_group // BLOCK)
+        weights = weights & _channel_mask(per_group)  # bits past the real channels must not count
+        bits_set = np.unpackbits(np.ascontiguousarray(weights).view(np.uint8), axis=-1).sum(axis=-1, dtype=np.int64)
+        self.tap_sums = per_group - 2 * bits_set  # Σ_c w_c per (channel, kh, kw), what a +1 padded tap adds
+        self.weights = aligned(self._blocked(weights.reshape(group, out_per_group, -1)).transpose(0, 1, 3, 2))
+        self.scale = self._lanes(np.asarray(scale, np.float32), np.float32)
+        self.bias = self._lanes(np.asarray(bias, np.float32), np.float32)
+        self.threshold: np.ndarray | None = None
+        self.flip: np.ndarray | None = None
+        self._tables: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def _blocked(self, per_group: np.ndarray) -> np.ndarray:
+        """group × C_out/group × ... → group × blocks × BLOCK × ..., zero-padded channels."""
+        shape = per_group.shape
+        padded = np.zeros((shape[0], self.blocks * BLOCK, *shape[2:]), per_group.dtype)
+        padded[:, : shape[1]] = per_group
+        return padded.reshape(shape[0], self.blocks, BLOCK, *shape[2:])
+
+    def _lanes(self, per_channel: np.ndarray, dtype: type) -> np.ndarray:
+        return aligned(self._blocked(per_channel.reshape(self.group, -1)).reshape(-1).astype(dtype))
+
+    def set_packed_output(self, threshold: np.ndarray, flip: np.ndarray) -> None:
+        """Emit bits (d < threshold[c]) XOR flip[c] per output channel instead of floats (group 1 only)."""
+        if self.group != 1:
+            raise BitfxError("packed output needs a convolution with group=1")
+        threshold = np.asarray(threshold, np.int64)
+        flip = np.asarray(flip, bool)
+        lanes = np.full(self.blocks * BLOCK, np.iinfo(np.int64).min, np.int64)  # padded channels: bit 0
+        lanes[: self.out_channels] = threshold
+        flips = np.zeros(self.blocks * BLOCK, np.uint64)
+        flips[: self.out_channels] = flip
+        self.threshold = aligned(lanes)
+        self.flip = (flips.reshape(self.blocks, BLOCK) << np.arange(BLOCK, dtype=np.uint64)).sum(axis=1).astype(np.uint32)
+
+    def out_size(self, height: int, width: int) -> tuple[int, int]:
+        return self.window.out_size(height, width)
+
+    def tables(self, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """(pattern of each output pixel, K − correction per pattern and channel lane) for an input size."""
+        key = (height, width)
+        if key not in self._tables:
+            self._tables[key] = self._border_tables(height, width)
+        return self._tables[key]
+
+    def _border_tables(self, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        out_h, out_w = self.out_size(height, width)
+        lanes = self.group * self.blocks * BLOCK
+        if self.pad_value != 0:
+            return np.zeros(out_h * out_w, np.int32), aligned(np.full((1, lanes), self.k, np.int64))
+        (kh, kw), (sh, sw), (dh, dw) = self.window.kernel, self.window.strides, self.window.dilations
+        top, left = self.window.pads[:2]
+        rows = (np.arange(out_h)[:, None] * sh - top + np.arange(kh)[None, :] * dh)
+        cols = (np.arange(out_w)[:, None] * sw - left + np.arange(kw)[None, :] * dw)
+        row_kinds, row_id = np.unique((rows >= 0) & (rows < height), axis=0, return_inverse=True)
+        col_kinds, col_id = np.unique((cols >= 0) & (cols < width), axis=0, return_inverse=True)
+        pattern = (row_id.reshape(-1)[:, None] * len(col_kinds) + col_id.reshape(-1)[None, :]).reshape(-1).astype(np.int32)
+        padded_taps = ~(row_kinds[:, None, :, None] & col_kinds[None, :, None, :])  # rows × cols × kh × kw
+        correction = np.einsum("rcij,oij->rco", padded_taps.astype(np.int64), self.tap_sums).reshape(-1, self.out_channels)
+        kc = np.stack([self._lanes(self.k - c, np.int64) for c in correction])
+        return pattern, aligned(kc)
+
+    def bind(self, x: PackedTensor, out: np.ndarray | PackedTensor, *, residual: np.ndarray | None = None, clamp: tuple[float, float] = NO_CLAMP) -> Callable[[], None]:
+        """Check the buffers once; return the call that runs the convolution into `out`."""
+        if x.channels != self.in_channels or x.groups != self.group:
+            raise BitfxError(f"binary conv expects {self.in_channels} channels in {self.group} groups, got {x.channels} in {x.groups}")
+        if x.pad != (-1 if self.pad_value == -1 else 1):
+            raise BitfxError(f"binary conv with pad_value={self.pad_value} got an input whose border holds {x.pad}")
+        out_h, out_w = self.out_size(x.height, x.width)
+        top, left = self.window.pads[:2]
+        if x.border[0] < top or x.border[1] < left:
+            raise BitfxError(f"the packed input's border {x.border} is smaller than the convolution's pads {self.window.pads}")
+        for axis, size, span, start in ((0, out_h, x.data.shape[1], x.border[0] - top), (1, out_w, x.data.shape[2], x.border[1] - left)):
+            if start + self.window.rows_read(size, axis) > span:
+                raise BitfxError(f"the packed input's border {x.border} is too small for pads {self.window.pads}")
+        pattern, kc = self.tables(x.height, x.width)
+        packed = isinstance(out, PackedTensor)
+        if packed:
+            if self.threshold is None:
+                raise BitfxError("call set_packed_output(threshold, flip) before writing packed output")
+            if (out.batch, out.channels, out.height, out.width, out.groups) != (x.batch, self.out_channels, out_h, out_w, 1):
+                raise BitfxError(f"packed output must be {x.batch}×{self.out_channels}×{out_h}×{out_w} in one group")
+            out_geom = out.geom()
+        else:
+            _check_float(out, "the float output")
+            if out.shape != (x.batch, self.out_channels, out_h, out_w):
+                raise BitfxError(f"float output must have shape {(x.batch, self.out_channels, out_h, out_w)}, got {out.shape}")
+            out_geom = PackedGeom()
+        if residual is not None:
+            _check_float(residual, "the residual")
+            if residual.shape != (x.batch, self.out_channels, out_h, out_w):
+                raise BitfxError(f"residual must have the output's shape {(x.batch, self.out_channels, out_h, out_w)}, got {residual.shape}")
+        (kh, kw), (sh, sw), (dh, dw) = self.window.kernel, self.window.strides, self.window.dilations
+        desc = BinaryConvDesc(
+            x.geom(), self.group, self.group_words, kh, kw, sh, sw, dh, dw, top, left, out_h, out_w, self.out_channels,
+            self.blocks, len(kc), OUT_PACKED if packed else OUT_FLOAT, residual is not None, clamp[0], clamp[1], out_geom,
+        )
+        threshold = self.threshold if packed else np.zeros(1, np.int64)
+        flip = self.flip if packed else np.zeros(1, np.uint32)
+        target = out.data if packed else out
+        args = (
+            ctypes.byref(desc), x.data.ctypes.data, self.weights.ctypes.data, pattern.ctypes.data, kc.ctypes.data,
+            self.scale.ctypes.data, self.bias.ctypes.data, None if residual is None else residual.ctypes.data,
+            threshold.ctypes.data, flip.ctypes.data, target.ctypes.data,
+        )
+        fill = out.fill_border if packed and any(out.border) else None
+
+        def run() -> None:
+            lib.bitfx_binary_conv(*args)
+            if fill:
+                fill()
+
+        run.keep = (desc, x, out, residual, pattern, kc, threshold, flip)
+        return run
+
+    def __call__(self, x: PackedTensor, *, residual: np.ndarray | None = None, clamp: tuple[float, float] = NO_CLAMP, packed_border: Pads | None = None, packed_pad: int = 1):
+        """Run once into a new output: float NCHW, or a PackedTensor when `packed_border` is given."""
+        out_h, out_w = self.out_size(x.height, x.width)
+        if packed_border is not None:
+            out = PackedTensor.empty(x.batch, self.out_channels, out_h, out_w, border=packed_border, pad=packed_pad)
+        else:
+            out = np.empty((x.batch, self.out_channels, out_h, out_w), np.float32)
+        self.bind(x, out, residual=residual, clamp=clamp)()
+        return out
+
+
+class FloatConv:
+    """A prepared float convolution (NCHW) with the fused epilogue y = clamp(scale·conv + bias [+ residual])."""
+
+    def __init__(self, weights: np.ndarray, bias: np.ndarray | None = None, scale: np.ndarray | None = None, *, window: Window, group: int = 1, pad_value: float = 0.0) -> None:
+        weights = np.asarray(weights, np.float32)
+        if weights.ndim != 4 or weights.shape[2:] != window.kernel:
+            raise BitfxError(f"float conv weights must be C_out×C_in/group×{window.kernel[0]}×{window.kernel[1]}, got {weights.shape}")
+        out_channels = weights.shape[0]
+        if out_channels % group:
+            raise BitfxError(f"group={group} must divide out_channels={out_channels}")
+        self.window, self.group, self.out_channels, self.pad_value = window, group, out_channels, pad_value
+        self.in_channels = weights.shape[1] * group
+        per_group = out_channels // group
+        self.tiles = -(-per_group // FLOAT_TILE)
+        tiled = np.zeros((group, self.tiles * FLOAT_TILE, weights[0].size), np.float32)
+        tiled[:, :per_group] = weights.reshape(group, per_group, -1)
+        self.weights = aligned(tiled.reshape(group, self.tiles, FLOAT_TILE, -1).transpose(0, 1, 3, 2))
+        self.scale = np.ones(out_channels, np.float32) if scale is None else np.ascontiguousarray(scale, np.float32)
+        self.bias = np.zeros(out_channels, np.float32) if bias is None else np.ascontiguousarray(bias, np.float32)
+
+    def out_size(self, height: int, width: int) -> tuple[int, int]:
+        return self.window.out_size(height, width)
+
+    def bind(self, x: np.ndarray, out: np.ndarray, *, residual: np.ndarray | None = None, clamp: tuple[float, float] = NO_CLAMP) -> Callable[[], None]:
+        _check_float(x, "the float conv input")
+        batch, channels, height, width = x.shape
+        if channels != self.in_channels:
+            raise BitfxError(f"float conv expects {self.in_channels} input channels, got {channels}")
+        out_h, out_w = self.out_size(height, width)
+        _check_float(out, "the float conv output")
+        if out.shape != (batch, self.out_channels, out_h, out_w):
+            raise BitfxError(f"float conv output must have shape {(batch, self.out_channels, out_h, out_w)}, got {out.shape}")
+        if residual is not None:
+            _check_float(residual, "the residual")
+            if residual.shape != out.shape:
+                raise BitfxError(f"residual must have the output's shape {out.shape}, got {residual.shape}")
+        (kh, kw), (sh, sw), (dh, dw) = self.window.kernel, self.window.strides, self.window.dilations
+        desc = FloatConvDesc(
+            batch, channels, height, width, self.group, self.out_channels, self.tiles, kh, kw, sh, sw, dh, dw,
+            self.window.pads[0], self.window.pads[1], out_h, out_w, residual is not None, self.pad_value, clamp[0], clamp[1],
+        )
+        args = (
+            ctypes.byref(desc), x.ctypes.data, self.weights.ctypes.data, self.scale.ctypes.data, self.bias.ctypes.data,
+            None if residual is None else residual.ctypes.data, out.ctypes.data,
+        )
+
+        def run() -> None:
+            lib.bitfx_float_conv(*args)
+
+        run.keep = (desc, x, out, residual)
+        return run
+
+    def __call__(self, x: np.ndarray, *, residual: np.ndarray | None = None, clamp: tuple[float, float] = NO_CLAMP) -> np.ndarray:
+        out_h, out_w = self.out_size(x.shape[2], x.shape[3])
+        out = np.empty((x.shape[0], self.out_channels, out_h, out_w), np.float32)
+        self.bind(np.ascontiguousarray(x, np.float32), out, residual=residual, clamp=clamp)()
+        return out
+
+
+class FloatGemm:
+    """A prepared float matrix product with constant weights: y = alpha·x·W + beta·bias (ONNX Gemm, transA=0)."""
+
+    def __init__(self, weights: np.ndarray, bias: np.ndarray | None = None, *, alpha: float = 1.0, beta: float = 1.0, transposed: bool = False) -> None:
+        weights = np.asarray(weights, np.float32)
+        if weights.ndim != 2:
+            raise BitfxError(f"gemm weights must be 2-D, got shape {weights.shape}")
+        self.weights = aligned(weights.T if transposed else weights)  # K × C
+        self.k, self.channels = self.weights.shape
+        self.bias = None if bias is None else np.ascontiguousarray(np.broadcast_to(np.asarray(bias, np.float32).reshape(-1), (self.channels,)))
+        self.alpha, self.beta = alpha, beta
+
+    def bind(self, x: np.ndarray, out: np.ndarray) -> Callable[[], None]:
+        _check_float(x, "the gemm input", ndim=2)
+        if x.shape[1] != self.k or out.shape != (x.shape[0], self.channels):
+            raise BitfxError(f"gemm of a {x.shape} input with {self.k}×{self.channels} weights cannot write a {out.shape} output")
+        desc = FloatGemmDesc(x.shape[0], self.k, self.channels, self.bias is not None, self.alpha, self.beta)
+        args = (ctypes.byref(desc), x.ctypes.data, self.weights.ctypes.data, None if self.bias is None else self.bias.ctypes.data, out.ctypes.data)
+
+        def run() -> None:
+            lib.bitfx_float_gemm(*args)
+
+        run.keep = (desc, x, out)
+        return run
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        out = np.empty((x.shape[0], self.channels), np.float32)
+        self.bind(np.ascontiguousarray(x, np.float32), out)()
+        return out
+
+
+def bind_binary_maxpool(x: PackedTensor, out: PackedTensor, window: Window, ceil_mode: bool = False) -> Callable[[], None]:
+    """Max pool of packed ±1 values (AND of bits); `x`'s border must hold −1 (ignored taps)."""
+    out_h, out_w = window.out_size(x.height, x.width, ceil_mode)
+    if x.pad != -1 and (any(window.pads) or ceil_mode):
+        raise BitfxError("a padded binary max pool needs an input border of −1 (the identity of max)")
+    if (out.batch, out.channels, out.groups, out.height, out.width) != (x.batch, x.channels, x.groups, out_h, out_w):
+        raise BitfxError(f"binary max pool output must be {x.batch}×{x.channels}×{out_h}×{out_w} in {x.groups} groups")
+    top, left = window.pads[:2]
+    for axis, size, span, start in ((0, out_h, x.data.shape[1], x.border[0] - top), (1, out_w, x.data.shape[2], x.border[1] - left)):
+        if start < 0 or start + window.rows_read(size, axis) > span:
+            raise BitfxError(f"the packed input's border {x.border} is too small for the pool's pads {window.pads}")
+    (kh, kw), (sh, sw), (dh, dw) = window.kernel, window.strides, window.dilations
+    desc = BinaryMaxPoolDesc(x.geom(), out.geom(), kh, kw, sh, sw, dh, dw, top, left, out_h, out_w)
+    args = (ctypes.byref(desc), x.data.ctypes.data, out.data.ctypes.data)
+    fill = out.fill_border if any(out.border) else None
+
+    def run() -> None:
+        lib.bitfx_binary_maxpool(*args)
+        if fill:
+            fill()
+
+    run.keep = (desc, x, out)
+    return run
+
+
+def bind_float_maxpool(x: np.ndarray, out: np.ndarray, window: Window, ceil_mode: bool = False) -> Callable[[], None]:
+    """Max pool of float NCHW data; padded taps are ignored (ONNX MaxPool)."""
+    _check_float(x, "the max pool input")
+    batch, channels, height, width = x.shape
+    out_h, out_w = window.out_size(height, width, ceil_mode)
+    if out.shape != (batch, channels, out_h, out_w):
+        raise BitfxError(f"max pool output must have shape {(batch, channels, out_h, out_w)}, got {out.shape}")
+    (kh, kw), (sh, sw), (dh, dw) = window.kernel, window.strides, window.dilations
+    desc = FloatMaxPoolDesc(batch * channels, height, width, kh, kw, sh, sw, dh, dw, window.pads[0], window.pads[1], out_h, out_w)
+    args = (ctypes.byref(desc), x.ctypes.data, out.ctypes.data)
+
+    def run() -> None:
+        lib.bitfx_float_maxpool(*args)
+
+    run.keep = (desc, x, out)
+    return run
+
+
+def popcount_peak(seconds: float = 0.2, trials: int = 5) -> float:
+    """This CPU's XOR+popcount+accumulate rate in bit-MACs per second with the current ISA and
+    thread count (independent register operands only: the ceiling a convolution can approach).
+    The best of `trials` runs of `seconds / trials` each, so a busy machine lowers it less."""
+    rounds, best = 1 << 12, 0.0
+    for _ in range(trials):
+        while True:
+            start = time.perf_counter()
+            work = lib.bitfx_popcount_peak(rounds)
+            elapsed = time.perf_counter() - start
+            if elapsed >= seconds / trials:
+                break
+            rounds = max(rounds * 2, int(rounds * seconds / trials / max(elapsed, 1e-9)))
+        best = max(best, work / elapsed)
+    return best

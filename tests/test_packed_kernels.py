@@ -1,0 +1,230 @@
+"""Property tests of the packed-bit kernels against the plain numpy reference, on every ISA path
+this CPU has (scalar, AVX2, AVX-512) and at 1 and 2 threads."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from bitfx.backends.packed import available_isas, get_isa, get_threads, set_isa, set_threads
+from bitfx.backends.packed import kernels as k
+from bitfx.backends.packed import reference as ref
+from bitfx.errors import BitfxError
+
+ISAS = available_isas()
+SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@pytest.fixture(autouse=True)
+def restore_isa_and_threads():
+    isa, threads = get_isa(), get_threads()
+    yield
+    set_isa(isa)
+    set_threads(threads)
+
+
+def use(isa: str, threads: int) -> None:
+    set_isa(isa)
+    set_threads(threads)
+
+
+@st.composite
+def conv_cases(draw: st.DrawFn) -> dict:
+    """A random binary/float convolution: channel counts not multiple of 64, groups, stride,
+    dilation, asymmetric pads, odd sizes, batch up to 2."""
+    group = draw(st.sampled_from([1, 1, 2, 3]))
+    in_per_group = draw(st.one_of(st.integers(1, 9), st.integers(60, 140)))
+    out_per_group = draw(st.one_of(st.integers(1, 9), st.integers(30, 70)))
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    strides = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    pads = tuple(draw(st.integers(0, 2)) for _ in range(4))
+    height = draw(st.integers(max(1, dilation[0] * (kh - 1) + 1 - pads[0] - pads[2]), 9))
+    width = draw(st.integers(max(1, dilation[1] * (kw - 1) + 1 - pads[1] - pads[3]), 9))
+    return dict(
+        batch=draw(st.integers(1, 2)), group=group, in_channels=group * in_per_group, out_channels=group * out_per_group,
+        window=k.Window((kh, kw), strides, pads, dilation), height=height, width=width,
+        pad_value=draw(st.sampled_from([0, 1, -1])), seed=draw(st.integers(0, 2**31)),
+    )  # fmt: skip
+
+
+def make_conv(case: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+    rng = np.random.default_rng(case["seed"])
+    window = case["window"]
+    x = rng.normal(size=(case["batch"], case["in_channels"], case["height"], case["width"])).astype(np.float32)
+    x[rng.random(x.shape) < 0.05] = 0.0  # sign(0) = +1
+    weight = rng.normal(size=(case["out_channels"], case["in_channels"] // case["group"], *window.kernel)).astype(np.float32)
+    scale = rng.normal(size=case["out_channels"]).astype(np.float32)
+    bias = rng.normal(size=case["out_channels"]).astype(np.float32)
+    attributes = dict(kernel_shape=window.kernel, strides=window.strides, pads=window.pads, dilations=window.dilations,
+                      group=case["group"], in_channels=case["in_channels"], pad_value=case["pad_value"])  # fmt: skip
+    return x, weight, ref.pack_conv_weights(weight), scale, bias, attributes
+
+
+def binary_conv(case: dict, words: np.ndarray, scale: np.ndarray, bias: np.ndarray) -> k.BinaryConv:
+    return k.BinaryConv(words, scale, bias, window=case["window"], group=case["group"], in_channels=case["in_channels"], pad_value=case["pad_value"])
+
+
+def packed_input(x: np.ndarray, case: dict) -> k.PackedTensor:
+    return k.pack(x, groups=case["group"], border=case["window"].pads, pad=-1 if case["pad_value"] == -1 else 1)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@SETTINGS
+@given(
+    batch=st.integers(1, 2), groups=st.sampled_from([1, 2, 3]), per_group=st.integers(1, 150), height=st.integers(1, 5), width=st.integers(1, 21),
+    border=st.tuples(*[st.integers(0, 2)] * 4), pad=st.sampled_from([1, -1]), threads=st.sampled_from([1, 2]), seed=st.integers(0, 2**31),
+)  # fmt: skip
+def test_pack_matches_reference(isa, batch, groups, per_group, height, width, border, pad, threads, seed) -> None:
+    use(isa, threads)
+    x = np.random.default_rng(seed).normal(size=(batch, groups * per_group, height, width)).astype(np.float32)
+    x[..., 0] = -0.0  # −0.0 packs as +1
+    packed = k.pack(x, groups=groups, border=border, pad=pad)
+    signs = ref.sign(x).transpose(0, 2, 3, 1).reshape(batch, height, width, groups, per_group)
+    expected_interior = np.concatenate([ref.pack_signs(signs[..., g, :]) for g in range(groups)], axis=-1)
+    np.testing.assert_array_equal(packed.interior(), expected_interior)
+    padded = np.pad(ref.sign(x), ((0, 0), (0, 0), (border[0], border[2]), (border[1], border[3])), constant_values=pad)
+    np.testing.assert_array_equal(packed.to_signs(), ref.sign(x))
+    whole = k.PackedTensor(packed.data, x.shape[1], padded.shape[2], padded.shape[3], groups)
+    np.testing.assert_array_equal(whole.to_signs(), padded)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@SETTINGS
+@given(case=conv_cases(), threads=st.sampled_from([1, 2]), fused=st.booleans())
+def test_binary_conv_float_output_matches_reference(isa, case, threads, fused) -> None:
+    use(isa, threads)
+    x, _, words, scale, bias, attributes = make_conv(case)
+    expected = ref.binary_conv2d(x, words, scale, bias, **attributes)
+    residual, clamp = None, k.NO_CLAMP
+    if fused:  # the fused Add + Relu/Clip epilogue
+        residual = np.random.default_rng(case["seed"] + 1).normal(size=expected.shape).astype(np.float32)
+        clamp = (0.0, math.inf) if case["seed"] % 2 else (-1.5, 2.0)
+        expected = np.clip(expected + residual, *clamp)
+    out = binary_conv(case, words, scale, bias)(packed_input(x, case), residual=residual, clamp=clamp)
+    np.testing.assert_array_equal(out, expected)  # exact: the same float32 operations on exact dot products
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@SETTINGS
+@given(case=conv_cases(), threads=st.sampled_from([1, 2]), border=st.tuples(*[st.integers(0, 1)] * 4), out_pad=st.sampled_from([1, -1]))
+def test_binary_conv_packed_output_thresholds(isa, case, threads, border, out_pad) -> None:
+    use(isa, threads)
+    case = {**case, "group": 1, "in_channels": case["in_channels"] // case["group"], "out_channels": case["out_channels"] // case["group"]}
+    x, _, words, scale, bias, attributes = make_conv(case)
+    dots = ref.conv_dots(x, words, **attributes).astype(np.int64)
+    rng = np.random.default_rng(case["seed"] + 2)
+    conv = binary_conv(case, words, scale, bias)
+    limit = conv.k
+    threshold = rng.integers(-limit - 1, limit + 2, case["out_channels"])
+    threshold[rng.random(case["out_channels"]) < 0.2] = limit + 1  # a channel that is always −1
+    flip = rng.random(case["out_channels"]) < 0.5
+    conv.set_packed_output(threshold, flip)
+    out = conv(packed_input(x, case), packed_border=border, packed_pad=out_pad)
+    expected = np.where((dots < threshold[None, :, None, None]) ^ flip[None, :, None, None], -1.0, 1.0)
+    np.testing.assert_array_equal(out.to_signs(), expected)
+    padded = np.pad(expected, ((0, 0), (0, 0), (border[0], border[2]), (border[1], border[3])), constant_values=out_pad)
+    whole = k.PackedTensor(out.data, out.channels, padded.shape[2], padded.shape[3])
+    np.testing.assert_array_equal(whole.to_signs(), padded)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@SETTINGS
+@given(
+    batch=st.integers(1, 2), channels=st.integers(1, 150), height=st.integers(1, 9), width=st.integers(1, 9), kernel=st.integers(1, 3),
+    stride=st.integers(1, 3), pad=st.integers(0, 1), dilation=st.integers(1, 2), ceil_mode=st.booleans(), threads=st.sampled_from([1, 2]),
+    seed=st.integers(0, 2**31),
+)  # fmt: skip
+def test_max_pools_match_reference(isa, batch, channels, height, width, kernel, stride, pad, dilation, ceil_mode, threads, seed) -> None:
+    """Float max pool against numpy, and the packed one against sign(float max pool): they commute."""
+    use(isa, threads)
+    span = (kernel - 1) * dilation + 1
+    assume(2 * pad <= span - 1 and span <= min(height, width) + 2 * pad)
+    window = k.Window((kernel, kernel), (stride, stride), (pad,) * 4, (dilation, dilation))
+    x = np.random.default_rng(seed).normal(size=(batch, channels, height, width)).astype(np.float32)
+    out_h, out_w = window.out_size(height, width, ceil_mode)
+    pooled = np.empty((batch, channels, out_h, out_w), np.float32)
+    k.bind_float_maxpool(x, pooled, window, ceil_mode)()
+    extra = stride - 1 if ceil_mode else 0
+    padded = np.pad(x, ((0, 0), (0, 0), (pad, pad + extra), (pad, pad + extra)), constant_values=-np.inf)
+    for i in range(out_h):
+        for j in range(out_w):
+            patch = padded[:, :, i * stride : i * stride + span : dilation, j * stride : j * stride + span : dilation]
+            np.testing.assert_array_equal(pooled[:, :, i, j], patch.max(axis=(2, 3)))
+    packed = k.pack(x, border=(pad, pad, pad + extra, pad + extra), pad=-1)
+    out = k.PackedTensor.empty(batch, channels, out_h, out_w)
+    k.bind_binary_maxpool(packed, out, window, ceil_mode)()
+    np.testing.assert_array_equal(out.to_signs(), ref.sign(pooled))
+
+
+def float_conv_reference(x: np.ndarray, weight: np.ndarray, window: k.Window, group: int, pad_value: float) -> np.ndarray:
+    top, left, bottom, right = window.pads
+    padded = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=pad_value)
+    (kh, kw), (sh, sw), (dh, dw) = window.kernel, window.strides, window.dilations
+    out_h, out_w = window.out_size(x.shape[2], x.shape[3])
+    per_in, per_out = x.shape[1] // group, weight.shape[0] // group
+    out = np.zeros((x.shape[0], weight.shape[0], out_h, out_w))
+    for g in range(group):
+        for i in range(kh):
+            for j in range(kw):
+                patch = padded[:, g * per_in : (g + 1) * per_in, i * dh : i * dh + sh * (out_h - 1) + 1 : sh, j * dw : j * dw + sw * (out_w - 1) + 1 : sw]
+                out[:, g * per_out : (g + 1) * per_out] += np.einsum("nchw,oc->nohw", patch, weight[g * per_out : (g + 1) * per_out, :, i, j])
+    return out
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@SETTINGS
+@given(case=conv_cases(), threads=st.sampled_from([1, 2]), fused=st.booleans())
+def test_float_conv_matches_reference(isa, case, threads, fused) -> None:
+    use(isa, threads)
+    rng = np.random.default_rng(case["seed"])
+    x, weight, _, scale, bias, _ = make_conv(case)
+    pad_value = float(case["pad_value"])
+    expected = float_conv_reference(x, weight, case["window"], case["group"], pad_value) * scale[None, :, None, None] + bias[None, :, None, None]
+    residual, clamp = None, k.NO_CLAMP
+    if fused:
+        residual = rng.normal(size=expected.shape).astype(np.float32)
+        clamp = (0.0, 6.0)
+        expected = np.clip(expected + residual, *clamp)
+    conv = k.FloatConv(weight, bias, scale, window=case["window"], group=case["group"], pad_value=pad_value)
+    out = conv(x, residual=residual, clamp=clamp)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(expected).max())))
+
+
+def test_isa_can_be_forced_and_refuses_unknown_names() -> None:
+    for isa in ISAS:
+        set_isa(isa)
+        assert get_isa() == isa
+    with pytest.raises(BitfxError, match="unknown instruction set"):
+        set_isa("sse9")
+    set_threads(1)
+    assert get_threads() == 1
+    with pytest.raises(BitfxError, match="at least 1"):
+        set_threads(0)
+
+
+def test_environment_forces_the_isa_and_threads() -> None:
+    env = {**os.environ, "BITFX_PACKED_ISA": "scalar", "BITFX_PACKED_THREADS": "1"}
+    code = "from bitfx.backends.packed import get_isa, get_threads; print(get_isa(), get_threads())"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["scalar", "1"]
+
+
+def test_popcount_peak_is_measured() -> None:
+    assert k.popcount_peak(0.01) > 1e9  # any x86-64 core does over a billion bit-MACs per second
+
+
+def test_bad_shapes_are_refused_with_the_reason() -> None:
+    words = ref.pack_conv_weights(np.ones((4, 3, 3, 3), np.float32))
+    with pytest.raises(BitfxError, match="need 4×3×3×1"):
+        k.BinaryConv(words[:, :2], np.ones(4), np.zeros(4), window=k.Window((3, 3)), group=1, in_channels=3, pad_value=0)
+    conv = k.BinaryConv(words, np.ones(4, np.float32), np.zeros(4, np.float32), window=k.Window((3, 3), pads=(1, 1, 1, 1)), group=1, in_channels=3, pad_value=0)
+    with pytest.raises(BitfxError, match="border"):
+        conv(k.pack(np.ones((1, 3, 5, 5), np.float32)))
