@@ -147,3 +147,26 @@ def test_export_leaves_training_flags_and_bn_stats_alone(tmp_path: Path) -> None
     for name, buffer in gm.named_buffers():
         assert torch.equal(buffer, stats_before[name]), name
     assert os.path.getsize(tmp_path / "m.onnx") > 0
+
+
+def test_int8_binary_convs_count_as_quantized_and_fused(tmp_path: Path) -> None:
+    from bitfx.backends.onnx import quantized_layer_fusion
+
+    model = build("resnet20")
+    x = seeded_input(model, batch=2, seed=1)
+    gm = Pipeline.from_spec("fuse_bn,binarize").run(capture(model, x)).graph_module
+    path = export(gm, x, tmp_path / "int8.onnx", lowering="int8")
+    fusion = quantized_layer_fusion(path)
+    assert fusion["quantized_convs"] == op_counts(load_model(path))["ConvInteger"] == 20
+    assert fusion["fused_convs"] == 20 and fusion["all_fused"]
+
+
+def test_onnx_summary_counts_binary_macs_like_the_graph(tmp_path: Path) -> None:
+    model = build("resnet20")
+    x = seeded_input(model, batch=2, seed=1)
+    gm = Pipeline.from_spec("fuse_bn,binarize").run(capture(model, x)).graph_module
+    path = export(gm, x, tmp_path / "custom.onnx", lowering="custom")
+    rows = onnx_summary(load_model(path)).rows
+    binary = [r for r in rows if r.target == "bitfx.BinaryConv2d"]
+    assert len(binary) == 20 and all(r.cost.macs > 0 for r in binary)
+    assert sum(r.cost.macs for r in rows) == summary(gm).total.macs

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from bitfx.backends.onnx import export, load_model, op_counts, optimized_op_counts, verify
+from bitfx.backends.onnx import export, load_model, op_counts, optimized_op_counts, quantized_layer_fusion, verifier_for
 from bitfx.cli.specs import build_model, first_input, input_shape_of, load_batches
 from bitfx.ir import capture, diff, summary
 from bitfx.passes import DumpAfterChange, Pipeline, PrintAfterChange
@@ -59,14 +59,21 @@ def run(args: argparse.Namespace) -> int:
         "before": summary(gm).totals(),
         "after": summary(result.graph_module).totals(),
         "onnx": {"path": str(path), "bytes": path.stat().st_size, "ops": op_counts(load_model(path))},
-        "onnxruntime": {"optimized_ops": optimized_op_counts(path)},
     }
+    optimized_ops = optimized_op_counts(path)
+    fusion = quantized_layer_fusion(path, optimized_ops)
+    report["onnxruntime"] = {"optimized_ops": optimized_ops, "quantized_layers": fusion}
+    if fusion["quantized_convs"] or fusion["quantized_matmuls"]:
+        print(
+            f"onnxruntime: {fusion['fused_convs']} of {fusion['quantized_convs']} quantized convs and "
+            f"{fusion['fused_matmuls']} of {fusion['quantized_matmuls']} quantized matrix products run as integer kernels"
+        )
     ok = True
     if not args.no_verify:
-        check = verify(path, result.graph_module, (example,), rtol=args.rtol)
+        check = verifier_for(args.lowering)(path, result.graph_module, (example,), rtol=args.rtol)
         report["verify"] = check.to_json()
         ok = check.ok
-        print(f"verify: max abs error {check.max_abs_error:.3g}, max rel error {check.max_rel_error:.3g} (tolerance {args.rtol:g}): {'ok' if ok else 'FAILED'}")
+        print(f"verify: {check.describe()}")
     print(f"wrote {path} ({report['onnx']['bytes']:,} bytes)")
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2, default=str) + "\n")
