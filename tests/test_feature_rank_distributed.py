@@ -1,11 +1,9 @@
 """HRank statistics under torch.distributed: ranks all-reduce sums and image counts, so each
 process gets the statistics of the union of all shards."""
 
-import socket
-
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from distributed import free_port, run_on_two_ranks
 from torch import nn
 
 from bitfx.ir import capture
@@ -26,33 +24,21 @@ def _shards() -> list[list[torch.Tensor]]:
     return [first, second]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank: int, port: int, results: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    try:
-        data = _shards()[rank]
-        gm = capture(_model(), data[0])
-        stats = average_feature_ranks(gm, ["_1", "_3"], data, max_batches=5)
-        plan = RankPrune(rate=0.5, prune_classifier=True).plan(gm, data)
-        torch.save({"ranks": stats.ranks, "images": stats.images, "batches": stats.batches, "removed": [g.removed for g in plan.groups]}, f"{results}/{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+def _on_rank(rank: int) -> dict:
+    data = _shards()[rank]
+    gm = capture(_model(), data[0])
+    stats = average_feature_ranks(gm, ["_1", "_3"], data, max_batches=5)
+    plan = RankPrune(rate=0.5, prune_classifier=True).plan(gm, data)
+    return {"ranks": stats.ranks, "images": stats.images, "batches": stats.batches, "removed": [g.removed for g in plan.groups]}
 
 
 def test_two_processes_agree_with_one_process_over_all_the_data(tmp_path):
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2)
+    results = run_on_two_ranks(_on_rank, tmp_path)
     everything = [b for shard in _shards() for b in shard]
     gm = capture(_model(), everything[0])
     single = average_feature_ranks(gm, ["_1", "_3"], everything, max_batches=5)
     single_plan = RankPrune(rate=0.5, prune_classifier=True).plan(gm, everything)
-    for rank in range(2):
-        result = torch.load(tmp_path / f"{rank}.pt")
+    for result in results:
         assert result["images"] == 11 and result["batches"] == 3
         for tap in ("_1", "_3"):
             torch.testing.assert_close(result["ranks"][tap], single.ranks[tap])
@@ -65,7 +51,7 @@ def test_world_of_one_process_gives_the_undistributed_statistics():
     data = _shards()[0]
     gm = capture(_model(), data[0])
     alone = average_feature_ranks(gm, ["_1"], data, max_batches=5)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
     try:
         reduced = average_feature_ranks(gm, ["_1"], data, max_batches=5)
     finally:

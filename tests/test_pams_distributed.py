@@ -1,11 +1,8 @@
 """PAMS calibration under torch.distributed: every rank ends with the α of all ranks' samples."""
 
-import socket
-
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from distributed import run_on_two_ranks
 from torch import nn
 
 from bitfx.ir import capture
@@ -29,27 +26,15 @@ def _alphas(data: list[torch.Tensor]) -> tuple[dict[str, float], dict]:
     return {name: float(p.detach()) for name, p in result.graph_module.named_parameters() if name.endswith("alpha")}, result.records[0].stats
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank: int, port: int, results: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    try:
-        torch.save(_alphas(_shards()[rank]), f"{results}/{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+def _on_rank(rank: int) -> tuple[dict[str, float], dict]:
+    return _alphas(_shards()[rank])
 
 
 def test_two_ranks_calibrate_like_one_process_over_all_the_data(tmp_path):
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2)
+    results = run_on_two_ranks(_on_rank, tmp_path)
     single, _ = _alphas([b for shard in _shards() for b in shard])
     local, _ = _alphas(_shards()[0])
-    for rank in range(2):
-        alphas, stats = torch.load(tmp_path / f"{rank}.pt")
+    for alphas, stats in results:
         assert stats["calibration"] == "7 samples across 2 ranks from the calibration data"
         assert alphas.keys() == single.keys()
         for name, value in single.items():

@@ -4,12 +4,10 @@ DDP does not broadcast buffers."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from distributed import run_on_two_ranks
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -40,52 +38,40 @@ def _rotations(model: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor]]
     return {name: (m.weight_quantizer.left_rotation.clone(), m.weight_quantizer.right_rotation.clone()) for name, m in _rotated_layers(model).items()}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank: int, port: int, results: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    try:
-        student = Pipeline.from_spec("binarize,rotate").run(capture(_model(), torch.zeros(2, 1, 8, 8))).graph_module.train()
-        ddp = DistributedDataParallel(student, broadcast_buffers=False)
-        if rank == 1:  # a rank whose rotations drifted (another seed, another checkpoint, another BLAS)
-            generator = torch.Generator().manual_seed(99)
-            for layer in _rotated_layers(student).values():
-                q = layer.weight_quantizer
-                q.left_rotation.copy_(random_orthogonal(q.shape[0], generator))
-                q.right_rotation.copy_(random_orthogonal(q.shape[1], generator))
-        optimizer = torch.optim.Adam(ddp.parameters(), lr=1e-2)
-        data = torch.Generator().manual_seed(100 + rank)  # each rank trains on its own shard
-        record = {"before": [], "local_update": [], "after": []}
-        for epoch in range(EPOCHS):
-            record["before"].append(_rotations(student))
-            record["local_update"].append({  # what this rank alone would compute
-                name: procrustes_update(layer.weight_quantizer.filter_matrices(layer.weight), *record["before"][-1][name], layer.weight_quantizer.iterations)
-                for name, layer in _rotated_layers(student).items()
-            })  # fmt: skip
-            on_epoch_start(ddp, epoch, EPOCHS)
-            record["after"].append(_rotations(student))
-            for _ in range(3):
-                images, labels = torch.randn(4, 1, 8, 8, generator=data), torch.randint(0, 10, (4,), generator=data)
-                optimizer.zero_grad()
-                nn.functional.cross_entropy(ddp(images), labels).backward()
-                optimizer.step()
-                after_optimizer_step(ddp)
-        student.eval()
-        record["signs"] = {name: layer.deploy_tensors()[0] for name, layer in _rotated_layers(student).items()}
-        record["parameters"] = {name: p.detach().clone() for name, p in student.named_parameters()}
-        torch.save(record, f"{results}/{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+def _on_rank(rank: int) -> dict:
+    student = Pipeline.from_spec("binarize,rotate").run(capture(_model(), torch.zeros(2, 1, 8, 8))).graph_module.train()
+    ddp = DistributedDataParallel(student, broadcast_buffers=False)
+    if rank == 1:  # a rank whose rotations drifted (another seed, another checkpoint, another BLAS)
+        generator = torch.Generator().manual_seed(99)
+        for layer in _rotated_layers(student).values():
+            q = layer.weight_quantizer
+            q.left_rotation.copy_(random_orthogonal(q.shape[0], generator))
+            q.right_rotation.copy_(random_orthogonal(q.shape[1], generator))
+    optimizer = torch.optim.Adam(ddp.parameters(), lr=1e-2)
+    data = torch.Generator().manual_seed(100 + rank)  # each rank trains on its own shard
+    record = {"before": [], "local_update": [], "after": []}
+    for epoch in range(EPOCHS):
+        record["before"].append(_rotations(student))
+        record["local_update"].append({  # what this rank alone would compute
+            name: procrustes_update(layer.weight_quantizer.filter_matrices(layer.weight), *record["before"][-1][name], layer.weight_quantizer.iterations)
+            for name, layer in _rotated_layers(student).items()
+        })  # fmt: skip
+        on_epoch_start(ddp, epoch, EPOCHS)
+        record["after"].append(_rotations(student))
+        for _ in range(3):
+            images, labels = torch.randn(4, 1, 8, 8, generator=data), torch.randint(0, 10, (4,), generator=data)
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(ddp(images), labels).backward()
+            optimizer.step()
+            after_optimizer_step(ddp)
+    student.eval()
+    record["signs"] = {name: layer.deploy_tensors()[0] for name, layer in _rotated_layers(student).items()}
+    record["parameters"] = {name: p.detach().clone() for name, p in student.named_parameters()}
+    return record
 
 
 def test_every_rank_holds_rank_zeros_rotations_after_each_update(tmp_path: Path) -> None:
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2)
-    first, second = (torch.load(tmp_path / f"{rank}.pt") for rank in range(2))
+    first, second = run_on_two_ranks(_on_rank, tmp_path)
     assert set(first["after"][0]) == {"3", "6"}
     for name in first["after"][0]:
         assert not torch.equal(first["before"][0][name][0], second["before"][0][name][0])  # the ranks did disagree

@@ -107,68 +107,42 @@ class _WeightQuant:
         return f"bits={self.bits}, per_channel={self.per_channel}"
 
 
-class QuantConv1d(_WeightQuant, nn.Conv1d):
+class _QuantLayer(_WeightQuant):
+    """Cooperative base of the quantized layers: takes `bits` and `per_channel` after the
+    float layer's own arguments and stays one graph node (`bitfx_leaf`)."""
+
+    bitfx_leaf = True
+
+    def __init__(self, *args: Any, bits: int = 8, per_channel: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_quant(bits, per_channel)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, {self._quant_repr()}"
+
+
+class _QuantConv(_QuantLayer):
+    def forward(self, x: Tensor) -> Tensor:
+        return self._conv_forward(x, self.quantized_weight(), self.bias)
+
+
+class QuantConv1d(_QuantConv, nn.Conv1d):
     """Conv1d with PAMS-quantized weights (float bias)."""
 
-    bitfx_leaf = True
 
-    def __init__(self, *args: Any, bits: int = 8, per_channel: bool = False, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._init_quant(bits, per_channel)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self._conv_forward(x, self.quantized_weight(), self.bias)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, {self._quant_repr()}"
-
-
-class QuantConv2d(_WeightQuant, nn.Conv2d):
+class QuantConv2d(_QuantConv, nn.Conv2d):
     """Conv2d with PAMS-quantized weights (float bias)."""
 
-    bitfx_leaf = True
 
-    def __init__(self, *args: Any, bits: int = 8, per_channel: bool = False, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._init_quant(bits, per_channel)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self._conv_forward(x, self.quantized_weight(), self.bias)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, {self._quant_repr()}"
-
-
-class QuantConv3d(_WeightQuant, nn.Conv3d):
+class QuantConv3d(_QuantConv, nn.Conv3d):
     """Conv3d with PAMS-quantized weights (float bias)."""
 
-    bitfx_leaf = True
 
-    def __init__(self, *args: Any, bits: int = 8, per_channel: bool = False, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._init_quant(bits, per_channel)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self._conv_forward(x, self.quantized_weight(), self.bias)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, {self._quant_repr()}"
-
-
-class QuantLinear(_WeightQuant, nn.Linear):
+class QuantLinear(_QuantLayer, nn.Linear):
     """Linear with PAMS-quantized weights (float bias)."""
-
-    bitfx_leaf = True
-
-    def __init__(self, *args: Any, bits: int = 8, per_channel: bool = False, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._init_quant(bits, per_channel)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(x, self.quantized_weight(), self.bias)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, {self._quant_repr()}"
 
 
 QUANTIZED_LAYERS: dict[type[nn.Module], type[nn.Module]] = {
