@@ -34,10 +34,13 @@ class BasicBlock(nn.Module):
 
 
 def init_weights(model: nn.Module) -> None:
-    """Kaiming-normal (fan-out) conv weights as torchvision does; BN keeps weight 1, bias 0."""
+    """Kaiming-normal conv weights in fan-in mode, which keeps the forward signal's scale at
+    initialisation (in fan-out mode MobileNetV2's depthwise convs shrink it to ~1e-8 in eval
+    mode, so a check of the outputs would only see the classifier bias); BN keeps weight 1,
+    bias 0."""
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
 
