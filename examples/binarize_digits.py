@@ -15,38 +15,20 @@ import argparse
 import json
 import tempfile
 import time
-from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
-from tqdm import tqdm
+from torch import nn
 
 from bitfx.backends.onnx import export, run_session, session
 from bitfx.ir import capture
 from bitfx.ir.binary import available_schemes, get_scheme
 from bitfx.ir.table import format_table
 from bitfx.passes import Pipeline
-from bitfx.train import Distillation, after_optimizer_step, on_epoch_start
+from bitfx.train import Distillation
 from examples.data import digits
 from examples.models import resnet20
-from examples.training import accuracy, train_classifier
-
-
-def train_binary(model: nn.Module, batches: Sequence[tuple[Tensor, Tensor]], *, epochs: int, lr: float, loss_fn: Callable[[Tensor, Tensor], Tensor]) -> nn.Module:
-    """Adam with a cosine schedule and the bitfx training hooks; trains `model` in place."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * len(batches))
-    model.train()
-    for epoch in tqdm(range(epochs), desc="train binary", unit="epoch", leave=False):
-        on_epoch_start(model, epoch, epochs)
-        for images, labels in batches:
-            optimizer.zero_grad()
-            loss_fn(images, labels).backward()
-            optimizer.step()
-            schedule.step()
-            after_optimizer_step(model)
-    return model.eval()
+from examples.training import accuracy, train_classifier, train_epochs
 
 
 def main() -> None:
@@ -81,7 +63,7 @@ def main() -> None:
             else:
                 loss_fn = Distillation(teacher, student, label_weight=1.0)
             start = time.perf_counter()
-            train_binary(student, train, epochs=args.epochs, lr=args.lr, loss_fn=loss_fn)
+            train_epochs(student, train, loss_fn, torch.optim.Adam(student.parameters(), lr=args.lr), epochs=args.epochs, desc="train binary")
             seconds = time.perf_counter() - start
             path = export(student, test[0][0][:8], Path(tmp) / f"{name}.onnx", lowering="custom")
             ort = session(path)

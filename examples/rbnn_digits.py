@@ -37,9 +37,9 @@ from bitfx.ir import capture
 from bitfx.ir.binary import BinaryConv2d, RotatedBinaryConv2d
 from bitfx.ir.table import format_table
 from bitfx.passes import Pipeline
-from bitfx.train import Distillation, after_optimizer_step, on_epoch_start
+from bitfx.train import Distillation
 from examples.data import digits
-from examples.training import accuracy, train_classifier
+from examples.training import accuracy, train_classifier, train_epochs
 
 SHAPE = (1, 1, 8, 8)
 VARIANTS = {
@@ -83,26 +83,6 @@ def make_optimizer(parameters, name: str, lr: float, weight_decay: float) -> tor
     return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
 
 
-def train_binary(student: fx.GraphModule, batches, loss_fn, epochs: int, recipe: dict) -> list[dict[str, float]]:
-    """The recipe's optimizer with a cosine schedule and the bitfx hooks, in place; returns
-    the rotation errors the first epoch's update reported, per rotated layer."""
-    optimizer = make_optimizer(student.parameters(), **recipe)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * len(batches))
-    student.train()
-    for epoch in range(epochs):
-        values = on_epoch_start(student, epoch, epochs)
-        if epoch == 0:
-            first_update = [v for v in values.values() if "rotation_error" in v]
-        for images, labels in batches:
-            optimizer.zero_grad()
-            loss_fn(images, labels).backward()
-            optimizer.step()
-            schedule.step()
-            after_optimizer_step(student)
-    student.eval()
-    return first_update
-
-
 def run(start: str, variant: str, seed: int, float_model: fx.GraphModule, train, test, epochs: int, recipe: dict) -> dict[str, float | None]:
     """Binarize (and rotate), train, and measure one variant."""
     torch.manual_seed(seed)
@@ -115,7 +95,8 @@ def run(start: str, variant: str, seed: int, float_model: fx.GraphModule, train,
     else:
         loss_fn = lambda images, labels: nn.functional.cross_entropy(student(images), labels)  # noqa: E731
     began = time.perf_counter()
-    first_update = train_binary(student, train, loss_fn, epochs, recipe)
+    reported = train_epochs(student, train, loss_fn, make_optimizer(student.parameters(), **recipe), epochs=epochs, desc=variant)
+    first_update = [v for v in reported[0].values() if "rotation_error" in v]  # the first epoch's update, per rotated layer
     seconds = time.perf_counter() - began
     final_signs = binary_signs(student)
     angles = [m.weight_quantizer.angle.detach().sin().abs() for m in student.modules() if isinstance(m, RotatedBinaryConv2d)]
