@@ -23,13 +23,18 @@ from pathlib import Path
 
 import torch
 
-import examples.models as zoo
+from bitfx import zoo
 from bitfx.backends.onnx import export, optimized_op_counts, run_session, session, verify
 from bitfx.ir import capture
 from bitfx.ir.table import format_table
 from bitfx.passes import Pipeline
 
-VARIANTS = (("float model", "fuse_bn", "float"), ("binary int8", "fuse_bn,binarize", "int8"), ("binary float", "fuse_bn,binarize", "float"), ("binary custom", "fuse_bn,binarize", "custom"))
+VARIANTS = (
+    ("float model", "fuse_bn", "float"),
+    ("binary int8", "fuse_bn,binarize", "int8"),
+    ("binary float", "fuse_bn,binarize", "float"),
+    ("binary custom", "fuse_bn,binarize", "custom"),
+)
 
 
 def interleaved_median_ms(runs: list[Callable[[], object]], *, repeats: int, warmup: int = 5) -> list[float]:
@@ -55,10 +60,19 @@ def measure(name: str, threads: list[int], repeats: int, workdir: Path) -> list[
     graphs = {passes: Pipeline.from_spec(passes).run(gm).graph_module for passes in {v[1] for v in VARIANTS}}
     rows = []
     for label, passes, lowering in VARIANTS:
-        path = export(graphs[passes], x, workdir / f"{name}-{lowering}-{passes.replace(',', '+')}.onnx", lowering=lowering)
+        path = export(
+            graphs[passes], x, workdir / f"{name}-{lowering}-{passes.replace(',', '+')}.onnx", lowering=lowering
+        )
         check = verify(path, graphs[passes], x)
         optimized = optimized_op_counts(path)
-        row = {"model": name, "variant": label, "passes": passes, "lowering": lowering, "verify_ok": check.ok, "max_rel_error": check.max_rel_error}
+        row = {
+            "model": name,
+            "variant": label,
+            "passes": passes,
+            "lowering": lowering,
+            "verify_ok": check.ok,
+            "max_rel_error": check.max_rel_error,
+        }
         row["integer_convs"] = optimized.get("ConvInteger", 0)
         row["onnx_bytes"] = path.stat().st_size
         rows.append((row, path))
@@ -86,7 +100,15 @@ def main() -> None:
         rows = [row for name in args.models.split(",") for row in measure(name, threads, args.repeats, Path(tmp))]
     load = os.getloadavg()
     print(f"batch 1, median of {args.repeats} runs; load average {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f}\n")
-    headers = ("model", "variant", "lowering", "verify", "integer convs", *(f"ms ({t} thr)" for t in threads), *(f"× vs float ({t} thr)" for t in threads))
+    headers = (
+        "model",
+        "variant",
+        "lowering",
+        "verify",
+        "integer convs",
+        *(f"ms ({t} thr)" for t in threads),
+        *(f"× vs float ({t} thr)" for t in threads),
+    )
     body = [
         (r["model"], r["variant"], r["lowering"], "ok" if r["verify_ok"] else "FAILED", r["integer_convs"],
          *(f"{r[f'ms_{t}']:.2f}" for t in threads), *(f"{r[f'speedup_{t}']:.2f}×" for t in threads))
@@ -94,7 +116,10 @@ def main() -> None:
     ]  # fmt: skip
     print(format_table(headers, body, (False, False, False, False, True, *([True] * 2 * len(threads)))))
     if args.json:
-        Path(args.json).write_text(json.dumps({"load_average": load, "threads": threads, "repeats": args.repeats, "results": rows}, indent=2) + "\n")
+        Path(args.json).write_text(
+            json.dumps({"load_average": load, "threads": threads, "repeats": args.repeats, "results": rows}, indent=2)
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

@@ -56,7 +56,11 @@ def ort_conv_session(channels: int, weight: np.ndarray, threads: int) -> ort.Inf
     )  # fmt: skip
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads, options.log_severity_level = threads, 1, 3
-    return ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString(),
+        options,
+        providers=["CPUExecutionProvider"],
+    )
 
 
 def measure_layer(pixels: int, channels: int, threads: int, isa: str, peak: float, repeats: int) -> dict:
@@ -65,14 +69,23 @@ def measure_layer(pixels: int, channels: int, threads: int, isa: str, peak: floa
     weight = rng.normal(size=(channels, channels, 3, 3)).astype(np.float32)
     scale, bias = rng.uniform(0.5, 1.5, channels).astype(np.float32), rng.normal(size=channels).astype(np.float32)
     window = k.Window((3, 3), pads=(1, 1, 1, 1))
-    conv = k.BinaryConv(ref.pack_conv_weights(weight), scale, bias, window=window, group=1, in_channels=channels, pad_value=0)
+    conv = k.BinaryConv(
+        ref.pack_conv_weights(weight), scale, bias, window=window, group=1, in_channels=channels, pad_value=0
+    )
     packed_in = k.PackedTensor.empty(1, channels, pixels, pixels, border=(1, 1, 1, 1))
     out = np.empty((1, channels, pixels, pixels), np.float32)
     pack, run = k.bind_pack(x, packed_in), conv.bind(packed_in, out)
     pack()
     run()
-    assert np.array_equal(out, ref.binary_conv2d(x, ref.pack_conv_weights(weight), scale, bias, kernel_shape=(3, 3), pads=(1, 1, 1, 1), in_channels=channels))
-    chained = k.BinaryConv(ref.pack_conv_weights(weight), scale, bias, window=window, group=1, in_channels=channels, pad_value=0)
+    assert np.array_equal(
+        out,
+        ref.binary_conv2d(
+            x, ref.pack_conv_weights(weight), scale, bias, kernel_shape=(3, 3), pads=(1, 1, 1, 1), in_channels=channels
+        ),
+    )
+    chained = k.BinaryConv(
+        ref.pack_conv_weights(weight), scale, bias, window=window, group=1, in_channels=channels, pad_value=0
+    )
     chained.set_packed_output(np.zeros(channels, np.int64), np.zeros(channels, bool))
     packed_out = k.PackedTensor.empty(1, channels, pixels, pixels, border=(1, 1, 1, 1))
     run_chain = chained.bind(packed_in, packed_out)
@@ -141,7 +154,9 @@ print(before, rss_mb("VmHWM"))
 def peak_memory_mb(kind: str, path: Path) -> dict:
     """Peak RSS (VmHWM) of a fresh process that loads `path` and runs it 5 times (torch never
     imported), and how much it grew over the RSS after its imports (the model's own share)."""
-    result = subprocess.run([sys.executable, "-c", MEMORY_PROBE, kind, str(path)], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", MEMORY_PROBE, kind, str(path)], capture_output=True, text=True, check=True
+    )
     before, peak = (float(v) for v in result.stdout.split())
     return {"peak_rss_mb": peak, "model_rss_mb": peak - before}
 
@@ -150,7 +165,7 @@ def measure_end_to_end(threads: list[int], repeats: int, workdir: Path) -> dict:
     from bitfx.backends.onnx import available_lowerings, export, run_session, session
     from bitfx.ir import capture
     from bitfx.passes import Pipeline
-    from examples.models import resnet18
+    from bitfx.zoo import resnet18
 
     if "custom" not in available_lowerings():
         return {"skipped": "the custom lowering is not available"}
@@ -159,7 +174,12 @@ def measure_end_to_end(threads: list[int], repeats: int, workdir: Path) -> dict:
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     gm = capture(model, x)
     float_path = export(Pipeline.from_spec("fuse_bn").run(gm).graph_module, x, workdir / "resnet18_float.onnx")
-    binary_path = export(Pipeline.from_spec("fuse_bn,binarize").run(gm).graph_module, x, workdir / "resnet18_binary.onnx", lowering="custom")
+    binary_path = export(
+        Pipeline.from_spec("fuse_bn,binarize").run(gm).graph_module,
+        x,
+        workdir / "resnet18_binary.onnx",
+        lowering="custom",
+    )
     packed = PackedModel(binary_path)
     xn = x.numpy()
     reference_out = run_session(session(binary_path), [xn])[0]
@@ -173,15 +193,26 @@ def measure_end_to_end(threads: list[int], repeats: int, workdir: Path) -> dict:
             torch_ms = median_ms(lambda: model(x), repeats=repeats)
         ort_ms = median_ms(lambda: run_session(ort_float, [xn]), repeats=repeats)
         packed_ms = median_ms(lambda: packed.run([xn]), repeats=repeats)
-        rows.append({"threads": count, "packed_ms": packed_ms, "ort_float_ms": ort_ms, "torch_float_ms": torch_ms,
-                     "speedup_vs_ort": ort_ms / packed_ms, "speedup_vs_torch": torch_ms / packed_ms, "load_average": load_average()})  # fmt: skip
+        rows.append(
+            {
+                "threads": count,
+                "packed_ms": packed_ms,
+                "ort_float_ms": ort_ms,
+                "torch_float_ms": torch_ms,
+                "speedup_vs_ort": ort_ms / packed_ms,
+                "speedup_vs_torch": torch_ms / packed_ms,
+                "load_average": load_average(),
+            }
+        )
     ort_binary = session(binary_path, threads=threads[0])
     ort_custom_ms = median_ms(lambda: run_session(ort_binary, [xn]), repeats=3, warmup=1)
     return {
         **rows[0],
         "per_threads": rows,
         "ort_on_binary_file_ms": ort_custom_ms,
-        "packed_vs_ort_same_file_rel_error": float(np.abs(packed_out - reference_out).max() / np.abs(reference_out).max()),
+        "packed_vs_ort_same_file_rel_error": float(
+            np.abs(packed_out - reference_out).max() / np.abs(reference_out).max()
+        ),
         "float_file_bytes": float_path.stat().st_size,
         "binary_file_bytes": binary_path.stat().st_size,
         "file_size_ratio": float_path.stat().st_size / binary_path.stat().st_size,
@@ -205,9 +236,15 @@ def main() -> None:
     best = get_isa()
     isas = [best] + [isa for isa in ("avx2",) if isa in available_isas() and isa != best]
     start_load = load_average()
-    print(f"CPU: {platform.processor() or platform.machine()}, {cpu_count()} cores; ISAs {available_isas()}; load average {start_load}")
+    print(
+        f"CPU: {platform.processor() or platform.machine()}, {cpu_count()} cores; "
+        f"ISAs {available_isas()}; load average {start_load}"
+    )
     if os.getloadavg()[0] > cpu_count() - 0.5:
-        print("WARNING: other processes are using the cores: multi-thread timings and % of peak are unreliable (run on a quiet machine)")
+        print(
+            "WARNING: other processes are using the cores: "
+            "multi-thread timings and % of peak are unreliable (run on a quiet machine)"
+        )
     print()
     peaks, layers = {}, []
     for isa in isas:
@@ -222,13 +259,44 @@ def main() -> None:
     set_isa(best)
     for r in layers:  # a conservative share: the best peak of the run (contention lowers the one measured just before)
         r["pct_of_best_peak"] = r["pct_of_peak"] * r["peak_bit_macs_per_s"] / peaks[(r["isa"], r["threads"])]
-    print(format_table(
-        ("isa", "threads", "layer", "packed ms", "chain ms", "torch ms", "ort ms", "vs torch", "vs ort", "% of peak", "% of best peak"),
-        [(r["isa"], r["threads"], r["shape"], f"{r['packed_ms']:.3f}", f"{r['chain_ms']:.3f}", f"{r['torch_ms']:.3f}", f"{r['ort_ms']:.3f}",
-          f"{r['speedup_vs_torch']:.1f}×", f"{r['speedup_vs_ort']:.1f}×", f"{r['pct_of_peak']:.0f}%", f"{r['pct_of_best_peak']:.0f}%") for r in layers],
-        (False, True, False, True, True, True, True, True, True, True, True),
-    ))  # fmt: skip
-    print("\npopcount peak, best seen (G bit-MAC/s): " + ", ".join(f"{isa} {t} thread(s) {p / 1e9:.0f}" for (isa, t), p in peaks.items()))
+    print(
+        format_table(
+            (
+                "isa",
+                "threads",
+                "layer",
+                "packed ms",
+                "chain ms",
+                "torch ms",
+                "ort ms",
+                "vs torch",
+                "vs ort",
+                "% of peak",
+                "% of best peak",
+            ),
+            [
+                (
+                    r["isa"],
+                    r["threads"],
+                    r["shape"],
+                    f"{r['packed_ms']:.3f}",
+                    f"{r['chain_ms']:.3f}",
+                    f"{r['torch_ms']:.3f}",
+                    f"{r['ort_ms']:.3f}",
+                    f"{r['speedup_vs_torch']:.1f}×",
+                    f"{r['speedup_vs_ort']:.1f}×",
+                    f"{r['pct_of_peak']:.0f}%",
+                    f"{r['pct_of_best_peak']:.0f}%",
+                )
+                for r in layers
+            ],
+            (False, True, False, True, True, True, True, True, True, True, True),
+        )
+    )
+    print(
+        "\npopcount peak, best seen (G bit-MAC/s): "
+        + ", ".join(f"{isa} {t} thread(s) {p / 1e9:.0f}" for (isa, t), p in peaks.items())
+    )
     result = {
         "load_average_start": start_load,
         "cpu_count": cpu_count(),
@@ -244,18 +312,37 @@ def main() -> None:
             print(f"\nend to end skipped: {end['skipped']}")
         else:
             print("\nResNet-18, batch 1, 224×224 (binary: every conv but the first, fc float)")
-            print(format_table(
-                ("threads", "packed ms", "ort float ms", "torch float ms", "vs ort", "vs torch"),
-                [(r["threads"], f"{r['packed_ms']:.2f}", f"{r['ort_float_ms']:.2f}", f"{r['torch_float_ms']:.2f}", f"{r['speedup_vs_ort']:.2f}×",
-                  f"{r['speedup_vs_torch']:.2f}×") for r in end["per_threads"]],
-                (True, True, True, True, True, True),
-            ))  # fmt: skip
+            print(
+                format_table(
+                    ("threads", "packed ms", "ort float ms", "torch float ms", "vs ort", "vs torch"),
+                    [
+                        (
+                            r["threads"],
+                            f"{r['packed_ms']:.2f}",
+                            f"{r['ort_float_ms']:.2f}",
+                            f"{r['torch_float_ms']:.2f}",
+                            f"{r['speedup_vs_ort']:.2f}×",
+                            f"{r['speedup_vs_torch']:.2f}×",
+                        )
+                        for r in end["per_threads"]
+                    ],
+                    (True, True, True, True, True, True),
+                )
+            )
             mem_p, mem_o = end["memory_packed"], end["memory_ort_float"]
-            print(f"file: float {end['float_file_bytes'] / 1e6:.1f} MB, binary {end['binary_file_bytes'] / 1e6:.1f} MB ({end['file_size_ratio']:.1f}× smaller)")
-            print(f"peak RSS (load + 5 runs, 1 thread): packed {mem_p['peak_rss_mb']:.0f} MB ({mem_p['model_rss_mb']:.0f} MB after imports), "
-                  f"onnxruntime float {mem_o['peak_rss_mb']:.0f} MB ({mem_o['model_rss_mb']:.0f} MB after imports)")  # fmt: skip
-            print(f"stock onnxruntime on the binary file (function bodies): {end['ort_on_binary_file_ms']:.1f} ms; "
-                  f"packed vs onnxruntime on that file: max rel. error {end['packed_vs_ort_same_file_rel_error']:.1e}")  # fmt: skip
+            print(
+                f"file: float {end['float_file_bytes'] / 1e6:.1f} MB, "
+                f"binary {end['binary_file_bytes'] / 1e6:.1f} MB ({end['file_size_ratio']:.1f}× smaller)"
+            )
+            print(
+                f"peak RSS (load + 5 runs, 1 thread): "
+                f"packed {mem_p['peak_rss_mb']:.0f} MB ({mem_p['model_rss_mb']:.0f} MB after imports), "
+                f"onnxruntime float {mem_o['peak_rss_mb']:.0f} MB ({mem_o['model_rss_mb']:.0f} MB after imports)"
+            )
+            print(
+                f"stock onnxruntime on the binary file (function bodies): {end['ort_on_binary_file_ms']:.1f} ms; "
+                f"packed vs onnxruntime on that file: max rel. error {end['packed_vs_ort_same_file_rel_error']:.1e}"
+            )
     result["load_average_end"] = load_average()
     print(f"\nload average: {start_load} at start, {result['load_average_end']} at end")
     if args.json:

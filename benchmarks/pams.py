@@ -30,15 +30,22 @@ from pathlib import Path
 import numpy as np
 import torch
 from common import median_ms, timed
-from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quant_pre_process,
+    quantize_static,
+)
 
 from bitfx.backends.onnx import export, load_model, op_counts, quantized_layer_fusion, run_session, session
 from bitfx.ir import capture
 from bitfx.ir.table import format_table
 from bitfx.passes import PAMSQuantize, Pipeline
-from examples.models import edsr_lite
+from bitfx.zoo import edsr_lite
+from bitfx.zoo.sr_data import TEST_IMAGES, TRAIN_IMAGES, load_pairs, psnr_y, random_patches
 from examples.pams_sr import PLACEMENTS, SCALE, train_float
-from examples.sr_data import TEST_IMAGES, TRAIN_IMAGES, load_pairs, psnr_y, random_patches
 
 CROP = 96  # LR crop side: the benchmark input is 1 × 3 × 96 × 96, the output 1 × 3 × 192 × 192
 BITFX_VARIANTS = {
@@ -80,7 +87,9 @@ def float_model(checkpoint: Path, steps: int) -> torch.nn.Module:
 
 def accuracy(path: Path, crops: list) -> dict:
     """Mean PSNR of the file on the crops, and its quantized-layer fusion counts."""
-    psnr = [psnr_y(torch.from_numpy(run_session(session(path), [low.numpy()])[0])[0], high, SCALE) for low, high in crops]
+    psnr = [
+        psnr_y(torch.from_numpy(run_session(session(path), [low.numpy()])[0])[0], high, SCALE) for low, high in crops
+    ]
     return {"psnr": float(np.mean(psnr)), **quantized_layer_fusion(path)}
 
 
@@ -121,15 +130,23 @@ def main() -> None:
         convs = op_counts(load_model(float_path)).get("Conv", 0)
         for label, quantizer in BITFX_VARIANTS.items():
             student = Pipeline([quantizer]).run(gm, data=calibration).graph_module
-            paths[f"bitfx PAMS 8-bit, {label}"] = export(student, crops[0][0], work / f"pams_{len(paths)}.onnx", lowering="qdq")
+            paths[f"bitfx PAMS 8-bit, {label}"] = export(
+                student, crops[0][0], work / f"pams_{len(paths)}.onnx", lowering="qdq"
+            )
         input_name = session(float_path).get_inputs()[0].name
         prepared = work / "float_preprocessed.onnx"
         quant_pre_process(float_path, prepared)  # shape inference and graph clean-up, as onnxruntime recommends
         for label, activations in (("S8S8", QuantType.QInt8), ("U8S8", QuantType.QUInt8)):
             path = work / f"ort_{label}.onnx"
             quantize_static(
-                prepared, path, _Batches(input_name, calibration), quant_format=QuantFormat.QDQ, per_channel=True,
-                calibrate_method=CalibrationMethod.MinMax, activation_type=activations, weight_type=QuantType.QInt8,
+                prepared,
+                path,
+                _Batches(input_name, calibration),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                calibrate_method=CalibrationMethod.MinMax,
+                activation_type=activations,
+                weight_type=QuantType.QInt8,
             )
             paths[f"onnxruntime quantize_static {label}"] = path
         results = {name: accuracy(path, crops) for name, path in paths.items()}
@@ -142,12 +159,31 @@ def main() -> None:
     rows = []
     for name, r in results.items():
         speed = [f"{r['latency_ms'][t]:.2f} ({reference['latency_ms'][t] / r['latency_ms'][t]:.2f}×)" for t in threads]
-        rows.append((name, f"{r['psnr']:.3f}", f"{r['psnr'] - reference['psnr']:+.3f}", f"{r['fused_convs']}/{r['quantized_convs']}", *speed))
-    headers = ("model", "PSNR dB", "Δ vs float", f"fused/quantized convs (of {convs})", *(f"ms @{t} thr (speed-up)" for t in threads))
-    print(f"edsr_lite ×2, input 1×3×{CROP}×{CROP}, PSNR on {len(crops)} held-out crops; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after\n")
+        rows.append(
+            (
+                name,
+                f"{r['psnr']:.3f}",
+                f"{r['psnr'] - reference['psnr']:+.3f}",
+                f"{r['fused_convs']}/{r['quantized_convs']}",
+                *speed,
+            )
+        )
+    headers = (
+        "model",
+        "PSNR dB",
+        "Δ vs float",
+        f"fused/quantized convs (of {convs})",
+        *(f"ms @{t} thr (speed-up)" for t in threads),
+    )
+    print(
+        f"edsr_lite ×2, input 1×3×{CROP}×{CROP}, PSNR on {len(crops)} held-out crops; "
+        f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after\n"
+    )
     print(format_table(headers, rows, (False, True, True, True, *([True] * len(threads)))))
     if args.json:
-        Path(args.json).write_text(json.dumps({"crop": CROP, "load_average": [load_before, load_after], "results": results}, indent=2) + "\n")
+        Path(args.json).write_text(
+            json.dumps({"crop": CROP, "load_average": [load_before, load_after], "results": results}, indent=2) + "\n"
+        )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from common import median_ms, timed
 
-import examples.models as zoo
+from bitfx import zoo
 from bitfx.backends.onnx import export, run_session, session, verify
 from bitfx.ir import capture
 from bitfx.ir.table import format_table
@@ -38,7 +38,9 @@ def measure(name: str, passes: str, threads: list[int], repeats: int, workdir: P
         with torch.no_grad():
             torch_ms = median_ms(lambda: model(x), repeats=repeats)
         ort_ms = median_ms(lambda: run_session(ort, [x.numpy()]), repeats=repeats)
-        latency.append({"threads": count, "torch_ms": torch_ms, "ort_ms": ort_ms, "ort_speedup_vs_torch": torch_ms / ort_ms})
+        latency.append(
+            {"threads": count, "torch_ms": torch_ms, "ort_ms": ort_ms, "ort_speedup_vs_torch": torch_ms / ort_ms}
+        )
     return {
         "model": name,
         "input_shape": list(x.shape),
@@ -57,22 +59,43 @@ def main() -> None:
     parser.add_argument("--passes", default="fuse_bn")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
-    names = ["resnet20", "vgg_small", "edsr_lite"] if args.quick else list(zoo.__all__)
+    names = ["resnet20", "vgg_small", "edsr_lite"] if args.quick else list(zoo.MODELS)
     threads = sorted({int(t) for t in args.threads.split(",")})
     with tempfile.TemporaryDirectory() as tmp:
         results = [measure(name, args.passes, threads, 10 if args.quick else 50, Path(tmp)) for name in names]
     print(f"passes: {args.passes}\n")
-    print(format_table(
-        ("model", "capture s", "pipeline s", "export s", "verify s", "rel err"),
-        [(r["model"], *(f"{r['seconds'][k]:.3f}" for k in ("capture", "pipeline", "export", "verify")), f"{r['verify_max_rel_error']:.1e}") for r in results],
-        (False, True, True, True, True, True),
-    ))
+    print(
+        format_table(
+            ("model", "capture s", "pipeline s", "export s", "verify s", "rel err"),
+            [
+                (
+                    r["model"],
+                    *(f"{r['seconds'][k]:.3f}" for k in ("capture", "pipeline", "export", "verify")),
+                    f"{r['verify_max_rel_error']:.1e}",
+                )
+                for r in results
+            ],
+            (False, True, True, True, True, True),
+        )
+    )
     print()
-    print(format_table(
-        ("model", "threads", "torch ms", "onnxruntime ms", "ort speed-up"),
-        [(r["model"], l["threads"], f"{l['torch_ms']:.2f}", f"{l['ort_ms']:.2f}", f"{l['ort_speedup_vs_torch']:.2f}×") for r in results for l in r["latency"]],
-        (False, True, True, True, True),
-    ))
+    print(
+        format_table(
+            ("model", "threads", "torch ms", "onnxruntime ms", "ort speed-up"),
+            [
+                (
+                    r["model"],
+                    l["threads"],
+                    f"{l['torch_ms']:.2f}",
+                    f"{l['ort_ms']:.2f}",
+                    f"{l['ort_speedup_vs_torch']:.2f}×",
+                )
+                for r in results
+                for l in r["latency"]
+            ],
+            (False, True, True, True, True),
+        )
+    )
     if args.json:
         Path(args.json).write_text(json.dumps({"passes": args.passes, "results": results}, indent=2) + "\n")
 

@@ -23,12 +23,12 @@ import numpy as np
 import torch
 from common import median_ms
 
-import examples.models as zoo
+from bitfx import zoo
 from bitfx.backends.onnx import export, run_session, session, verify
 from bitfx.ir import capture, total_cost
 from bitfx.ir.table import format_table
 from bitfx.passes import Pipeline
-from examples.data import random
+from bitfx.zoo import random
 
 MODELS = ["resnet56", "mobilenet_v2", "densenet_tiny", "vgg_small"]
 
@@ -48,7 +48,12 @@ def compile_pair(name: str, rate: float, workdir: Path) -> dict:
         if not check.ok:
             raise RuntimeError(f"{name} {label}: onnxruntime disagrees with torch ({check.max_rel_error:.3g})")
         cost = total_cost(graph)
-        result[label] = {"path": str(path), "macs": cost.macs, "params": cost.params, "verify_max_rel_error": check.max_rel_error}
+        result[label] = {
+            "path": str(path),
+            "macs": cost.macs,
+            "params": cost.params,
+            "verify_max_rel_error": check.max_rel_error,
+        }
     result["macs_ratio"] = result["pruned"]["macs"] / result["unpruned"]["macs"]
     result["params_ratio"] = result["pruned"]["params"] / result["unpruned"]["params"]
     return result
@@ -64,7 +69,13 @@ def time_pair(result: dict, threads: int, batch: int, repeats: int, rounds: int)
         for label, sess in sessions.items():
             rounds_ms[label].append(median_ms(lambda sess=sess: run_session(sess, [x]), repeats=repeats))
     unpruned, pruned = (statistics.median(rounds_ms[label]) for label in ("unpruned", "pruned"))
-    return {"threads": threads, "batch": batch, "unpruned_ms": unpruned, "pruned_ms": pruned, "speedup": unpruned / pruned}
+    return {
+        "threads": threads,
+        "batch": batch,
+        "unpruned_ms": unpruned,
+        "pruned_ms": pruned,
+        "speedup": unpruned / pruned,
+    }
 
 
 def main() -> None:
@@ -85,19 +96,55 @@ def main() -> None:
         for result in results:
             result["latency"] = [time_pair(result, t, b, repeats, rounds) for t in threads for b in batches]
     load_after = os.getloadavg()
-    print(f"rank_prune(rate={args.rate}) after fuse_bn vs fuse_bn alone; onnxruntime CPU, median of {rounds} alternating rounds × {repeats} runs")
-    print(f"load average (1, 5, 15 min): before {', '.join(f'{v:.2f}' for v in load_before)}; after {', '.join(f'{v:.2f}' for v in load_after)}\n")
-    print(format_table(
-        ("model", "MACs unpruned", "MACs pruned", "MACs ratio", "params ratio", "threads", "batch", "unpruned ms", "pruned ms", "speed-up"),
-        [
-            (r["model"], r["unpruned"]["macs"], r["pruned"]["macs"], f"{r['macs_ratio']:.3f}", f"{r['params_ratio']:.3f}",
-             lat["threads"], lat["batch"], f"{lat['unpruned_ms']:.3f}", f"{lat['pruned_ms']:.3f}", f"{lat['speedup']:.2f}×")
-            for r in results for lat in r["latency"]
-        ],
-        (False, True, True, True, True, True, True, True, True, True),
-    ))
+    print(
+        f"rank_prune(rate={args.rate}) after fuse_bn vs fuse_bn alone; "
+        f"onnxruntime CPU, median of {rounds} alternating rounds × {repeats} runs"
+    )
+    print(
+        f"load average (1, 5, 15 min): before {', '.join(f'{v:.2f}' for v in load_before)}; "
+        f"after {', '.join(f'{v:.2f}' for v in load_after)}\n"
+    )
+    print(
+        format_table(
+            (
+                "model",
+                "MACs unpruned",
+                "MACs pruned",
+                "MACs ratio",
+                "params ratio",
+                "threads",
+                "batch",
+                "unpruned ms",
+                "pruned ms",
+                "speed-up",
+            ),
+            [
+                (
+                    r["model"],
+                    r["unpruned"]["macs"],
+                    r["pruned"]["macs"],
+                    f"{r['macs_ratio']:.3f}",
+                    f"{r['params_ratio']:.3f}",
+                    lat["threads"],
+                    lat["batch"],
+                    f"{lat['unpruned_ms']:.3f}",
+                    f"{lat['pruned_ms']:.3f}",
+                    f"{lat['speedup']:.2f}×",
+                )
+                for r in results
+                for lat in r["latency"]
+            ],
+            (False, True, True, True, True, True, True, True, True, True),
+        )
+    )
     if args.json:
-        Path(args.json).write_text(json.dumps({"rate": args.rate, "load_average": {"before": load_before, "after": load_after}, "results": results}, indent=2) + "\n")
+        Path(args.json).write_text(
+            json.dumps(
+                {"rate": args.rate, "load_average": {"before": load_before, "after": load_after}, "results": results},
+                indent=2,
+            )
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

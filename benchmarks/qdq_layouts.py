@@ -25,7 +25,9 @@ from bitfx.ir.table import format_table
 CHANNELS = 16
 
 
-def residual_block(activations: str, clip: bool, dq_per_consumer: bool, weights: int = TensorProto.INT8, bias_scale_ok: bool = True) -> onnx.ModelProto:
+def residual_block(
+    activations: str, clip: bool, dq_per_consumer: bool, weights: int = TensorProto.INT8, bias_scale_ok: bool = True
+) -> onnx.ModelProto:
     """The block in one layout: activations 'uint8+128' (zero point 128) or 'int8' (zero point 0)."""
     rng = np.random.default_rng(0)
     nodes, inits = [], []
@@ -40,7 +42,10 @@ def residual_block(activations: str, clip: bool, dq_per_consumer: bool, weights:
         nodes.append(helper.make_node("QuantizeLinear", [x, s, z], [f"{tag}_q"]))
         out = f"{tag}_q"
         if clip:
-            bounds = [const(f"{tag}_lo", np.array(zero + low, zero_dtype)), const(f"{tag}_hi", np.array(zero + 127, zero_dtype))]
+            bounds = [
+                const(f"{tag}_lo", np.array(zero + low, zero_dtype)),
+                const(f"{tag}_hi", np.array(zero + 127, zero_dtype)),
+            ]
             nodes.append(helper.make_node("Clip", [out, *bounds], [f"{tag}_c"]))
             out = f"{tag}_c"
         return out, s, z
@@ -60,12 +65,16 @@ def residual_block(activations: str, clip: bool, dq_per_consumer: bool, weights:
             inits.append(helper.make_tensor(f"{tag}_w", weights, w.shape, w.astype(int).flatten().tolist()))
             inits.append(helper.make_tensor(f"{tag}_wz", weights, (CHANNELS,), [0] * CHANNELS))
         const(f"{tag}_ws", scale)
-        nodes.append(helper.make_node("DequantizeLinear", [f"{tag}_w", f"{tag}_ws", f"{tag}_wz"], [f"{tag}_wf"], axis=0))
+        nodes.append(
+            helper.make_node("DequantizeLinear", [f"{tag}_w", f"{tag}_ws", f"{tag}_wz"], [f"{tag}_wf"], axis=0)
+        )
         bias_scale = np.float32(input_scale) * scale * (1.0 if bias_scale_ok else 2.0)
         const(f"{tag}_b", rng.integers(-1000, 1000, CHANNELS).astype(np.int32))
         const(f"{tag}_bs", bias_scale.astype(np.float32))
         const(f"{tag}_bz", np.zeros(CHANNELS, np.int32))
-        nodes.append(helper.make_node("DequantizeLinear", [f"{tag}_b", f"{tag}_bs", f"{tag}_bz"], [f"{tag}_bf"], axis=0))
+        nodes.append(
+            helper.make_node("DequantizeLinear", [f"{tag}_b", f"{tag}_bs", f"{tag}_bz"], [f"{tag}_bf"], axis=0)
+        )
         nodes.append(helper.make_node("Conv", [x, f"{tag}_wf", f"{tag}_bf"], [f"{tag}_y"], pads=[1, 1, 1, 1]))
         return f"{tag}_y"
 
@@ -79,18 +88,52 @@ def residual_block(activations: str, clip: bool, dq_per_consumer: bool, weights:
     out = quantize(conv(dequantize(total, "a3_d"), 0.06, "c3"), 0.05, -127, "a4")
     dequantize(out, "y")
     shape = ["N", CHANNELS, 16, 16]
-    graph = helper.make_graph(nodes, "block", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)], [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], inits)
+    graph = helper.make_graph(
+        nodes,
+        "block",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
 
 
 VARIANTS = [
-    ("uint8, zero point 128, Clip to [−q, q], one DQ per consumer (the qdq lowering)", dict(activations="uint8+128", clip=True, dq_per_consumer=True), "yes"),
-    ("uint8, zero point 128, no Clip", dict(activations="uint8+128", clip=False, dq_per_consumer=True), "no: −128 reachable"),
-    ("int8, zero point 0, Clip to [−q, q], one DQ per consumer", dict(activations="int8", clip=True, dq_per_consumer=True), "yes"),
-    ("int8, zero point 0, no Clip, one DQ per consumer", dict(activations="int8", clip=False, dq_per_consumer=True), "no: −128 reachable"),
-    ("int8, zero point 0, no Clip, shared DQ", dict(activations="int8", clip=False, dq_per_consumer=False), "no: −128 reachable"),
-    ("uint8+128 with Clip, INT4 weights (opset 21)", dict(activations="uint8+128", clip=True, dq_per_consumer=True, weights=TensorProto.INT4), "yes"),
-    ("uint8+128 with Clip, bias scale ≠ s_in·s_w", dict(activations="uint8+128", clip=True, dq_per_consumer=True, bias_scale_ok=False), "yes"),
+    (
+        "uint8, zero point 128, Clip to [−q, q], one DQ per consumer (the qdq lowering)",
+        dict(activations="uint8+128", clip=True, dq_per_consumer=True),
+        "yes",
+    ),
+    (
+        "uint8, zero point 128, no Clip",
+        dict(activations="uint8+128", clip=False, dq_per_consumer=True),
+        "no: −128 reachable",
+    ),
+    (
+        "int8, zero point 0, Clip to [−q, q], one DQ per consumer",
+        dict(activations="int8", clip=True, dq_per_consumer=True),
+        "yes",
+    ),
+    (
+        "int8, zero point 0, no Clip, one DQ per consumer",
+        dict(activations="int8", clip=False, dq_per_consumer=True),
+        "no: −128 reachable",
+    ),
+    (
+        "int8, zero point 0, no Clip, shared DQ",
+        dict(activations="int8", clip=False, dq_per_consumer=False),
+        "no: −128 reachable",
+    ),
+    (
+        "uint8+128 with Clip, INT4 weights (opset 21)",
+        dict(activations="uint8+128", clip=True, dq_per_consumer=True, weights=TensorProto.INT4),
+        "yes",
+    ),
+    (
+        "uint8+128 with Clip, bias scale ≠ s_in·s_w",
+        dict(activations="uint8+128", clip=True, dq_per_consumer=True, bias_scale_ok=False),
+        "yes",
+    ),
 ]
 
 

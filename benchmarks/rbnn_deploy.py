@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from common import median_ms
 
-import examples.models as zoo
+from bitfx import zoo
 from bitfx.backends import packed
 from bitfx.backends.onnx import export, load_model, op_counts, run_session, session, verify
 from bitfx.ir import capture
@@ -53,24 +53,40 @@ def measure(name: str, threads: int, rounds: int, workdir: Path) -> dict:
     gm = capture(model, x)
     graphs = {label: Pipeline.from_spec(spec).run(gm).graph_module for label, spec in PIPELINES.items()}
     on_epoch_start(graphs["rotated"], 0, 1)
-    signs = {label: [m.weight for m in deployed(g).modules() if isinstance(m, DeployedBinaryConv2d)] for label, g in graphs.items()}
-    changed = sum(int((a != b).sum()) for a, b in zip(signs["plain"], signs["rotated"])) / sum(s.numel() for s in signs["plain"])
-    row: dict = {"model": name, "binary_convs": sum(isinstance(m, BinaryConv2d) for m in graphs["plain"].modules()), "signs_changed": changed}
+    signs = {
+        label: [m.weight for m in deployed(g).modules() if isinstance(m, DeployedBinaryConv2d)]
+        for label, g in graphs.items()
+    }
+    changed = sum(int((a != b).sum()) for a, b in zip(signs["plain"], signs["rotated"])) / sum(
+        s.numel() for s in signs["plain"]
+    )
+    row: dict = {
+        "model": name,
+        "binary_convs": sum(isinstance(m, BinaryConv2d) for m in graphs["plain"].modules()),
+        "signs_changed": changed,
+    }
     runs = {}
     for lowering in ("custom", "int8"):
-        paths = {label: export(g, x, workdir / f"{name}-{label}-{lowering}.onnx", lowering=lowering) for label, g in graphs.items()}
+        paths = {
+            label: export(g, x, workdir / f"{name}-{label}-{lowering}.onnx", lowering=lowering)
+            for label, g in graphs.items()
+        }
         ops = {label: op_counts(load_model(path)) for label, path in paths.items()}
         row[f"{lowering}_same_ops"] = ops["plain"] == ops["rotated"]
         row[f"{lowering}_bytes"] = {label: path.stat().st_size for label, path in paths.items()}
         row[f"{lowering}_verify_ok"] = all(verify(path, graphs[label], x).ok for label, path in paths.items())
         for label, path in paths.items():
-            runs[f"onnxruntime {lowering}/{label}"] = lambda s=session(path, threads=threads): run_session(s, [x.numpy()])
+            runs[f"onnxruntime {lowering}/{label}"] = lambda s=session(path, threads=threads): run_session(
+                s, [x.numpy()]
+            )
             if lowering == "custom":
                 runs[f"packed/{label}"] = lambda m=packed.load(path, threads=threads): m.run([x.numpy()])
     times = alternating_median_ms(runs, rounds)
     row["ms"] = times
     row["ratio"] = {
-        runtime.removesuffix("/plain"): times[runtime.replace("/plain", "/rotated")] / ms for runtime, ms in times.items() if runtime.endswith("/plain")
+        runtime.removesuffix("/plain"): times[runtime.replace("/plain", "/rotated")] / ms
+        for runtime, ms in times.items()
+        if runtime.endswith("/plain")
     }
     return row
 
@@ -85,21 +101,34 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rows = [measure(name, args.threads, args.rounds, Path(tmp)) for name in args.models.split(",")]
     load = os.getloadavg()
-    print(f"batch 1, {args.threads} thread(s), median over {args.rounds} alternating rounds; load average {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f}\n")
+    print(
+        f"batch 1, {args.threads} thread(s), median over {args.rounds} alternating rounds; "
+        f"load average {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f}\n"
+    )
     body = []
     for r in rows:
         for runtime, ratio in r["ratio"].items():
             lowering = "custom" if runtime.startswith("packed") else runtime.split()[-1]
-            body.append((
-                r["model"], runtime, "yes" if r[f"{lowering}_same_ops"] else "NO", "ok" if r[f"{lowering}_verify_ok"] else "FAILED",
-                f"{r['signs_changed']:.0%}", f"{r['ms'][f'{runtime}/plain']:.3f}", f"{r['ms'][f'{runtime}/rotated']:.3f}", f"{ratio:.2f}×",
-            ))  # fmt: skip
+            body.append(
+                (
+                    r["model"],
+                    runtime,
+                    "yes" if r[f"{lowering}_same_ops"] else "NO",
+                    "ok" if r[f"{lowering}_verify_ok"] else "FAILED",
+                    f"{r['signs_changed']:.0%}",
+                    f"{r['ms'][f'{runtime}/plain']:.3f}",
+                    f"{r['ms'][f'{runtime}/rotated']:.3f}",
+                    f"{ratio:.2f}×",
+                )
+            )
     print(format_table(
         ("model", "runtime", "same ONNX ops", "verify", "signs changed", "plain ms", "rotated ms", "rotated ÷ plain"),
         body, (False, False, False, False, True, True, True, True),
     ))  # fmt: skip
     if args.json:
-        Path(args.json).write_text(json.dumps({"load_average": load, "args": vars(args), "results": rows}, indent=2) + "\n")
+        Path(args.json).write_text(
+            json.dumps({"load_average": load, "args": vars(args), "results": rows}, indent=2) + "\n"
+        )
 
 
 if __name__ == "__main__":

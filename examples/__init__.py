@@ -1,1 +1,1 @@
-"""Example models and datasets for trying bitfx end to end."""
+"""End-to-end scripts, run from the repository root as ``python -m examples.NAME`` (not installed)."""

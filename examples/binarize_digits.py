@@ -26,20 +26,23 @@ from bitfx.ir.binary import available_schemes, get_scheme
 from bitfx.ir.table import format_table
 from bitfx.passes import Pipeline
 from bitfx.train import Distillation
-from examples.data import digits
-from examples.models import resnet20
+from bitfx.zoo import digits, resnet20
 from examples.training import accuracy, train_classifier, train_epochs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=10, help="epochs of float training, and of binary training per scheme")
+    parser.add_argument(
+        "--epochs", type=int, default=10, help="epochs of float training, and of binary training per scheme"
+    )
     parser.add_argument("--size", type=int, default=16, help="image side (the digits are 8×8, resized)")
     parser.add_argument("--schemes", default=",".join(available_schemes()))
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of the binary training")
     parser.add_argument("--no-distill", action="store_true", help="train the binary networks on labels only")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (one keeps a shared machine from thrashing)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (one keeps a shared machine from thrashing)"
+    )
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
 
@@ -63,7 +66,14 @@ def main() -> None:
             else:
                 loss_fn = Distillation(teacher, student, label_weight=1.0)
             start = time.perf_counter()
-            train_epochs(student, train, loss_fn, torch.optim.Adam(student.parameters(), lr=args.lr), epochs=args.epochs, desc="train binary")
+            train_epochs(
+                student,
+                train,
+                loss_fn,
+                torch.optim.Adam(student.parameters(), lr=args.lr),
+                epochs=args.epochs,
+                desc="train binary",
+            )
             seconds = time.perf_counter() - start
             path = export(student, test[0][0][:8], Path(tmp) / f"{name}.onnx", lowering="custom")
             ort = session(path)
@@ -76,11 +86,15 @@ def main() -> None:
                 "train_seconds": seconds,
             })  # fmt: skip
 
-    print(f"ResNet-20 on digits at {args.size}×{args.size}, {args.epochs} epochs each (float: SGD, {float_seconds:.0f} s; binary: Adam lr {args.lr}"
-          f"{', labels only' if args.no_distill else ', distilled from the float model'}), seed {args.seed}, chance 10%\n")  # fmt: skip
+    teacher = "labels only" if args.no_distill else "distilled from the float model"
+    print(
+        f"ResNet-20 on digits at {args.size}×{args.size}, {args.epochs} epochs each "
+        f"(float: SGD, {float_seconds:.0f} s; binary: Adam lr {args.lr}, {teacher}), seed {args.seed}, chance 10%\n"
+    )
+    percent = ("float_accuracy", "binary_accuracy", "onnxruntime_custom_accuracy")
     print(format_table(
         ("scheme", "float acc", "binary acc", "onnxruntime (custom) acc", "train s"),
-        [(r["scheme"], f"{r['float_accuracy']:.1%}", f"{r['binary_accuracy']:.1%}", f"{r['onnxruntime_custom_accuracy']:.1%}", f"{r['train_seconds']:.0f}") for r in rows],
+        [(r["scheme"], *(f"{r[key]:.1%}" for key in percent), f"{r['train_seconds']:.0f}") for r in rows],
         (False, True, True, True, True),
     ))  # fmt: skip
     if args.json:

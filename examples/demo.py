@@ -18,8 +18,7 @@ import torch
 from bitfx.backends.onnx import export, load_model, op_counts, run_session, session, verify
 from bitfx.ir import capture, diff, summary
 from bitfx.passes import Pipeline
-from examples.data import digits
-from examples.models import resnet20
+from bitfx.zoo import digits, resnet20
 from examples.timing import median_ms
 from examples.training import accuracy, train_classifier
 
@@ -53,7 +52,7 @@ def main() -> None:
     check = verify(onnx_path, result.graph_module, (test[1][0],))
     ort_session = session(onnx_path)
     report = {
-        "model": "examples.models:resnet20 trained on examples.data:digits",
+        "model": "bitfx.zoo:resnet20 trained on bitfx.zoo:digits",
         "passes": [record.to_json() for record in result.records],
         "before": summary(gm).totals(),
         "after": summary(result.graph_module).totals(),

@@ -1,7 +1,7 @@
 """PAMS on ×2 super-resolution with real photographs: float vs 8-bit vs 4-bit PSNR.
 
 1. `edsr_lite(scale=2)` is trained (L1, Adam) on random patches of the RGB photographs
-   bundled inside scikit-image (examples.sr_data; nothing is downloaded);
+   bundled inside scikit-image (bitfx.zoo.sr_data; nothing is downloaded);
 2. the `pams` pass quantizes a copy, α calibrated on training patches, with the paper's
    EDSR placement (the 3×3 convs of the residual blocks; head, body's last conv, upsampler
    and tail float) and with the pass's default (every conv but the first and the last);
@@ -34,8 +34,8 @@ from bitfx.ir import capture
 from bitfx.ir.table import format_table
 from bitfx.passes import LayerSelection, PAMSQuantize, Pipeline
 from bitfx.train import DEFAULT_SKT_WEIGHT, pams_parameter_groups, skt_loss, with_taps
-from examples.models import edsr_lite
-from examples.sr_data import TEST_IMAGES, TRAIN_IMAGES, SRPair, load_pairs, psnr_y, random_patches
+from bitfx.zoo import edsr_lite
+from bitfx.zoo.sr_data import TEST_IMAGES, TRAIN_IMAGES, SRPair, load_pairs, psnr_y, random_patches
 
 SCALE = 2
 PATCH = 32
@@ -73,7 +73,9 @@ def quantize(teacher: fx.GraphModule, bits: int, placement: str, pairs: list[SRP
     return Pipeline([PAMSQuantize(bits=bits, layers=PLACEMENTS[placement])]).run(teacher, data=calibration).graph_module
 
 
-def finetune(teacher: fx.GraphModule, student: fx.GraphModule, pairs: list[SRPair], steps: int, seed: int) -> fx.GraphModule:
+def finetune(
+    teacher: fx.GraphModule, student: fx.GraphModule, pairs: list[SRPair], steps: int, seed: int
+) -> fx.GraphModule:
     """L1(SR, HR) + 1000·SKT(tail input) against the float teacher; Adam, weights lr 1e-4, α lr 1e-2."""
     generator = torch.Generator().manual_seed(seed)
     feature = tail_input(teacher)
@@ -100,11 +102,15 @@ def torch_psnr(model: nn.Module, pairs: list[SRPair]) -> list[float]:
 
 
 def bicubic_psnr(pairs: list[SRPair]) -> list[float]:
-    upscaled = [F.interpolate(p.lr.unsqueeze(0), scale_factor=SCALE, mode="bicubic", align_corners=False)[0] for p in pairs]
+    upscaled = [
+        F.interpolate(p.lr.unsqueeze(0), scale_factor=SCALE, mode="bicubic", align_corners=False)[0] for p in pairs
+    ]
     return [psnr_y(image, p.hr, SCALE) for image, p in zip(upscaled, pairs)]
 
 
-def onnx_psnr(student: fx.GraphModule, pairs: list[SRPair], workdir: Path, tag: str) -> tuple[list[float], dict[str, Any]]:
+def onnx_psnr(
+    student: fx.GraphModule, pairs: list[SRPair], workdir: Path, tag: str
+) -> tuple[list[float], dict[str, Any]]:
     """PSNR of the student lowered to `qdq` and run by onnxruntime (one file per image size)."""
     scores, fusion = [], {}
     for pair in pairs:
@@ -118,8 +124,12 @@ def onnx_psnr(student: fx.GraphModule, pairs: list[SRPair], workdir: Path, tag: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="few training steps (about two minutes); numbers are not meaningful")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads (1 is faster on a busy machine)")
+    parser.add_argument(
+        "--quick", action="store_true", help="few training steps (about two minutes); numbers are not meaningful"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=torch.get_num_threads(), help="torch threads (1 is faster on a busy machine)"
+    )
     parser.add_argument("--out", default="build/pams_sr", help="directory for the checkpoint, ONNX files and JSON")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -135,14 +145,23 @@ def main() -> None:
     torch.save(model.state_dict(), out / "edsr_float.pt")
     teacher = capture(model, test[0].lr.unsqueeze(0))
 
-    rows = [{"model": "bicubic", "bits": "", "placement": "", "torch": bicubic_psnr(test)}, {"model": "float", "bits": 32, "placement": "", "torch": torch_psnr(teacher, test)}]
+    rows = [
+        {"model": "bicubic", "bits": "", "placement": "", "torch": bicubic_psnr(test)},
+        {"model": "float", "bits": 32, "placement": "", "torch": torch_psnr(teacher, test)},
+    ]
     for placement in PLACEMENTS:
         for bits in (8, 4):
             student = quantize(teacher, bits, placement, train, args.seed + bits)
             calibrated = torch_psnr(student, test)
             student = finetune(teacher, student, train, finetune_steps[bits], args.seed + bits)
             onnx_scores, fusion = onnx_psnr(student, test, out, f"pams{bits}_{placement}")
-            row = {"model": "PAMS", "bits": bits, "placement": placement, "calibrated": calibrated, "torch": torch_psnr(student, test)}
+            row = {
+                "model": "PAMS",
+                "bits": bits,
+                "placement": placement,
+                "calibrated": calibrated,
+                "torch": torch_psnr(student, test),
+            }
             rows.append({**row, "onnx": onnx_scores, "fusion": fusion})
 
     reference = sum(rows[1]["torch"]) / len(test)
@@ -152,13 +171,45 @@ def main() -> None:
         onnx_mean = sum(row["onnx"]) / len(test) if "onnx" in row else None
         calibrated = f"{sum(row['calibrated']) / len(test):.3f}" if "calibrated" in row else ""
         fused = f"{row['fusion']['fused_convs']}/{row['fusion']['quantized_convs']}" if "fusion" in row else ""
-        table.append((row["model"], row["bits"], row["placement"], *(f"{s:.3f}" for s in row["torch"]), f"{mean:.3f}",
-                      "" if row["model"] == "float" else f"{mean - reference:+.3f}", calibrated, "" if onnx_mean is None else f"{onnx_mean:.3f}", fused))
-    headers = ("model", "bits", "placement", *(f"{p.name} dB" for p in test), "mean dB", "Δ vs float", "calibrated only dB", "onnxruntime dB", "fused convs")
+        table.append(
+            (
+                row["model"],
+                row["bits"],
+                row["placement"],
+                *(f"{s:.3f}" for s in row["torch"]),
+                f"{mean:.3f}",
+                "" if row["model"] == "float" else f"{mean - reference:+.3f}",
+                calibrated,
+                "" if onnx_mean is None else f"{onnx_mean:.3f}",
+                fused,
+            )
+        )
+    headers = (
+        "model",
+        "bits",
+        "placement",
+        *(f"{p.name} dB" for p in test),
+        "mean dB",
+        "Δ vs float",
+        "calibrated only dB",
+        "onnxruntime dB",
+        "fused convs",
+    )
     print(format_table(headers, table, (False, True, False, *([True] * (len(test) + 4)), False)))
     seconds = time.perf_counter() - start
-    print(f"\n{'quick run: ' if args.quick else ''}{float_steps} float steps, fine-tuning {finetune_steps} steps, {seconds:.0f} s with {args.threads} thread(s)")
-    summary = {"scale": SCALE, "train_images": TRAIN_IMAGES, "test_images": TEST_IMAGES, "float_steps": float_steps, "finetune_steps": finetune_steps, "seconds": seconds, "rows": rows}
+    print(
+        f"\n{'quick run: ' if args.quick else ''}{float_steps} float steps, fine-tuning {finetune_steps} steps, "
+        f"{seconds:.0f} s with {args.threads} thread(s)"
+    )
+    summary = {
+        "scale": SCALE,
+        "train_images": TRAIN_IMAGES,
+        "test_images": TEST_IMAGES,
+        "float_steps": float_steps,
+        "finetune_steps": finetune_steps,
+        "seconds": seconds,
+        "rows": rows,
+    }
     (out / "pams_sr.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 

@@ -27,8 +27,7 @@ import torch
 from bitfx.ir import capture, total_cost
 from bitfx.ir.table import format_table
 from bitfx.passes import Pipeline, RankPrune
-from examples.data import digits
-from examples.models import resnet20
+from bitfx.zoo import digits, resnet20
 from examples.training import accuracy, train_classifier
 
 SHAPE = (1, 3, 16, 16)
@@ -48,7 +47,9 @@ def rate_for_macs(gm: torch.fx.GraphModule, target: float) -> tuple[float, float
     return high, RankPrune(rate=high, criterion="l1").plan(gm).macs_ratio
 
 
-def run_seed(seed: int, rate: float, epochs: int, finetune_epochs: int, sweep: list[float]) -> dict[str, dict[str, float]]:
+def run_seed(
+    seed: int, rate: float, epochs: int, finetune_epochs: int, sweep: list[float]
+) -> dict[str, dict[str, float]]:
     """Accuracies of the unpruned net and of each criterion, before and after fine-tuning, and
     of each criterion right after pruning (no fine-tuning) at each rate of `sweep`."""
     train = digits(SHAPE, split="train", seed=seed)
@@ -59,16 +60,27 @@ def run_seed(seed: int, rate: float, epochs: int, finetune_epochs: int, sweep: l
     gm = capture(model, (test[0][0],))
     unpruned = copy.deepcopy(gm)
     rows = {"unpruned": {"before": accuracy(gm.eval(), test), "macs_ratio": 1.0, "params_ratio": 1.0}}
-    rows["unpruned"]["after"] = accuracy(train_classifier(unpruned, train, epochs=finetune_epochs, lr=0.01, seed=seed), test)
+    rows["unpruned"]["after"] = accuracy(
+        train_classifier(unpruned, train, epochs=finetune_epochs, lr=0.01, seed=seed), test
+    )
     for criterion in CRITERIA:
         prune = RankPrune(rate=rate, criterion=criterion, seed=seed, batches=5)
         pruned = Pipeline([prune]).run(gm, data=calibration).graph_module
         before = accuracy(pruned.eval(), test)
         cost, base = total_cost(pruned), total_cost(gm)
         after = accuracy(train_classifier(pruned, train, epochs=finetune_epochs, lr=0.01, seed=seed), test)
-        rows[criterion] = {"before": before, "after": after, "macs_ratio": cost.macs / base.macs, "params_ratio": cost.params / base.params}
+        rows[criterion] = {
+            "before": before,
+            "after": after,
+            "macs_ratio": cost.macs / base.macs,
+            "params_ratio": cost.params / base.params,
+        }
         for low in sweep:
-            pruned = Pipeline([RankPrune(rate=low, criterion=criterion, seed=seed, batches=5)]).run(gm, data=calibration).graph_module
+            pruned = (
+                Pipeline([RankPrune(rate=low, criterion=criterion, seed=seed, batches=5)])
+                .run(gm, data=calibration)
+                .graph_module
+            )
             rows[criterion][f"no_finetune@{low:g}"] = accuracy(pruned.eval(), test)
     return rows
 
@@ -84,7 +96,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6, help="training epochs of the unpruned net")
     parser.add_argument("--finetune-epochs", type=int, default=3)
     parser.add_argument("--target-macs", type=float, default=0.5, help="prune to at most this fraction of the MACs")
-    parser.add_argument("--sweep-rates", default="0.05,0.1,0.2", help="lower rates at which to compare the criteria without fine-tuning")
+    parser.add_argument(
+        "--sweep-rates", default="0.05,0.1,0.2", help="lower rates at which to compare the criteria without fine-tuning"
+    )
     parser.add_argument("--json", help="write the per-seed results here")
     args = parser.parse_args()
     start = time.perf_counter()
@@ -94,19 +108,44 @@ def main() -> None:
     results = [run_seed(seed, rate, args.epochs, args.finetune_epochs, sweep) for seed in range(args.seeds)]
     labels = {"unpruned": "unpruned", "rank": "HRank (rank)", "l1": "L1-norm", "random": "random"}
     rows = [
-        (labels[key], f"{results[0][key]['macs_ratio']:.3f}", f"{results[0][key]['params_ratio']:.3f}",
-         _mean_std([r[key]["before"] for r in results]), _mean_std([r[key]["after"] for r in results]))
+        (
+            labels[key],
+            f"{results[0][key]['macs_ratio']:.3f}",
+            f"{results[0][key]['params_ratio']:.3f}",
+            _mean_std([r[key]["before"] for r in results]),
+            _mean_std([r[key]["after"] for r in results]),
+        )
         for key in labels
     ]
-    print(f"\nResNet-20 on digits {SHAPE[2]}×{SHAPE[3]}, {args.epochs} epochs, then pruned and fine-tuned {args.finetune_epochs} epochs; test accuracy % over {args.seeds} seeds")
-    print(format_table(("selection", "MACs ratio", "params ratio", "accuracy after pruning", f"after {args.finetune_epochs} fine-tune epochs"), rows, (False, True, True, True, True)))
+    print(
+        f"\nResNet-20 on digits {SHAPE[2]}×{SHAPE[3]}, {args.epochs} epochs, then pruned and fine-tuned "
+        f"{args.finetune_epochs} epochs; test accuracy % over {args.seeds} seeds"
+    )
+    print(
+        format_table(
+            (
+                "selection",
+                "MACs ratio",
+                "params ratio",
+                "accuracy after pruning",
+                f"after {args.finetune_epochs} fine-tune epochs",
+            ),
+            rows,
+            (False, True, True, True, True),
+        )
+    )
     if sweep:
         print(f"\naccuracy % right after pruning (no fine-tuning) at lower global rates, over {args.seeds} seeds")
-        print(format_table(
-            ("selection", *(f"rate {low:g}" for low in sweep)),
-            [(labels[key], *(_mean_std([r[key][f"no_finetune@{low:g}"] for r in results]) for low in sweep)) for key in CRITERIA],
-            (False, *(True for _ in sweep)),
-        ))
+        print(
+            format_table(
+                ("selection", *(f"rate {low:g}" for low in sweep)),
+                [
+                    (labels[key], *(_mean_std([r[key][f"no_finetune@{low:g}"] for r in results]) for low in sweep))
+                    for key in CRITERIA
+                ],
+                (False, *(True for _ in sweep)),
+            )
+        )
     print(f"\n{time.perf_counter() - start:.0f} s")
     if args.json:
         Path(args.json).write_text(json.dumps({"rate": rate, "args": vars(args), "seeds": results}, indent=2) + "\n")

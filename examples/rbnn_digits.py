@@ -38,7 +38,7 @@ from bitfx.ir.binary import BinaryConv2d, RotatedBinaryConv2d
 from bitfx.ir.table import format_table
 from bitfx.passes import Pipeline
 from bitfx.train import Distillation
-from examples.data import digits
+from bitfx.zoo import digits
 from examples.training import accuracy, train_classifier, train_epochs
 
 SHAPE = (1, 1, 8, 8)
@@ -61,7 +61,14 @@ def small_cnn() -> nn.Sequential:
         return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
 
     return nn.Sequential(
-        *block(1, 32), *block(32, 64), nn.MaxPool2d(2), *block(64, 64), *block(64, 64), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)
+        *block(1, 32),
+        *block(32, 64),
+        nn.MaxPool2d(2),
+        *block(64, 64),
+        *block(64, 64),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(64, 10),
     )
 
 
@@ -83,29 +90,41 @@ def make_optimizer(parameters, name: str, lr: float, weight_decay: float) -> tor
     return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
 
 
-def run(start: str, variant: str, seed: int, float_model: fx.GraphModule, train, test, epochs: int, recipe: dict) -> dict[str, float | None]:
+def run(
+    start: str, variant: str, seed: int, float_model: fx.GraphModule, train, test, epochs: int, recipe: dict
+) -> dict[str, float | None]:
     """Binarize (and rotate), train, and measure one variant."""
     torch.manual_seed(seed)
     initial = float_model if start == "float" else capture(small_cnn().eval(), train[0][0][:8])
     student = Pipeline.from_spec(VARIANTS[variant]).run(initial).graph_module
-    start_signs = {name: torch.where(initial.get_submodule(name).weight.detach() < 0, -1.0, 1.0) for name in binary_signs(student)}
+    start_signs = {
+        name: torch.where(initial.get_submodule(name).weight.detach() < 0, -1.0, 1.0) for name in binary_signs(student)
+    }
     pass_signs = binary_signs(student)
     if start == "float":
         loss_fn = Distillation(float_model, student, label_weight=1.0)
     else:
         loss_fn = lambda images, labels: nn.functional.cross_entropy(student(images), labels)  # noqa: E731
     began = time.perf_counter()
-    reported = train_epochs(student, train, loss_fn, make_optimizer(student.parameters(), **recipe), epochs=epochs, desc=variant)
-    first_update = [v for v in reported[0].values() if "rotation_error" in v]  # the first epoch's update, per rotated layer
+    reported = train_epochs(
+        student, train, loss_fn, make_optimizer(student.parameters(), **recipe), epochs=epochs, desc=variant
+    )
+    first_update = [
+        v for v in reported[0].values() if "rotation_error" in v
+    ]  # the first epoch's update, per rotated layer
     seconds = time.perf_counter() - began
     final_signs = binary_signs(student)
-    angles = [m.weight_quantizer.angle.detach().sin().abs() for m in student.modules() if isinstance(m, RotatedBinaryConv2d)]
+    angles = [
+        m.weight_quantizer.angle.detach().sin().abs() for m in student.modules() if isinstance(m, RotatedBinaryConv2d)
+    ]
     return {
         "accuracy": accuracy(student, test),
         "flips_in_training": flip_rate(pass_signs, final_signs),
         "flips_from_start": flip_rate(start_signs, final_signs),
         "mean_abs_sin_theta": float(torch.cat(angles).mean()) if angles else None,
-        "rotation_error_before": statistics.fmean(v["rotation_error_before"] for v in first_update) if first_update else None,
+        "rotation_error_before": statistics.fmean(v["rotation_error_before"] for v in first_update)
+        if first_update
+        else None,
         "rotation_error_after": statistics.fmean(v["rotation_error"] for v in first_update) if first_update else None,
         "train_seconds": seconds,
     }
@@ -122,21 +141,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=10, help="epochs of float training, and of every binary training")
-    parser.add_argument("--starts", default=",".join(STARTS), help="scratch (labels only) and/or float (from the trained float model, distilled)")
+    parser.add_argument(
+        "--starts",
+        default=",".join(STARTS),
+        help="scratch (labels only) and/or float (from the trained float model, distilled)",
+    )
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"any of: {', '.join(VARIANTS)}")
     parser.add_argument("--optimizer", choices=tuple(DEFAULTS), default="adam")
     parser.add_argument("--lr", type=float, help="default: 1e-3 for adam, 0.1 for sgd (the authors')")
-    parser.add_argument("--weight-decay", type=float, help="L2 on every parameter; default: 5e-4 for adam, 1e-4 for sgd (the authors')")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (one keeps a shared machine from thrashing)")
+    parser.add_argument(
+        "--weight-decay", type=float, help="L2 on every parameter; default: 5e-4 for adam, 1e-4 for sgd (the authors')"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (one keeps a shared machine from thrashing)"
+    )
     parser.add_argument("--json", help="write every measurement here")
     args = parser.parse_args()
     starts, variants = args.starts.split(","), args.variants.split(",")
     unknown = sorted(set(starts) - set(STARTS)) + sorted(set(variants) - set(VARIANTS))
     if unknown:
-        parser.error(f"unknown start or variant {unknown}; starts: {', '.join(STARTS)}; variants: {', '.join(VARIANTS)}")
+        parser.error(
+            f"unknown start or variant {unknown}; starts: {', '.join(STARTS)}; variants: {', '.join(VARIANTS)}"
+        )
 
     chosen = {"lr": args.lr, "weight_decay": args.weight_decay}
-    recipe = {"name": args.optimizer} | {key: DEFAULTS[args.optimizer][key] if value is None else value for key, value in chosen.items()}
+    recipe = {"name": args.optimizer} | {
+        key: DEFAULTS[args.optimizer][key] if value is None else value for key, value in chosen.items()
+    }
     torch.set_num_threads(args.threads)
     test = digits(SHAPE, split="test")
     results: dict[str, list[dict[str, float]]] = {}
@@ -157,7 +188,8 @@ def main() -> None:
 
     optimizer = "Adam" if args.optimizer == "adam" else "SGD momentum 0.9"
     print(
-        f"\nSmall CNN on digits 8×8, {args.epochs} epochs per training, seeds 0–{args.seeds - 1}, {optimizer} lr {recipe['lr']:g} + L2 {recipe['weight_decay']:g}, cosine"
+        f"\nSmall CNN on digits 8×8, {args.epochs} epochs per training, seeds 0–{args.seeds - 1}, "
+        f"{optimizer} lr {recipe['lr']:g} + L2 {recipe['weight_decay']:g}, cosine"
     )
     print(f"float model: {mean_std(float_accuracies)} % test accuracy\n")
     rows = []
@@ -165,7 +197,10 @@ def main() -> None:
         start, variant = key.split("/")
         sin_theta = [r["mean_abs_sin_theta"] for r in runs]
         rotated = runs[0]["rotation_error_before"] is not None
-        before, after = (statistics.fmean(r[key] for r in runs) if rotated else 0.0 for key in ("rotation_error_before", "rotation_error_after"))
+        before, after = (
+            statistics.fmean(r[key] for r in runs) if rotated else 0.0
+            for key in ("rotation_error_before", "rotation_error_after")
+        )
         rows.append((
             start, variant, mean_std([r["accuracy"] for r in runs]),
             mean_std([r["flips_in_training"] for r in runs]), mean_std([r["flips_from_start"] for r in runs]),
@@ -174,13 +209,24 @@ def main() -> None:
             f"{statistics.fmean(r['train_seconds'] for r in runs):.1f}",
         ))  # fmt: skip
     print(format_table(
-        ("start", "variant", "test acc %", "flipped in training %", "≠ sign(W₀) %", "mean |sin θ| at end", "rotation error, 1st update", "train s"),
+        ("start", "variant", "test acc %", "flipped in training %", "≠ sign(W₀) %", "mean |sin θ| at end",
+         "rotation error, 1st update", "train s"),
         rows, (False, False, True, True, True, True, True, True),
     ))  # fmt: skip
     print(f"\ntotal {total:.0f} s")
     if args.json:
         Path(args.json).write_text(
-            json.dumps({"args": vars(args), "recipe": recipe, "float_accuracy": float_accuracies, "results": results, "seconds": total}, indent=2) + "\n"
+            json.dumps(
+                {
+                    "args": vars(args),
+                    "recipe": recipe,
+                    "float_accuracy": float_accuracies,
+                    "results": results,
+                    "seconds": total,
+                },
+                indent=2,
+            )
+            + "\n"
         )
 
 

@@ -14,7 +14,15 @@ from bitfx.train import after_optimizer_step, on_epoch_start
 Loss = Callable[[Tensor, Tensor], Tensor]
 
 
-def train_epochs(model: nn.Module, batches: Sequence[tuple[Tensor, Tensor]], loss_fn: Loss, optimizer: torch.optim.Optimizer, *, epochs: int, desc: str = "train") -> list[dict[str, dict[str, float]]]:
+def train_epochs(
+    model: nn.Module,
+    batches: Sequence[tuple[Tensor, Tensor]],
+    loss_fn: Loss,
+    optimizer: torch.optim.Optimizer,
+    *,
+    epochs: int,
+    desc: str = "train",
+) -> list[dict[str, dict[str, float]]]:
     """Train `model` in place with a cosine schedule and the `bitfx.train` hooks (schedules at
     each epoch start, constraints after each step; no-ops for float models).
 
@@ -35,11 +43,19 @@ def train_epochs(model: nn.Module, batches: Sequence[tuple[Tensor, Tensor]], los
     return reported
 
 
-def train_classifier(model: nn.Module, batches: Sequence[tuple[Tensor, Tensor]], *, epochs: int, lr: float = 0.05, seed: int = 0) -> nn.Module:
+def train_classifier(
+    model: nn.Module, batches: Sequence[tuple[Tensor, Tensor]], *, epochs: int, lr: float = 0.05, seed: int = 0
+) -> nn.Module:
     """SGD with momentum and a cosine schedule, cross-entropy loss; trains `model` in place."""
     torch.manual_seed(seed)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
-    train_epochs(model, batches, lambda images, labels: nn.functional.cross_entropy(model(images), labels), optimizer, epochs=epochs)
+    train_epochs(
+        model,
+        batches,
+        lambda images, labels: nn.functional.cross_entropy(model(images), labels),
+        optimizer,
+        epochs=epochs,
+    )
     return model
 
 

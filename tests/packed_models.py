@@ -51,7 +51,9 @@ class NetBuilder:
         negative = self._expand("Less", [x, self.const(np.float32(0))])
         return self._expand("Where", [negative, self.const(np.float32(-1)), self.const(np.float32(1))])
 
-    def _scale_bias(self, out_channels: int, scale: np.ndarray | None, bias: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def _scale_bias(
+        self, out_channels: int, scale: np.ndarray | None, bias: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         if scale is None:
             scale = self.rng.uniform(0.5, 1.5, out_channels) * self.rng.choice([-1, 1], out_channels)
         if bias is None:
@@ -59,46 +61,114 @@ class NetBuilder:
         return np.asarray(scale, np.float32), np.asarray(bias, np.float32)
 
     def binary_conv(
-        self, x: str, in_channels: int, out_channels: int, kernel: int = 3, *, stride: int = 1, pads: tuple[int, int, int, int] | None = None,
-        dilation: int = 1, group: int = 1, pad_value: int = 0, binarize_input: int = 1, scale: np.ndarray | None = None, bias: np.ndarray | None = None,
-    ) -> str:  # fmt: skip
+        self,
+        x: str,
+        in_channels: int,
+        out_channels: int,
+        kernel: int = 3,
+        *,
+        stride: int = 1,
+        pads: tuple[int, int, int, int] | None = None,
+        dilation: int = 1,
+        group: int = 1,
+        pad_value: int = 0,
+        binarize_input: int = 1,
+        scale: np.ndarray | None = None,
+        bias: np.ndarray | None = None,
+    ) -> str:
         pads = (kernel // 2,) * 4 if pads is None else pads
         weight = self.rng.normal(size=(out_channels, in_channels // group, kernel, kernel)).astype(np.float32)
         scale, bias = self._scale_bias(out_channels, scale, bias)
         words = reference.pack_conv_weights(weight)
         output = self._name("bconv")
-        attributes = dict(kernel_shape=[kernel, kernel], strides=[stride, stride], pads=list(pads), dilations=[dilation, dilation], group=group,
-                          in_channels=in_channels, pad_value=pad_value, binarize_input=binarize_input)  # fmt: skip
+        attributes = dict(
+            kernel_shape=[kernel, kernel],
+            strides=[stride, stride],
+            pads=list(pads),
+            dilations=[dilation, dilation],
+            group=group,
+            in_channels=in_channels,
+            pad_value=pad_value,
+            binarize_input=binarize_input,
+        )
         inputs = [x, self.const(words, "w"), self.const(scale, "scale"), self.const(bias, "bias")]
         self.nodes.append(helper.make_node("BinaryConv2d", inputs, [output], name=output, domain=BITFX, **attributes))
         a = self._sign(x) if binarize_input else x
         conv_pads = list(pads)
         if pad_value != 0:
-            a = self._expand("Pad", [a, self.const(np.array([0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]], np.int64)), self.const(np.float32(pad_value))])
+            a = self._expand(
+                "Pad",
+                [
+                    a,
+                    self.const(np.array([0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]], np.int64)),
+                    self.const(np.float32(pad_value)),
+                ],
+            )
             conv_pads = [0, 0, 0, 0]
         signs = reference.sign(weight)
-        y = self._expand("Conv", [a, self.const(signs)], strides=[stride, stride], pads=conv_pads, dilations=[dilation, dilation], group=group)
+        y = self._expand(
+            "Conv",
+            [a, self.const(signs)],
+            strides=[stride, stride],
+            pads=conv_pads,
+            dilations=[dilation, dilation],
+            group=group,
+        )
         y = self._expand("Mul", [y, self.const(scale.reshape(1, -1, 1, 1))])
         self.expanded.append(helper.make_node("Add", [y, self.const(bias.reshape(1, -1, 1, 1))], [output], name=output))
         return output
 
-    def binary_gemm(self, x: str, in_features: int, out_features: int, *, binarize_input: int = 1, scale: np.ndarray | None = None, bias: np.ndarray | None = None) -> str:
+    def binary_gemm(
+        self,
+        x: str,
+        in_features: int,
+        out_features: int,
+        *,
+        binarize_input: int = 1,
+        scale: np.ndarray | None = None,
+        bias: np.ndarray | None = None,
+    ) -> str:
         weight = self.rng.normal(size=(out_features, in_features)).astype(np.float32)
         scale, bias = self._scale_bias(out_features, scale, bias)
         output = self._name("bgemm")
-        inputs = [x, self.const(reference.pack_signs(reference.sign(weight)), "w"), self.const(scale, "scale"), self.const(bias, "bias")]
-        self.nodes.append(helper.make_node("BinaryGemm", inputs, [output], name=output, domain=BITFX, in_features=in_features, binarize_input=binarize_input))
+        inputs = [
+            x,
+            self.const(reference.pack_signs(reference.sign(weight)), "w"),
+            self.const(scale, "scale"),
+            self.const(bias, "bias"),
+        ]
+        self.nodes.append(
+            helper.make_node(
+                "BinaryGemm",
+                inputs,
+                [output],
+                name=output,
+                domain=BITFX,
+                in_features=in_features,
+                binarize_input=binarize_input,
+            )
+        )
         a = self._sign(x) if binarize_input else x
         y = self._expand("MatMul", [a, self.const(np.ascontiguousarray(reference.sign(weight).T))])
         y = self._expand("Mul", [y, self.const(scale)])
         self.expanded.append(helper.make_node("Add", [y, self.const(bias)], [output], name=output))
         return output
 
-    def conv(self, x: str, in_channels: int, out_channels: int, kernel: int, *, stride: int = 1, pad: int = 0, group: int = 1) -> str:
-        weight = self.rng.normal(0, 1 / np.sqrt(in_channels // group * kernel * kernel), (out_channels, in_channels // group, kernel, kernel))
+    def conv(
+        self, x: str, in_channels: int, out_channels: int, kernel: int, *, stride: int = 1, pad: int = 0, group: int = 1
+    ) -> str:
+        weight = self.rng.normal(
+            0, 1 / np.sqrt(in_channels // group * kernel * kernel), (out_channels, in_channels // group, kernel, kernel)
+        )
         bias = self.rng.normal(0, 0.1, out_channels)
-        return self.op("Conv", [x, self.const(weight.astype(np.float32)), self.const(bias.astype(np.float32))],
-                       kernel_shape=[kernel, kernel], strides=[stride, stride], pads=[pad] * 4, group=group)  # fmt: skip
+        return self.op(
+            "Conv",
+            [x, self.const(weight.astype(np.float32)), self.const(bias.astype(np.float32))],
+            kernel_shape=[kernel, kernel],
+            strides=[stride, stride],
+            pads=[pad] * 4,
+            group=group,
+        )
 
     def affine(self, x: str, channels: int, *, negative: bool = True) -> str:
         """A per-channel y = a·x + b (a folded BatchNorm), negative a on some channels when `negative`."""
@@ -113,7 +183,11 @@ class NetBuilder:
                 "packed_test",
                 [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", *self.input_shape[1:]])],
                 [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in outputs],
-                [numpy_helper.from_array(value, name) for name, value in self.initializers.items() if name in {i for n in nodes for i in n.input}],
+                [
+                    numpy_helper.from_array(value, name)
+                    for name, value in self.initializers.items()
+                    if name in {i for n in nodes for i in n.input}
+                ],
             )
             return helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in domains])
 

@@ -7,8 +7,8 @@ import copy
 import torch
 from torch import fx, nn
 
-from bitfx.passes.prune_plan import PrunePlan
-from bitfx.passes.pruning_groups import analyze_channels
+from bitfx.passes.prune.groups import analyze_channels
+from bitfx.passes.prune.plan import PrunePlan
 
 
 def removed_channels(gm: fx.GraphModule, plan: PrunePlan, prune_classifier: bool = False) -> tuple[object, set[int]]:

@@ -9,14 +9,16 @@ import torch
 from helpers import assert_same_state, state_snapshot
 from torch import fx, nn
 
+from bitfx import zoo
 from bitfx.errors import PassError
 from bitfx.ir import capture, run_eval
 from bitfx.ir.binary import BinaryConv2d, BinaryLinear, RPReLU
 from bitfx.passes import BinarizeConvs, LayerSelection, Pipeline, create_pass
-from examples import models
 
 
-def _binarize(model: nn.Module, spec: str = "binarize", shape: tuple[int, ...] = (1, 3, 16, 16)) -> tuple[fx.GraphModule, dict]:
+def _binarize(
+    model: nn.Module, spec: str = "binarize", shape: tuple[int, ...] = (1, 3, 16, 16)
+) -> tuple[fx.GraphModule, dict]:
     torch.manual_seed(0)
     result = Pipeline.from_spec(spec).run(capture(model.eval(), torch.randn(shape)))
     return result.graph_module, result.records[-1].stats
@@ -27,8 +29,11 @@ def _binary_targets(gm: fx.GraphModule) -> set[str]:
 
 
 def test_default_keeps_first_conv_and_last_layer_float_and_says_why() -> None:
-    gm, stats = _binarize(models.resnet20())
-    assert stats["kept_float"] == {"conv1": "first conv (keep_first=True)", "fc": "last layer, the classifier or output (keep_last=True)"}
+    gm, stats = _binarize(zoo.resnet20())
+    assert stats["skipped"] == {
+        "conv1": "first conv (keep_first=True)",
+        "fc": "last layer, the classifier or output (keep_last=True)",
+    }
     assert stats["binarized"] == 20 == len(_binary_targets(gm))
     assert isinstance(gm.get_submodule("layers.3.shortcut.0"), BinaryConv2d)
     assert type(gm.get_submodule("conv1")) is nn.Conv2d and type(gm.get_submodule("fc")) is nn.Linear
@@ -36,19 +41,23 @@ def test_default_keeps_first_conv_and_last_layer_float_and_says_why() -> None:
 
 
 def test_selection_overrides_the_defaults_and_picks_schemes_per_layer() -> None:
-    layers = LayerSelection(default=True, by_name={"conv1": "bireal", "layers.0.conv1": False}, by_regex={r"layers\.8\..*": "reactnet"})
-    result = Pipeline([BinarizeConvs(scheme="bnn", layers=layers)]).run(capture(models.resnet20().eval(), torch.randn(1, 3, 16, 16)))
+    layers = LayerSelection(
+        default=True, by_name={"conv1": "bireal", "layers.0.conv1": False}, by_regex={r"layers\.8\..*": "reactnet"}
+    )
+    result = Pipeline([BinarizeConvs(scheme="bnn", layers=layers)]).run(
+        capture(zoo.resnet20().eval(), torch.randn(1, 3, 16, 16))
+    )
     stats = result.records[0].stats
     assert stats["layers"]["conv1"] == "bireal"
     assert stats["layers"]["layers.8.conv2"] == "reactnet"
     assert stats["layers"]["layers.1.conv1"] == "bnn"
-    assert stats["kept_float"]["layers.0.conv1"] == "not selected (name 'layers.0.conv1' → False)"
-    assert "fc" in stats["kept_float"]
+    assert stats["skipped"]["layers.0.conv1"] == "not selected (name 'layers.0.conv1' → False)"
+    assert "fc" in stats["skipped"]
 
 
 def test_unknown_names_schemes_and_values_are_clear_errors() -> None:
     with pytest.raises(PassError, match="not modules of the model"):
-        _binarize(models.resnet20(), "binarize(layers={'by_name': {'nope': True}})")
+        _binarize(zoo.resnet20(), "binarize(layers={'by_name': {'nope': True}})")
     with pytest.raises(Exception, match="reactnet"):
         create_pass("binarize", {"scheme": "nope"})
     with pytest.raises(Exception, match="pad_value"):
@@ -58,7 +67,7 @@ def test_unknown_names_schemes_and_values_are_clear_errors() -> None:
 
 
 def test_the_input_model_is_left_unchanged() -> None:
-    model = models.resnet20().eval()
+    model = zoo.resnet20().eval()
     gm = capture(model, torch.randn(1, 3, 16, 16))
     before = state_snapshot(gm)
     Pipeline.from_spec("fuse_bn,binarize(scheme=reactnet, shortcuts=true)").run(gm)
@@ -66,9 +75,12 @@ def test_the_input_model_is_left_unchanged() -> None:
     assert not _binary_targets(gm)
 
 
-@pytest.mark.parametrize(("scheme", "replacement"), [("xnor", "removed"), ("bireal", "removed"), ("bnn", "Hardtanh"), ("irnet", "Hardtanh"), ("reactnet", "RPReLU")])
+@pytest.mark.parametrize(
+    ("scheme", "replacement"),
+    [("xnor", "removed"), ("bireal", "removed"), ("bnn", "Hardtanh"), ("irnet", "Hardtanh"), ("reactnet", "RPReLU")],
+)
 def test_relus_in_front_of_binary_layers_are_replaced(scheme: str, replacement: str) -> None:
-    gm, stats = _binarize(models.resnet20(), f"fuse_bn,binarize(scheme={scheme})")
+    gm, stats = _binarize(zoo.resnet20(), f"fuse_bn,binarize(scheme={scheme})")
     replaced = stats["activations_replaced"]
     assert replaced and all(text.startswith(replacement) for text in replaced.values())
     assert replaced["layers_0_relu1"] == f"{replacement} (feeds binary layers.0.conv2)"
@@ -79,27 +91,27 @@ def test_relus_in_front_of_binary_layers_are_replaced(scheme: str, replacement: 
 
 
 def test_relu_behind_max_pool_is_found_and_w1a32_keeps_relus() -> None:
-    _, stats = _binarize(models.vgg_small(), "binarize(scheme=xnor)", shape=(1, 3, 32, 32))
+    _, stats = _binarize(zoo.vgg_small(), "binarize(scheme=xnor)", shape=(1, 3, 32, 32))
     assert stats["activations_replaced"]["features_5"] == "removed (feeds binary features.7)"  # ReLU → MaxPool → conv
-    _, stats = _binarize(models.vgg_small(), "binarize(scheme=dorefa_w1)", shape=(1, 3, 32, 32))
+    _, stats = _binarize(zoo.vgg_small(), "binarize(scheme=dorefa_w1)", shape=(1, 3, 32, 32))
     assert stats["activations_replaced"] == {}
-    _, stats = _binarize(models.vgg_small(), "binarize(scheme=xnor, activations=keep)", shape=(1, 3, 32, 32))
+    _, stats = _binarize(zoo.vgg_small(), "binarize(scheme=xnor, activations=keep)", shape=(1, 3, 32, 32))
     assert stats["activations_replaced"] == {}
 
 
 def test_depthwise_convs_stay_float_unless_asked() -> None:
-    _, stats = _binarize(models.mobilenet_v2(width_mult=0.25))
-    depthwise = [name for name, reason in stats["kept_float"].items() if reason.startswith("depthwise")]
+    _, stats = _binarize(zoo.mobilenet_v2(width_mult=0.25))
+    depthwise = [name for name, reason in stats["skipped"].items() if reason.startswith("depthwise")]
     assert len(depthwise) == 17
-    gm, _ = _binarize(models.mobilenet_v2(width_mult=0.25), "binarize(keep_depthwise=false)")
+    gm, _ = _binarize(zoo.mobilenet_v2(width_mult=0.25), "binarize(keep_depthwise=false)")
     assert gm.get_submodule(depthwise[0]).groups > 1 and isinstance(gm.get_submodule(depthwise[0]), BinaryConv2d)
 
 
 def test_bireal_shortcuts_wrap_convs_whose_shape_is_kept() -> None:
-    gm, stats = _binarize(models.resnet20(), "binarize(scheme=bireal, shortcuts=true)")
+    gm, stats = _binarize(zoo.resnet20(), "binarize(scheme=bireal, shortcuts=true)")
     assert stats["shortcuts"] == 16  # 20 binary convs minus the 2 strided ones, their 2 downsample shortcuts
     x = torch.randn(2, 3, 16, 16)
-    plain, _ = _binarize(models.resnet20(), "binarize(scheme=bireal)")
+    plain, _ = _binarize(zoo.resnet20(), "binarize(scheme=bireal)")
     assert run_eval(gm, x).shape == run_eval(plain, x).shape
     # the shortcut sits after the BatchNorm that follows the conv
     bn = next(n for n in gm.graph.nodes if n.target == "layers.0.bn1")
@@ -110,21 +122,28 @@ def test_a_module_called_twice_stays_float() -> None:
     class Twice(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.stem, self.conv, self.head = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 2, 1)
+            self.stem, self.conv, self.head = (
+                nn.Conv2d(3, 8, 3, padding=1),
+                nn.Conv2d(8, 8, 3, padding=1),
+                nn.Conv2d(8, 2, 1),
+            )
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.head(self.conv(self.conv(self.stem(x))))
 
     _, stats = _binarize(Twice(), shape=(1, 3, 8, 8))
-    assert stats["kept_float"]["conv"] == "called from 2 places"
+    assert stats["skipped"]["conv"] == "called from 2 places"
     assert stats["binarized"] == 0
 
 
 def test_pipeline_file_round_trip(tmp_path: Path) -> None:
-    pipeline = Pipeline.from_spec("fuse_bn,binarize(scheme=reactnet, pad_value=1, layers={'default': True, 'by_regex': {'layers\\\\.8\\\\..*': False}})")
+    pipeline = Pipeline.from_spec(
+        "fuse_bn,binarize(scheme=reactnet, pad_value=1, "
+        "layers={'default': True, 'by_regex': {'layers\\\\.8\\\\..*': False}})"
+    )
     pipeline.save(tmp_path / "p.toml")
     loaded = Pipeline.from_file(tmp_path / "p.toml")
     assert loaded.to_config() == pipeline.to_config()
-    gm = loaded.run(capture(models.resnet20().eval(), torch.randn(1, 3, 16, 16))).graph_module
+    gm = loaded.run(capture(zoo.resnet20().eval(), torch.randn(1, 3, 16, 16))).graph_module
     assert gm.get_submodule("layers.0.conv1").pad_value == 1
     assert type(gm.get_submodule("layers.8.conv1")) is nn.Conv2d

@@ -106,7 +106,9 @@ def test_xnor_gradient_flows_through_the_scale() -> None:
     flat_w, flat_g = WEIGHT.flatten(1), UPSTREAM.flatten(1)
     alpha = flat_w.abs().mean(dim=1, keepdim=True)
     signs = binary_sign(flat_w)
-    expected = alpha * flat_g * (flat_w.abs() <= 1) + signs * (flat_g * signs).sum(dim=1, keepdim=True) / flat_w.shape[1]
+    expected = (
+        alpha * flat_g * (flat_w.abs() <= 1) + signs * (flat_g * signs).sum(dim=1, keepdim=True) / flat_w.shape[1]
+    )
     torch.testing.assert_close(_weight_grad(quantizer, WEIGHT, UPSTREAM), expected.view_as(WEIGHT))
 
 
@@ -144,7 +146,9 @@ def test_preset_configurations() -> None:
 def test_scheme_registry_errors() -> None:
     with pytest.raises(ValueError, match="bireal"):
         get_scheme("nope")
-    clash = BinaryScheme(name="xnor", reference="x", scale="none", weight_estimator=IdentitySTE, activation=None, relu_replacement=None)
+    clash = BinaryScheme(
+        name="xnor", reference="x", scale="none", weight_estimator=IdentitySTE, activation=None, relu_replacement=None
+    )
     with pytest.raises(ValueError, match="already registered"):
         register_scheme(clash)
 
@@ -175,7 +179,9 @@ def _reference(layer: BinaryConv2d, x: torch.Tensor) -> torch.Tensor:
 def test_training_path_eval_path_and_deployed_layer_agree(scheme: str, pad_value: int) -> None:
     conv = _conv(70, 6, stride=2, padding=2, dilation=2, groups=2)
     chosen = get_scheme(scheme)
-    layer = BinaryConv2d.from_conv(conv, chosen.weight_quantizer(conv.weight), chosen.input_quantizer(70), pad_value=pad_value)
+    layer = BinaryConv2d.from_conv(
+        conv, chosen.weight_quantizer(conv.weight), chosen.input_quantizer(70), pad_value=pad_value
+    )
     if layer.input_quantizer is not None and hasattr(layer.input_quantizer, "beta"):
         with torch.no_grad():
             layer.input_quantizer.beta.uniform_(-0.3, 0.3)
@@ -233,7 +239,12 @@ def test_bnn_latent_weights_are_clipped_after_each_step_and_others_are_not() -> 
     conv = _conv(4, 4, padding=1)
     with torch.no_grad():
         conv.weight.mul_(20)
-    layers = {name: BinaryConv2d.from_conv(conv, get_scheme(name).weight_quantizer(conv.weight), get_scheme(name).input_quantizer(4)) for name in ("bnn", "xnor")}
+    layers = {
+        name: BinaryConv2d.from_conv(
+            conv, get_scheme(name).weight_quantizer(conv.weight), get_scheme(name).input_quantizer(4)
+        )
+        for name in ("bnn", "xnor")
+    }
     model = nn.Sequential(*layers.values())
     after_optimizer_step(model)
     assert layers["bnn"].weight.abs().max() <= 1
@@ -263,12 +274,19 @@ def test_costs_count_one_bit_weights_and_binary_macs() -> None:
 def test_deployed_graph_is_a_copy_with_fixed_layers() -> None:
     conv = _conv(4, 4, padding=1)
     reactnet = get_scheme("reactnet")
-    model = nn.Sequential(nn.Conv2d(4, 4, 1), BinaryConv2d.from_conv(conv, reactnet.weight_quantizer(conv.weight), reactnet.input_quantizer(4)))
+    model = nn.Sequential(
+        nn.Conv2d(4, 4, 1),
+        BinaryConv2d.from_conv(conv, reactnet.weight_quantizer(conv.weight), reactnet.input_quantizer(4)),
+    )
     x = torch.randn(2, 4, 6, 6)
     gm = capture(model.eval(), x)
     fixed = deployed(gm)
-    assert isinstance(gm.get_submodule("1"), BinaryConv2d) and isinstance(fixed.get_submodule("1"), DeployedBinaryConv2d)
-    assert not fixed.get_submodule("1").weight.requires_grad and set(fixed.get_submodule("1").weight.unique().tolist()) == {-1.0, 1.0}
+    assert isinstance(gm.get_submodule("1"), BinaryConv2d) and isinstance(
+        fixed.get_submodule("1"), DeployedBinaryConv2d
+    )
+    assert not fixed.get_submodule("1").weight.requires_grad and set(
+        fixed.get_submodule("1").weight.unique().tolist()
+    ) == {-1.0, 1.0}
     assert torch.equal(run_eval(gm, x), run_eval(fixed, x))
     plain = capture(nn.Sequential(nn.Conv2d(4, 4, 1)).eval(), x)
     assert deployed(plain) is plain

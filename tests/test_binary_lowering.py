@@ -12,16 +12,15 @@ import torch
 from onnx import numpy_helper
 from torch import fx, nn
 
+from bitfx import zoo
 from bitfx.backends.onnx import export, load_model, op_counts, optimized_op_counts, verify
-from bitfx.backends.onnx.binary_custom import binary_weight_arrays
-from bitfx.backends.onnx.binary_functions import CONV_ATTRIBUTES
-from bitfx.bitpack import unpack_signs
+from bitfx.backends.onnx.custom import binary_weight_arrays
 from bitfx.cli import main
+from bitfx.format import CONV_ATTRIBUTES, unpack_signs
 from bitfx.ir import capture
 from bitfx.ir.binary import BinaryConv2d, BinaryLinear, DeployedBinaryConv2d, get_scheme
 from bitfx.ir.deploy import deployed
 from bitfx.passes import Pipeline
-from examples import models
 
 STYLES = ("float", "custom", "int8")
 
@@ -39,7 +38,7 @@ def binarized():
     def get(name: str):
         if name not in cache:
             torch.manual_seed(0)
-            model = getattr(models, name)().eval()
+            model = getattr(zoo, name)().eval()
             x = _seeded((2, *model.example_input_shape[1:]), 1)
             cache[name] = (Pipeline.from_spec("fuse_bn,binarize").run(capture(model, x)).graph_module, x)
         return cache[name]
@@ -48,7 +47,7 @@ def binarized():
 
 
 @pytest.mark.parametrize("style", STYLES)
-@pytest.mark.parametrize("name", [name for name in models.__all__ if name != "resnet20"])  # resnet20: through the CLI below
+@pytest.mark.parametrize("name", [name for name in zoo.MODELS if name != "resnet20"])  # resnet20: through the CLI below
 def test_every_model_matches_torch_in_every_lowering(name: str, style: str, binarized, tmp_path: Path) -> None:
     gm, x = binarized(name)
     path = export(gm, x, tmp_path / "m.onnx", lowering=style)
@@ -65,7 +64,20 @@ def test_every_model_matches_torch_in_every_lowering(name: str, style: str, bina
 
 @pytest.mark.parametrize("style", STYLES)
 def test_compile_resnet20_binarized(style: str, tmp_path: Path) -> None:
-    code = main(["compile", "examples.models:resnet20", "--passes", "fuse_bn,binarize", "--lowering", style, "-o", str(tmp_path / "m.onnx"), "--report", str(tmp_path / "r.json")])
+    code = main(
+        [
+            "compile",
+            "bitfx.zoo:resnet20",
+            "--passes",
+            "fuse_bn,binarize",
+            "--lowering",
+            style,
+            "-o",
+            str(tmp_path / "m.onnx"),
+            "--report",
+            str(tmp_path / "r.json"),
+        ]
+    )
     report = json.loads((tmp_path / "r.json").read_text())
     assert code == 0 and report["verify"]["ok"] is True
     assert report["passes"][1]["stats"]["binarized"] == 20
@@ -87,7 +99,12 @@ class MixedBinaryNet(nn.Module):
 
         def binary(conv: nn.Conv2d, scheme: str, pad_value: int) -> BinaryConv2d:
             chosen = get_scheme(scheme)
-            layer = BinaryConv2d.from_conv(conv, chosen.weight_quantizer(conv.weight), chosen.input_quantizer(conv.in_channels), pad_value=pad_value)
+            layer = BinaryConv2d.from_conv(
+                conv,
+                chosen.weight_quantizer(conv.weight),
+                chosen.input_quantizer(conv.in_channels),
+                pad_value=pad_value,
+            )
             if hasattr(layer.input_quantizer, "beta"):
                 nn.init.uniform_(layer.input_quantizer.beta, -0.2, 0.2)
             return layer
@@ -99,9 +116,13 @@ class MixedBinaryNet(nn.Module):
         self.real_inputs = binary(nn.Conv2d(66, 64, 1), "dorefa_w1", 0)
         self.pool = nn.AdaptiveAvgPool2d(2)
         linear = nn.Linear(256, 40)
-        self.hidden = BinaryLinear.from_linear(linear, get_scheme("irnet").weight_quantizer(linear.weight), get_scheme("irnet").input_quantizer(256))
+        self.hidden = BinaryLinear.from_linear(
+            linear, get_scheme("irnet").weight_quantizer(linear.weight), get_scheme("irnet").input_quantizer(256)
+        )
         linear = nn.Linear(40, 10)
-        self.hidden_real = BinaryLinear.from_linear(linear, get_scheme("dorefa_w1").weight_quantizer(linear.weight), None)
+        self.hidden_real = BinaryLinear.from_linear(
+            linear, get_scheme("dorefa_w1").weight_quantizer(linear.weight), None
+        )
         self.head = nn.Linear(10, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -144,7 +165,10 @@ def test_custom_file_follows_the_contract(mixed, mixed_files) -> None:
     }  # fmt: skip
     assert {onnx.helper.get_attribute_value(a) for a in nodes[3].attribute if a.name == "binarize_input"} == {0}
 
-    layers = [gm.get_submodule(name) for name in ("one_padding", "minus_one_padding", "depthwise", "real_inputs", "hidden", "hidden_real")]
+    layers = [
+        gm.get_submodule(name)
+        for name in ("one_padding", "minus_one_padding", "depthwise", "real_inputs", "hidden", "hidden_real")
+    ]
     initializers = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
     for node, layer in zip(nodes, layers, strict=True):
         signs, scale, bias = (t.numpy() for t in layer.deploy_tensors())
@@ -153,7 +177,9 @@ def test_custom_file_follows_the_contract(mixed, mixed_files) -> None:
         if node.op_type == "BinaryConv2d":
             channels = signs.shape[1]
             assert packed.shape == (signs.shape[0], *signs.shape[2:], -(-channels // 64))
-            np.testing.assert_array_equal(unpack_signs(packed, channels), signs.transpose(0, 2, 3, 1))  # exact round trip
+            np.testing.assert_array_equal(
+                unpack_signs(packed, channels), signs.transpose(0, 2, 3, 1)
+            )  # exact round trip
         else:
             np.testing.assert_array_equal(unpack_signs(packed, signs.shape[1]), signs)
         np.testing.assert_array_equal(initializers[node.input[2]], scale)
@@ -164,7 +190,9 @@ def test_int8_file_holds_8_bit_weights_and_runs_integer_kernels(mixed, mixed_fil
     model = load_model(mixed_files["int8"])
     initializers = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
     integer_nodes = [node for node in model.graph.node if node.op_type in ("ConvInteger", "MatMulInteger")]
-    assert [node.op_type for node in integer_nodes] == ["ConvInteger"] * 3 + ["MatMulInteger"]  # W1A32 layers stay float
+    assert [node.op_type for node in integer_nodes] == ["ConvInteger"] * 3 + [
+        "MatMulInteger"
+    ]  # W1A32 layers stay float
     for node in integer_nodes:
         weights = initializers[node.input[1]]
         assert weights.dtype == np.uint8 and set(np.unique(weights)) <= {0, 2}  # codes of −1 and +1
@@ -173,7 +201,9 @@ def test_int8_file_holds_8_bit_weights_and_runs_integer_kernels(mixed, mixed_fil
     assert optimized["ConvInteger"] == 3 and optimized["MatMulInteger"] == 1
 
 
-def test_custom_binary_weights_take_at_most_a_thirtieth_of_float(tmp_path: Path, binarized, capsys: pytest.CaptureFixture[str]) -> None:
+def test_custom_binary_weights_take_at_most_a_thirtieth_of_float(
+    tmp_path: Path, binarized, capsys: pytest.CaptureFixture[str]
+) -> None:
     gm, x = binarized("vgg_small")
     path = export(gm, x, tmp_path / "m.onnx", lowering="custom")
     packed = binary_weight_arrays(load_model(path))
@@ -183,7 +213,11 @@ def test_custom_binary_weights_take_at_most_a_thirtieth_of_float(tmp_path: Path,
         assert words.nbytes * 30 <= layer.weight.numel() * 4, name
 
     assert main(["inspect", str(path)]) == 0
-    rows = [line for line in capsys.readouterr().out.splitlines() if "bitfx.BinaryConv2d" in line and not line.startswith("ops:")]
+    rows = [
+        line
+        for line in capsys.readouterr().out.splitlines()
+        if "bitfx.BinaryConv2d" in line and not line.startswith("ops:")
+    ]
     assert len(rows) == 5
     # features.3: 128×128×3×3 weights → 128·3·3·2 words of 8 bytes, plus float scale and bias
     assert rows[0].split()[-1] == f"{128 * 9 * 2 * 8 + 2 * 128 * 4:,}"

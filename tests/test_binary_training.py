@@ -11,7 +11,7 @@ from torch import nn
 from bitfx.ir import capture
 from bitfx.passes import Pipeline
 from bitfx.train import Distillation, after_optimizer_step, on_epoch_start
-from examples.data import digits
+from bitfx.zoo import digits
 from examples.training import accuracy
 
 
@@ -19,7 +19,15 @@ def small_cnn() -> nn.Sequential:
     def block(cin: int, cout: int) -> list[nn.Module]:
         return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
 
-    return nn.Sequential(*block(1, 32), *block(32, 64), nn.MaxPool2d(2), *block(64, 64), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+    return nn.Sequential(
+        *block(1, 32),
+        *block(32, 64),
+        nn.MaxPool2d(2),
+        *block(64, 64),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(64, 10),
+    )
 
 
 def fit(model: nn.Module, batches, epochs: int, lr: float, loss_fn=None) -> None:
@@ -71,7 +79,9 @@ def test_distillation_loss(digits_8x8, float_teacher) -> None:
     student = Pipeline.from_spec("binarize").run(float_teacher).graph_module.train()
     for parameter in float_teacher.parameters():
         parameter.grad = None
-    distill = Distillation(float_teacher, student, temperature=2.0, label_weight=0.5, feature_weight=1.0, features=["_6"])
+    distill = Distillation(
+        float_teacher, student, temperature=2.0, label_weight=0.5, feature_weight=1.0, features=["_6"]
+    )
     loss = distill(images, labels)
     assert loss.item() > 0
     loss.backward()

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from bitfx.bitpack import pack_signs, packed_words, unpack_signs
+from bitfx.format import pack_signs, packed_words, unpack_signs
 
 
 def test_documented_layout() -> None:

@@ -3,12 +3,12 @@ import torch
 from helpers import assert_same_state, state_snapshot
 from torch import nn
 
-import examples.models as zoo
+from bitfx import zoo
 from bitfx.errors import CaptureError
 from bitfx.ir import capture, node_dtype, node_shape
 
 
-@pytest.mark.parametrize("name", zoo.__all__)
+@pytest.mark.parametrize("name", zoo.MODELS)
 def test_every_node_of_every_example_model_has_shape_and_dtype(name):
     model = getattr(zoo, name)()
     x = torch.randn(2, *model.example_input_shape[1:])
@@ -58,7 +58,11 @@ class Wrapper(nn.Module):
 
 @pytest.mark.parametrize(
     "inner, construct",
-    [(DataDependent(), "data-dependent control flow"), (Iterates(), "iterating a traced tensor"), (UsesLen(), "`len()`")],
+    [
+        (DataDependent(), "data-dependent control flow"),
+        (Iterates(), "iterating a traced tensor"),
+        (UsesLen(), "`len()`"),
+    ],
 )
 def test_untraceable_model_error_names_module_construct_and_fix(inner, construct):
     with pytest.raises(CaptureError) as info:

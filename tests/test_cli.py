@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bitfx import zoo
 from bitfx.cli import main
-from examples import models
 
 
 def compile_args(model: str, out_dir: Path, *extra: str) -> list[str]:
@@ -34,7 +34,9 @@ def compiled(tmp_path_factory: pytest.TempPathFactory):
     def get(name: str):
         if name not in cache:
             out = tmp_path_factory.mktemp(name)
-            code, report = run_compile(f"examples.models:{name}", out, "--passes", "fuse_bn", "--save-pipeline", str(out / "P.toml"))
+            code, report = run_compile(
+                f"bitfx.zoo:{name}", out, "--passes", "fuse_bn", "--save-pipeline", str(out / "P.toml")
+            )
             cache[name] = (code, report, out)
         return cache[name]
 
@@ -70,7 +72,7 @@ def test_compile_resnet20_report(compiled) -> None:
     assert "BatchNormalization" not in onnx_info["ops"]
 
 
-@pytest.mark.parametrize("name", models.__all__)
+@pytest.mark.parametrize("name", zoo.MODELS)
 def test_compile_every_model(name: str, compiled) -> None:
     code, report, out = compiled(name)
     assert code == 0
@@ -81,28 +83,28 @@ def test_compile_every_model(name: str, compiled) -> None:
 def test_saved_pipeline_replays(compiled, tmp_path: Path) -> None:
     _, first, out = compiled("resnet20")
     assert (out / "P.toml").is_file()
-    code, replay = run_compile("examples.models:resnet20", tmp_path, "--pipeline", str(out / "P.toml"))
+    code, replay = run_compile("bitfx.zoo:resnet20", tmp_path, "--pipeline", str(out / "P.toml"))
     assert code == 0
     assert [p["name"] for p in replay["passes"]] == [p["name"] for p in first["passes"]]
     assert replay["pipeline"] == first["pipeline"]
 
 
-@pytest.mark.parametrize(("data", "batch"), [("examples.data:random", 1), ("examples.data:digits", 64)])
+@pytest.mark.parametrize(("data", "batch"), [("bitfx.zoo:random", 1), ("bitfx.zoo:digits", 64)])
 def test_compile_with_data(data: str, batch: int, tmp_path: Path) -> None:
-    code, report = run_compile("examples.models:resnet20", tmp_path, "--passes", "fuse_bn", "--data", data)
+    code, report = run_compile("bitfx.zoo:resnet20", tmp_path, "--passes", "fuse_bn", "--data", data)
     assert code == 0
     assert report["verify"]["ok"] is True
     assert report["input_shape"] == [batch, 3, 32, 32]
 
 
 def test_compile_input_shape(tmp_path: Path) -> None:
-    code, report = run_compile("examples.models:resnet20", tmp_path, "--passes", "fuse_bn", "--input-shape", "2,3,32,32")
+    code, report = run_compile("bitfx.zoo:resnet20", tmp_path, "--passes", "fuse_bn", "--input-shape", "2,3,32,32")
     assert code == 0
     assert report["input_shape"] == [2, 3, 32, 32]
 
 
 def test_verification_failure_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, report = run_compile("examples.models:resnet20", tmp_path, "--passes", "fuse_bn", "--rtol", "0")
+    code, report = run_compile("bitfx.zoo:resnet20", tmp_path, "--passes", "fuse_bn", "--rtol", "0")
     if report["verify"]["max_rel_error"] == 0:
         pytest.skip("onnxruntime matched torch exactly, so a zero tolerance cannot fail")
     assert code == 1
@@ -117,13 +119,19 @@ def _corrupt(tmp_path: Path) -> str:
 
 
 BAD_INPUTS = {
-    "unknown factory": (lambda t: compile_args("examples.models:nope", t, "--passes", "fuse_bn"), "nope"),
+    "unknown factory": (lambda t: compile_args("bitfx.zoo:nope", t, "--passes", "fuse_bn"), "nope"),
     "unknown module": (lambda t: compile_args("nomodule:x", t, "--passes", "fuse_bn"), "nomodule"),
     "no colon": (lambda t: compile_args("noColonSpec", t, "--passes", "fuse_bn"), "noColonSpec"),
-    "bad shape": (lambda t: compile_args("examples.models:resnet20", t, "--passes", "fuse_bn", "--input-shape", "1,3,x"), "1,3,x"),
-    "unknown pass": (lambda t: compile_args("examples.models:resnet20", t, "--passes", "fuse_bn,nope"), "fuse_bn"),
-    "unknown parameter": (lambda t: compile_args("examples.models:resnet20", t, "--passes", "fuse_bn(foo=1)"), "foo"),
-    "missing pipeline": (lambda t: compile_args("examples.models:resnet20", t, "--pipeline", str(t / "missing.toml")), "missing.toml"),
+    "bad shape": (
+        lambda t: compile_args("bitfx.zoo:resnet20", t, "--passes", "fuse_bn", "--input-shape", "1,3,x"),
+        "1,3,x",
+    ),
+    "unknown pass": (lambda t: compile_args("bitfx.zoo:resnet20", t, "--passes", "fuse_bn,nope"), "fuse_bn"),
+    "unknown parameter": (lambda t: compile_args("bitfx.zoo:resnet20", t, "--passes", "fuse_bn(foo=1)"), "foo"),
+    "missing pipeline": (
+        lambda t: compile_args("bitfx.zoo:resnet20", t, "--pipeline", str(t / "missing.toml")),
+        "missing.toml",
+    ),
     "corrupt onnx": (lambda t: ["inspect", _corrupt(t)], "bad.onnx"),
     "missing onnx": (lambda t: ["inspect", str(t / "missing.onnx")], "missing.onnx"),
 }
@@ -143,13 +151,13 @@ def test_bad_input_is_one_line_and_exit_2(case: str, tmp_path: Path, capsys: pyt
 
 
 def test_unknown_pass_lists_available_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(compile_args("examples.models:resnet20", tmp_path, "--passes", "fuse_bn,nope")) == 2
+    assert main(compile_args("bitfx.zoo:resnet20", tmp_path, "--passes", "fuse_bn,nope")) == 2
     err = capsys.readouterr().err
     assert "'nope'" in err and "fuse_bn" in err.split("'nope'", 1)[1]
 
 
 def test_inspect_model_spec(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["inspect", "examples.models:resnet18"]) == 0
+    assert main(["inspect", "bitfx.zoo:resnet18"]) == 0
     out = capsys.readouterr().out
     total = [line for line in out.splitlines() if line.startswith("total")]
     assert len(total) == 1

@@ -4,7 +4,7 @@ import networkx as nx
 import torch
 from torch import nn
 
-import examples.models as zoo
+from bitfx import zoo
 from bitfx.ir import capture, diff, graph_costs, summary, to_dot, to_networkx, write_graph_picture
 
 

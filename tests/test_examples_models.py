@@ -1,12 +1,14 @@
-"""The example model zoo and datasets: shapes, fx traceability, architecture facts."""
+"""The model zoo and data functions (bitfx.zoo): shapes, fx traceability, architecture facts."""
 
+import subprocess
 import sys
 
 import pytest
 import torch
 from torch import nn
 
-from examples import data, models
+from bitfx import zoo
+from bitfx.zoo import data
 
 CLASSIFIERS = {
     "resnet20": 10,
@@ -25,10 +27,10 @@ def _expected_output_shape(name: str, input_shape: tuple[int, ...]) -> tuple[int
     return (input_shape[0], CLASSIFIERS[name])
 
 
-@pytest.mark.parametrize("name", models.__all__)
+@pytest.mark.parametrize("name", zoo.MODELS)
 def test_forward_shape_and_fx_trace_match_eager(name: str) -> None:
     torch.manual_seed(0)
-    model = getattr(models, name)().eval()
+    model = getattr(zoo, name)().eval()
     shape = model.example_input_shape
     assert isinstance(shape, tuple) and len(shape) == 4 and shape[0] == 1
     x = torch.randn(2, *shape[1:])
@@ -42,35 +44,34 @@ def test_forward_shape_and_fx_trace_match_eager(name: str) -> None:
 def _weight_layers(model: nn.Module) -> int:
     """Convs and linears on the main path, i.e. not counting 1x1 shortcut projections."""
     return sum(
-        isinstance(module, (nn.Conv2d, nn.Linear)) and "shortcut" not in name
-        for name, module in model.named_modules()
+        isinstance(module, (nn.Conv2d, nn.Linear)) and "shortcut" not in name for name, module in model.named_modules()
     )
 
 
 @pytest.mark.parametrize(("name", "depth"), [("resnet20", 20), ("resnet56", 56)])
 def test_cifar_resnet_depth(name: str, depth: int) -> None:
-    assert _weight_layers(getattr(models, name)()) == depth
+    assert _weight_layers(getattr(zoo, name)()) == depth
 
 
 def test_resnet_shortcuts_are_1x1_conv_bn() -> None:
-    model = models.resnet20()
+    model = zoo.resnet20()
     projections = [m for n, m in model.named_modules() if "shortcut" in n and isinstance(m, nn.Conv2d)]
     assert len(projections) == 2
     assert all(conv.kernel_size == (1, 1) and conv.stride == (2, 2) for conv in projections)
 
 
 def test_mobilenet_v2_has_depthwise_convs() -> None:
-    convs = [m for m in models.mobilenet_v2().modules() if isinstance(m, nn.Conv2d)]
+    convs = [m for m in zoo.mobilenet_v2().modules() if isinstance(m, nn.Conv2d)]
     assert any(conv.groups == conv.in_channels > 1 for conv in convs)
 
 
 def test_densenet_tiny_concatenates() -> None:
-    graph = torch.fx.symbolic_trace(models.densenet_tiny()).graph
+    graph = torch.fx.symbolic_trace(zoo.densenet_tiny()).graph
     assert any(node.op == "call_function" and node.target is torch.cat for node in graph.nodes)
 
 
 def test_edsr_lite_has_pixel_shuffle_and_no_batchnorm() -> None:
-    model = models.edsr_lite()
+    model = zoo.edsr_lite()
     kinds = {type(m) for m in model.modules()}
     assert nn.PixelShuffle in kinds
     assert not any(issubclass(kind, nn.modules.batchnorm._BatchNorm) for kind in kinds)
@@ -83,7 +84,7 @@ def test_edsr_lite_has_pixel_shuffle_and_no_batchnorm() -> None:
 
 def test_edsr_lite_scale_4() -> None:
     with torch.no_grad():
-        out = models.edsr_lite(scale=4)(torch.rand(1, 3, 12, 12))
+        out = zoo.edsr_lite(scale=4)(torch.rand(1, 3, 12, 12))
     assert out.shape == (1, 3, 48, 48)
 
 
@@ -148,13 +149,33 @@ def test_random_shape_and_determinism() -> None:
     assert data.random((4, 3, 8, 8), batch_size=2)[0].shape == (2, 3, 8, 8)
 
 
-@pytest.mark.parametrize("name", models.__all__)
+@pytest.mark.parametrize("name", zoo.MODELS)
 def test_untrained_models_pass_signal_in_eval_mode(name):
     """Output checks of passes and lowerings are only meaningful if the output depends on the
     input (with fan-out init, mobilenet_v2's input-dependent part was ~1e-7 of its output)."""
-    model = getattr(models, name)().eval()
+    model = getattr(zoo, name)().eval()
     generator = torch.Generator().manual_seed(0)
     a, b = (torch.randn(model.example_input_shape, generator=generator) for _ in range(2))
     with torch.no_grad():
         ya, yb = model(a), model(b)
     assert float((ya - yb).abs().max()) > 0.01 * float(ya.abs().max())
+
+
+def test_zoo_imports_without_optional_packages_and_without_passes_or_backends() -> None:
+    """`import bitfx.zoo` needs neither scikit-learn nor scikit-image, and pulls in no pass or back end."""
+    code = (
+        "import sys\n"
+        "for name in ('sklearn', 'skimage'):\n"
+        "    sys.modules[name] = None\n"
+        "import bitfx.zoo\n"
+        "loaded = [m for m in sys.modules if m.startswith(('bitfx.passes', 'bitfx.backends'))]\n"
+        "assert not loaded, loaded\n"
+        "try:\n"
+        "    bitfx.zoo.digits()\n"
+        "except ImportError as error:\n"
+        "    assert 'bitfx[examples]' in str(error), error\n"
+        "else:\n"
+        "    raise AssertionError('digits ran without scikit-learn')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

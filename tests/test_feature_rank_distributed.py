@@ -8,12 +8,19 @@ from torch import nn
 
 from bitfx.ir import capture
 from bitfx.passes import RankPrune
-from bitfx.passes.feature_rank import average_feature_ranks
+from bitfx.passes.prune.feature_rank import average_feature_ranks
 
 
 def _model() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 6, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 36, 2))
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(6, 6, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(6 * 36, 2),
+    )
 
 
 def _shards() -> list[list[torch.Tensor]]:
@@ -29,7 +36,12 @@ def _on_rank(rank: int) -> dict:
     gm = capture(_model(), data[0])
     stats = average_feature_ranks(gm, ["_1", "_3"], data, max_batches=5)
     plan = RankPrune(rate=0.5, prune_classifier=True).plan(gm, data)
-    return {"ranks": stats.ranks, "images": stats.images, "batches": stats.batches, "removed": [g.removed for g in plan.groups]}
+    return {
+        "ranks": stats.ranks,
+        "images": stats.images,
+        "batches": stats.batches,
+        "removed": [g.removed for g in plan.groups],
+    }
 
 
 def test_two_processes_agree_with_one_process_over_all_the_data(tmp_path):

@@ -3,7 +3,7 @@ import torch
 from helpers import assert_same_state, randomize_batchnorm, state_snapshot
 from torch import nn
 
-import examples.models as zoo
+from bitfx import zoo
 from bitfx.ir import capture, compare_outputs, run_eval
 from bitfx.passes import Pipeline
 
@@ -19,7 +19,7 @@ def _batchnorms(module):
     return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
-@pytest.mark.parametrize("name", zoo.__all__)
+@pytest.mark.parametrize("name", zoo.MODELS)
 def test_every_example_model_fused_equals_unfused_eval_model(name):
     model = randomize_batchnorm(getattr(zoo, name)(), seed=1)
     x = torch.randn(2, *model.example_input_shape[1:], generator=torch.Generator().manual_seed(0))

@@ -12,14 +12,17 @@ from onnx import numpy_helper
 from torch import nn
 
 from bitfx.backends.onnx import export, load_model, quantized_layer_fusion, verifier_for
-from bitfx.backends.onnx.lower_qdq import ACTIVATION_ZERO_POINT, prepare_qdq
-from bitfx.backends.onnx.verify_qdq import verify_qdq
+from bitfx.backends.onnx.qdq import ACTIVATION_ZERO_POINT, prepare_qdq
+from bitfx.backends.onnx.verify import verify_qdq
 from bitfx.errors import LoweringError
 from bitfx.ir import capture, compare_outputs, run_eval
 from bitfx.passes import Pipeline
-from examples.models import edsr_lite
+from bitfx.zoo import edsr_lite
 
-PAPER = "pams(bits=4, per_channel=true, layers={'default': False, 'by_regex': {'body\\\\.\\\\d+\\\\.body\\\\.\\\\d+': True}})"
+PAPER = (
+    "pams(bits=4, per_channel=true, "
+    "layers={'default': False, 'by_regex': {'body\\\\.\\\\d+\\\\.body\\\\.\\\\d+': True}})"
+)
 
 
 def _quantized_edsr(spec: str):
@@ -78,12 +81,18 @@ def test_file_layout_is_symmetric_uint8_codes_int8_weights_int32_bias(edsr4):
         low, high = int(_constant(model, clip.input[1])), int(_constant(model, clip.input[2]))
         assert high == ACTIVATION_ZERO_POINT + 7 and low in (ACTIVATION_ZERO_POINT - 7, ACTIVATION_ZERO_POINT)
         assert int(_constant(model, producers[clip.input[0]].input[2])) == ACTIVATION_ZERO_POINT
-    assert sum(1 for c in clips if int(_constant(model, c.input[1])) == ACTIVATION_ZERO_POINT) == 4  # the post-ReLU ones
+    assert (
+        sum(1 for c in clips if int(_constant(model, c.input[1])) == ACTIVATION_ZERO_POINT) == 4
+    )  # the post-ReLU ones
     for node in model.graph.node:
         if node.op_type == "DequantizeLinear":
             assert readers[node.output[0]] + (node.output[0] in {o.name for o in model.graph.output}) == 1
     inits = _initializers(model)
-    for conv in (n for n in model.graph.node if n.op_type == "Conv" and n.input[1] in producers and producers[n.input[1]].op_type == "DequantizeLinear"):
+    for conv in (
+        n
+        for n in model.graph.node
+        if n.op_type == "Conv" and n.input[1] in producers and producers[n.input[1]].op_type == "DequantizeLinear"
+    ):
         weight = producers[conv.input[1]]
         codes, scale = inits[weight.input[0]], inits[weight.input[1]]
         assert codes.dtype == np.int8 and np.abs(codes).max() == 7 and scale.shape == (codes.shape[0],)
@@ -128,7 +137,11 @@ class _ScaledBranches(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.c1, self.c2, self.c3 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.c1, self.c2, self.c3 = (
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.Conv2d(8, 8, 3, padding=1),
+            nn.Conv2d(8, 8, 3, padding=1),
+        )
         self.fc1, self.fc2 = nn.Linear(8 * 8 * 8, 16), nn.Linear(16, 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -144,7 +157,13 @@ class _ResNetStyle(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
-        self.branch = nn.Sequential(nn.Conv2d(8, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16))
+        self.branch = nn.Sequential(
+            nn.Conv2d(8, 16, 3, 2, 1),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
+            nn.Conv2d(16, 16, 3, padding=1),
+            nn.BatchNorm2d(16),
+        )
         self.shortcut = nn.Sequential(nn.Conv2d(8, 16, 1, 2), nn.BatchNorm2d(16))
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
 
@@ -156,7 +175,11 @@ class _ResNetStyle(nn.Module):
 @pytest.mark.parametrize("name", ["scaled_branches", "resnet_style"])
 def test_other_graphs_fuse_and_verify(name, tmp_path):
     torch.manual_seed(0)
-    model, spec = (_ScaledBranches(), "pams(float_ends=false)") if name == "scaled_branches" else (randomize_batchnorm(_ResNetStyle()), "fuse_bn,pams")
+    model, spec = (
+        (_ScaledBranches(), "pams(float_ends=false)")
+        if name == "scaled_branches"
+        else (randomize_batchnorm(_ResNetStyle()), "fuse_bn,pams")
+    )
     generator = torch.Generator().manual_seed(2)
     data = [torch.randn(4, 3, 8, 8, generator=generator) for _ in range(2)]
     gm = Pipeline.from_spec(spec).run(capture(model.eval(), data[0]), data=data).graph_module

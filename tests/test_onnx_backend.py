@@ -14,16 +14,16 @@ from helpers import randomize_batchnorm
 from onnx import numpy_helper
 from torch import nn
 
+from bitfx import zoo
 from bitfx.backends.onnx import export, load_model, onnx_summary, op_counts, optimized_op_counts, session, verify
 from bitfx.errors import LoweringError
 from bitfx.ir import capture, summary
 from bitfx.passes import Pipeline
-from examples import models
 
 
 def build(name: str, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    return randomize_batchnorm(getattr(models, name)(), seed)
+    return randomize_batchnorm(getattr(zoo, name)(), seed)
 
 
 def seeded_input(model: nn.Module, batch: int, seed: int) -> torch.Tensor:
@@ -48,7 +48,7 @@ def fused_export(tmp_path_factory: pytest.TempPathFactory):
     return get
 
 
-@pytest.mark.parametrize("name", models.__all__)
+@pytest.mark.parametrize("name", zoo.MODELS)
 def test_export_checks_and_verifies_with_dynamic_batch(name: str, fused_export) -> None:
     model, gm, path = fused_export(name)
     assert path.is_file()

@@ -12,11 +12,11 @@ from helpers import randomize_batchnorm
 from onnx import TensorProto, helper
 from packed_models import NetBuilder
 
+from bitfx import zoo
 from bitfx.backends.onnx import export, run_session, session
 from bitfx.backends.packed import PackedModel, PackedModelError
 from bitfx.ir import capture
 from bitfx.passes import Pipeline
-from examples import models
 
 
 def ort_outputs(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
@@ -24,7 +24,9 @@ def ort_outputs(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(
+        None, {"x": x}
+    )
 
 
 def relative_error(expected: np.ndarray, actual: np.ndarray) -> float:
@@ -117,9 +119,12 @@ def test_unsupported_ops_are_listed_together_at_load() -> None:
         helper.make_node("Frobnicate", ["b"], ["c"], name="custom2", domain="acme"),
     ]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])], [helper.make_tensor_value_info("c", TensorProto.FLOAT, None)],
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, None)],
         [onnx.numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")],
-    )  # fmt: skip
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("acme", 1)])
     with pytest.raises(PackedModelError) as error:
         PackedModel(model)
@@ -147,7 +152,7 @@ def lowered(tmp_path_factory: pytest.TempPathFactory):
 
     def get(name: str):
         torch.manual_seed(0)
-        model = randomize_batchnorm(getattr(models, name)().eval())
+        model = randomize_batchnorm(getattr(zoo, name)().eval())
         x = torch.randn((2, *model.example_input_shape[1:]), generator=torch.Generator().manual_seed(1))
         gm = Pipeline.from_spec("fuse_bn,binarize").run(capture(model, x)).graph_module
         return export(gm, x, tmp_path_factory.mktemp(name) / f"{name}.onnx", lowering="custom"), x
@@ -155,12 +160,16 @@ def lowered(tmp_path_factory: pytest.TempPathFactory):
     return get
 
 
-@pytest.mark.parametrize("name", models.__all__)
+@pytest.mark.parametrize("name", zoo.MODELS)
 def test_every_example_model_matches_onnxruntime_on_the_same_file(name: str, lowered) -> None:
     path, x = lowered(name)
     packed = PackedModel(path)
     sess = session(path)
-    assert packed.report.binary_layers == packed.report.ops.get("bitfx.BinaryConv2d", 0) + packed.report.ops.get("bitfx.BinaryGemm", 0) > 0
+    assert (
+        packed.report.binary_layers
+        == packed.report.ops.get("bitfx.BinaryConv2d", 0) + packed.report.ops.get("bitfx.BinaryGemm", 0)
+        > 0
+    )
     for batch in (x, x[:1]):  # the dynamic batch dimension: two plans
         for expected, actual in zip(run_session(sess, [batch.numpy()]), packed.run([batch.numpy()])):
             assert actual.shape == expected.shape

@@ -3,6 +3,8 @@ this CPU has (scalar, AVX2, AVX-512) and at 1 and 2 threads."""
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import math
 import os
 import subprocess
@@ -13,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from bitfx.backends.packed import available_isas, get_isa, get_threads, set_isa, set_threads
+from bitfx.backends.packed import PackedKernelError, _native, available_isas, get_isa, get_threads, set_isa, set_threads
 from bitfx.backends.packed import kernels as k
 from bitfx.backends.packed import reference as ref
 from bitfx.errors import BitfxError
@@ -49,10 +51,16 @@ def conv_cases(draw: st.DrawFn) -> dict:
     height = draw(st.integers(max(1, dilation[0] * (kh - 1) + 1 - pads[0] - pads[2]), 9))
     width = draw(st.integers(max(1, dilation[1] * (kw - 1) + 1 - pads[1] - pads[3]), 9))
     return dict(
-        batch=draw(st.integers(1, 2)), group=group, in_channels=group * in_per_group, out_channels=group * out_per_group,
-        window=k.Window((kh, kw), strides, pads, dilation), height=height, width=width,
-        pad_value=draw(st.sampled_from([0, 1, -1])), seed=draw(st.integers(0, 2**31)),
-    )  # fmt: skip
+        batch=draw(st.integers(1, 2)),
+        group=group,
+        in_channels=group * in_per_group,
+        out_channels=group * out_per_group,
+        window=k.Window((kh, kw), strides, pads, dilation),
+        height=height,
+        width=width,
+        pad_value=draw(st.sampled_from([0, 1, -1])),
+        seed=draw(st.integers(0, 2**31)),
+    )
 
 
 def make_conv(case: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
@@ -60,7 +68,9 @@ def make_conv(case: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarra
     window = case["window"]
     x = rng.normal(size=(case["batch"], case["in_channels"], case["height"], case["width"])).astype(np.float32)
     x[rng.random(x.shape) < 0.05] = 0.0  # sign(0) = +1
-    weight = rng.normal(size=(case["out_channels"], case["in_channels"] // case["group"], *window.kernel)).astype(np.float32)
+    weight = rng.normal(size=(case["out_channels"], case["in_channels"] // case["group"], *window.kernel)).astype(
+        np.float32
+    )
     scale = rng.normal(size=case["out_channels"]).astype(np.float32)
     bias = rng.normal(size=case["out_channels"]).astype(np.float32)
     attributes = dict(kernel_shape=window.kernel, strides=window.strides, pads=window.pads, dilations=window.dilations,
@@ -69,7 +79,15 @@ def make_conv(case: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarra
 
 
 def binary_conv(case: dict, words: np.ndarray, scale: np.ndarray, bias: np.ndarray) -> k.BinaryConv:
-    return k.BinaryConv(words, scale, bias, window=case["window"], group=case["group"], in_channels=case["in_channels"], pad_value=case["pad_value"])
+    return k.BinaryConv(
+        words,
+        scale,
+        bias,
+        window=case["window"],
+        group=case["group"],
+        in_channels=case["in_channels"],
+        pad_value=case["pad_value"],
+    )
 
 
 def packed_input(x: np.ndarray, case: dict) -> k.PackedTensor:
@@ -79,9 +97,16 @@ def packed_input(x: np.ndarray, case: dict) -> k.PackedTensor:
 @pytest.mark.parametrize("isa", ISAS)
 @SETTINGS
 @given(
-    batch=st.integers(1, 2), groups=st.sampled_from([1, 2, 3]), per_group=st.integers(1, 150), height=st.integers(1, 5), width=st.integers(1, 21),
-    border=st.tuples(*[st.integers(0, 2)] * 4), pad=st.sampled_from([1, -1]), threads=st.sampled_from([1, 2]), seed=st.integers(0, 2**31),
-)  # fmt: skip
+    batch=st.integers(1, 2),
+    groups=st.sampled_from([1, 2, 3]),
+    per_group=st.integers(1, 150),
+    height=st.integers(1, 5),
+    width=st.integers(1, 21),
+    border=st.tuples(*[st.integers(0, 2)] * 4),
+    pad=st.sampled_from([1, -1]),
+    threads=st.sampled_from([1, 2]),
+    seed=st.integers(0, 2**31),
+)
 def test_pack_matches_reference(isa, batch, groups, per_group, height, width, border, pad, threads, seed) -> None:
     use(isa, threads)
     x = np.random.default_rng(seed).normal(size=(batch, groups * per_group, height, width)).astype(np.float32)
@@ -114,10 +139,20 @@ def test_binary_conv_float_output_matches_reference(isa, case, threads, fused) -
 
 @pytest.mark.parametrize("isa", ISAS)
 @SETTINGS
-@given(case=conv_cases(), threads=st.sampled_from([1, 2]), border=st.tuples(*[st.integers(0, 1)] * 4), out_pad=st.sampled_from([1, -1]))
+@given(
+    case=conv_cases(),
+    threads=st.sampled_from([1, 2]),
+    border=st.tuples(*[st.integers(0, 1)] * 4),
+    out_pad=st.sampled_from([1, -1]),
+)
 def test_binary_conv_packed_output_thresholds(isa, case, threads, border, out_pad) -> None:
     use(isa, threads)
-    case = {**case, "group": 1, "in_channels": case["in_channels"] // case["group"], "out_channels": case["out_channels"] // case["group"]}
+    case = {
+        **case,
+        "group": 1,
+        "in_channels": case["in_channels"] // case["group"],
+        "out_channels": case["out_channels"] // case["group"],
+    }
     x, _, words, scale, bias, attributes = make_conv(case)
     dots = ref.conv_dots(x, words, **attributes).astype(np.int64)
     rng = np.random.default_rng(case["seed"] + 2)
@@ -138,11 +173,21 @@ def test_binary_conv_packed_output_thresholds(isa, case, threads, border, out_pa
 @pytest.mark.parametrize("isa", ISAS)
 @SETTINGS
 @given(
-    batch=st.integers(1, 2), channels=st.integers(1, 150), height=st.integers(1, 9), width=st.integers(1, 9), kernel=st.integers(1, 3),
-    stride=st.integers(1, 3), pad=st.integers(0, 1), dilation=st.integers(1, 2), ceil_mode=st.booleans(), threads=st.sampled_from([1, 2]),
+    batch=st.integers(1, 2),
+    channels=st.integers(1, 150),
+    height=st.integers(1, 9),
+    width=st.integers(1, 9),
+    kernel=st.integers(1, 3),
+    stride=st.integers(1, 3),
+    pad=st.integers(0, 1),
+    dilation=st.integers(1, 2),
+    ceil_mode=st.booleans(),
+    threads=st.sampled_from([1, 2]),
     seed=st.integers(0, 2**31),
-)  # fmt: skip
-def test_max_pools_match_reference(isa, batch, channels, height, width, kernel, stride, pad, dilation, ceil_mode, threads, seed) -> None:
+)
+def test_max_pools_match_reference(
+    isa, batch, channels, height, width, kernel, stride, pad, dilation, ceil_mode, threads, seed
+) -> None:
     """Float max pool against numpy, and the packed one against sign(float max pool): they commute."""
     use(isa, threads)
     span = (kernel - 1) * dilation + 1
@@ -164,7 +209,9 @@ def test_max_pools_match_reference(isa, batch, channels, height, width, kernel, 
     np.testing.assert_array_equal(out.to_signs(), ref.sign(pooled))
 
 
-def float_conv_reference(x: np.ndarray, weight: np.ndarray, window: k.Window, group: int, pad_value: float) -> np.ndarray:
+def float_conv_reference(
+    x: np.ndarray, weight: np.ndarray, window: k.Window, group: int, pad_value: float
+) -> np.ndarray:
     top, left, bottom, right = window.pads
     padded = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=pad_value)
     (kh, kw), (sh, sw), (dh, dw) = window.kernel, window.strides, window.dilations
@@ -174,8 +221,15 @@ def float_conv_reference(x: np.ndarray, weight: np.ndarray, window: k.Window, gr
     for g in range(group):
         for i in range(kh):
             for j in range(kw):
-                patch = padded[:, g * per_in : (g + 1) * per_in, i * dh : i * dh + sh * (out_h - 1) + 1 : sh, j * dw : j * dw + sw * (out_w - 1) + 1 : sw]
-                out[:, g * per_out : (g + 1) * per_out] += np.einsum("nchw,oc->nohw", patch, weight[g * per_out : (g + 1) * per_out, :, i, j])
+                patch = padded[
+                    :,
+                    g * per_in : (g + 1) * per_in,
+                    i * dh : i * dh + sh * (out_h - 1) + 1 : sh,
+                    j * dw : j * dw + sw * (out_w - 1) + 1 : sw,
+                ]
+                out[:, g * per_out : (g + 1) * per_out] += np.einsum(
+                    "nchw,oc->nohw", patch, weight[g * per_out : (g + 1) * per_out, :, i, j]
+                )
     return out
 
 
@@ -187,7 +241,10 @@ def test_float_conv_matches_reference(isa, case, threads, fused) -> None:
     rng = np.random.default_rng(case["seed"])
     x, weight, _, scale, bias, _ = make_conv(case)
     pad_value = float(case["pad_value"])
-    expected = float_conv_reference(x, weight, case["window"], case["group"], pad_value) * scale[None, :, None, None] + bias[None, :, None, None]
+    expected = (
+        float_conv_reference(x, weight, case["window"], case["group"], pad_value) * scale[None, :, None, None]
+        + bias[None, :, None, None]
+    )
     residual, clamp = None, k.NO_CLAMP
     if fused:
         residual = rng.normal(size=expected.shape).astype(np.float32)
@@ -224,7 +281,62 @@ def test_popcount_peak_is_measured() -> None:
 def test_bad_shapes_are_refused_with_the_reason() -> None:
     words = ref.pack_conv_weights(np.ones((4, 3, 3, 3), np.float32))
     with pytest.raises(BitfxError, match="need 4×3×3×1"):
-        k.BinaryConv(words[:, :2], np.ones(4), np.zeros(4), window=k.Window((3, 3)), group=1, in_channels=3, pad_value=0)
-    conv = k.BinaryConv(words, np.ones(4, np.float32), np.zeros(4, np.float32), window=k.Window((3, 3), pads=(1, 1, 1, 1)), group=1, in_channels=3, pad_value=0)
+        k.BinaryConv(
+            words[:, :2], np.ones(4), np.zeros(4), window=k.Window((3, 3)), group=1, in_channels=3, pad_value=0
+        )
+    conv = k.BinaryConv(
+        words,
+        np.ones(4, np.float32),
+        np.zeros(4, np.float32),
+        window=k.Window((3, 3), pads=(1, 1, 1, 1)),
+        group=1,
+        in_channels=3,
+        pad_value=0,
+    )
     with pytest.raises(BitfxError, match="border"):
         conv(k.pack(np.ones((1, 3, 5, 5), np.float32)))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_bound_calls_keep_their_arrays_alive(isa) -> None:
+    """A bound call points into the kernel's weights, scales and biases and into its input and
+    output: dropping the kernel object and every other reference, collecting and reusing the
+    freed memory must not change what the call computes."""
+    use(isa, 1)
+    rng = np.random.default_rng(7)
+    weight = rng.normal(size=(40, 70, 3, 3)).astype(np.float32)
+    scale, bias = rng.normal(size=40).astype(np.float32), rng.normal(size=40).astype(np.float32)
+    x = rng.normal(size=(2, 70, 6, 6)).astype(np.float32)
+    rows = rng.normal(size=(2, 630)).astype(np.float32)
+    window, border = k.Window((3, 3), pads=(1, 1, 1, 1)), (1, 1, 1, 1)
+    binary = k.BinaryConv(
+        ref.pack_conv_weights(weight), scale, bias, window=window, group=1, in_channels=70, pad_value=0
+    )
+    float_conv = k.FloatConv(weight, bias, scale, window=window)
+    gemm = k.FloatGemm(weight.reshape(40, -1), bias, transposed=True)
+    expected = [binary(k.pack(x, border=border)), float_conv(x), gemm(rows)]
+    outputs = [np.zeros_like(e) for e in expected]
+    calls = [
+        binary.bind(k.pack(x, border=border), outputs[0]),
+        float_conv.bind(x.copy(), outputs[1]),
+        gemm.bind(rows.copy(), outputs[2]),
+    ]
+    del binary, float_conv, gemm, weight, scale, bias, x, rows
+    gc.collect()
+    junk = [np.full(size, 0xA5, np.uint8) for size in np.geomspace(16, 1 << 17, 400).astype(int) for _ in range(3)]
+    for call in calls:
+        call()
+    del junk
+    for out, want in zip(outputs, expected):
+        np.testing.assert_array_equal(out, want)
+
+
+def test_native_calls_are_typed_and_a_failed_call_raises() -> None:
+    desc = _native.FloatGemmDesc(1, 4, 4, 0, 1.0, 0.0)
+    with pytest.raises(PackedKernelError, match="bitfx_float_gemm .*invalid argument"):
+        _native.lib.bitfx_float_gemm(ctypes.byref(desc), None, None, None, None)
+    words = np.zeros(4, np.uint64)
+    with pytest.raises(ctypes.ArgumentError):  # a uint64 array where the prototype wants float*
+        _native.lib.bitfx_float_gemm(
+            ctypes.byref(desc), words.ctypes.data_as(ctypes.POINTER(ctypes.c_uint64)), None, None, None
+        )

@@ -43,9 +43,17 @@ def test_runtime_imports_and_runs_without_torch(tmp_path) -> None:
     x = b.input(2)
     np.save(tmp_path / "x.npy", x)
     result = subprocess.run(
-        [sys.executable, "-c", BLOCK_TORCH_AND_RUN, str(tmp_path / "m.onnx"), str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            BLOCK_TORCH_AND_RUN,
+            str(tmp_path / "m.onnx"),
+            str(tmp_path / "x.npy"),
+            str(tmp_path / "y.npy"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     assert "ran without torch" in result.stdout
     expected = ort.InferenceSession(twin.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]

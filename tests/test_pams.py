@@ -12,7 +12,7 @@ from bitfx.ir import capture, summary
 from bitfx.ir.output_chain import chain_after
 from bitfx.ir.quant import ActQuant, QuantConv2d, QuantLinear, qmax, quantize_layer
 from bitfx.passes import LayerSelection, PAMSQuantize, Pipeline, create_pass
-from examples.models import edsr_lite
+from bitfx.zoo import edsr_lite
 
 PAPER_LAYERS = {"default": False, "by_regex": {r"body\.\d+\.body\.\d+": True}}
 
@@ -73,7 +73,9 @@ def test_weight_quantizer_codes_scale_and_ste(per_channel):
 
 
 def test_quantized_layers_declare_their_storage_bits():
-    gm = capture(nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2)), torch.randn(2, 8))
+    gm = capture(
+        nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2)), torch.randn(2, 8)
+    )
     result = Pipeline([PAMSQuantize(bits=4)]).run(gm)
     middle = result.graph_module.get_submodule("2")
     assert isinstance(middle, QuantLinear)
@@ -113,26 +115,34 @@ def test_edsr_placement_follows_the_paper_plus_conv1_input():
     block_adds, global_add = adds[:4], adds[4]
     for block, add in enumerate(block_adds):
         shortcut, branch = add.args
-        assert _quant_input(out, add) and branch.op == "call_module" and isinstance(out.get_submodule(branch.target), ActQuant)
+        assert (
+            _quant_input(out, add)
+            and branch.op == "call_module"
+            and isinstance(out.get_submodule(branch.target), ActQuant)
+        )
         assert branch.args[0].target is operator.mul  # quantized after res_scale, before the add
         conv1 = nodes[f"body_{block}_body_0"]
         assert conv1.args[0] is shortcut  # one quantizer for the block input and the shortcut
         conv2 = nodes[f"body_{block}_body_2"]
         assert _quant_input(out, conv2) and conv2.args[0].args[0].name == f"body_{block}_body_1"  # post-ReLU
-    assert not any(a.op == "call_module" and isinstance(out.get_submodule(a.target), ActQuant) for a in global_add.args)  # float body.4
+    assert not any(
+        a.op == "call_module" and isinstance(out.get_submodule(a.target), ActQuant) for a in global_add.args
+    )  # float body.4
 
 
 def test_default_selection_keeps_first_and_last_float_and_quantizes_every_output():
     model, data = _edsr(), _data()
     result = Pipeline([PAMSQuantize()]).run(capture(model, data[0]), data=data)
     out, stats = result.graph_module, result.records[0].stats
-    assert stats["kept_float"] == {"head": "first/last layer (float_ends)", "tail.1": "first/last layer (float_ends)"}
+    assert stats["skipped"] == {"head": "first/last layer (float_ends)", "tail.1": "first/last layer (float_ends)"}
     assert stats["quantized_layers"] == 10
     for node in out.graph.nodes:
         if node.op == "call_module" and isinstance(out.get_submodule(node.target), QuantConv2d):
             assert _quant_input(out, node)
             end = chain_after(out, node).end
-            assert all(u.op == "call_module" and isinstance(out.get_submodule(u.target), ActQuant) for u in end.users), node.name
+            assert all(
+                u.op == "call_module" and isinstance(out.get_submodule(u.target), ActQuant) for u in end.users
+            ), node.name
 
 
 def test_calibration_sets_alpha_to_mean_per_sample_max():
@@ -178,10 +188,12 @@ def test_layer_selection_names_are_checked_and_obeyed():
     gm = capture(model, data[0])
     with pytest.raises(PassError, match="not modules of the model"):
         Pipeline.from_spec("pams(layers={'by_name': {'body.9': True}})").run(gm)
-    result = Pipeline.from_spec("pams(layers={'default': True, 'by_name': {'body.1.body.2': False, 'head': True}})").run(gm, data=data)
+    result = Pipeline.from_spec(
+        "pams(layers={'default': True, 'by_name': {'body.1.body.2': False, 'head': True}})"
+    ).run(gm, data=data)
     stats = result.records[0].stats
     assert "head" in stats["layers"] and "body.1.body.2" not in stats["layers"]
-    assert stats["kept_float"]["body.1.body.2"] == "not selected (name 'body.1.body.2')"
+    assert stats["skipped"]["body.1.body.2"] == "not selected (name 'body.1.body.2')"
 
 
 def test_pipeline_file_round_trip(tmp_path):

@@ -11,19 +11,30 @@ from bitfx.passes import PAMSQuantize, Pipeline
 
 def _model() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 3, padding=1))
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(4, 2, 3, padding=1),
+    )
 
 
 def _shards() -> list[list[torch.Tensor]]:
     """Two shards of different sizes and ranges, so that a missing reduction shows."""
     generator = torch.Generator().manual_seed(1)
-    return [[torch.randn(2, 3, 6, 6, generator=generator) for _ in range(2)], [5 * torch.randn(3, 3, 6, 6, generator=generator)]]
+    return [
+        [torch.randn(2, 3, 6, 6, generator=generator) for _ in range(2)],
+        [5 * torch.randn(3, 3, 6, 6, generator=generator)],
+    ]
 
 
 def _alphas(data: list[torch.Tensor]) -> tuple[dict[str, float], dict]:
     gm = capture(_model(), data[0])
     result = Pipeline([PAMSQuantize(float_ends=False)]).run(gm, data=data)
-    return {name: float(p.detach()) for name, p in result.graph_module.named_parameters() if name.endswith("alpha")}, result.records[0].stats
+    return {
+        name: float(p.detach()) for name, p in result.graph_module.named_parameters() if name.endswith("alpha")
+    }, result.records[0].stats
 
 
 def _on_rank(rank: int) -> tuple[dict[str, float], dict]:

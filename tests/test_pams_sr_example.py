@@ -3,9 +3,9 @@
 import torch
 
 from bitfx.ir import capture
-from examples.models import edsr_lite
+from bitfx.zoo import edsr_lite
+from bitfx.zoo.sr_data import SRPair, load_pairs
 from examples.pams_sr import SCALE, finetune, onnx_psnr, quantize, tail_input, torch_psnr, train_float
-from examples.sr_data import SRPair, load_pairs
 
 
 def test_train_quantize_finetune_and_score_in_onnxruntime(tmp_path):

@@ -7,10 +7,19 @@ import torch
 from helpers import assert_same_state, randomize_batchnorm, state_snapshot
 from torch import fx, nn
 
-import examples.models as zoo
+from bitfx import zoo
 from bitfx.errors import PassConfigError, PassError
 from bitfx.ir import capture
-from bitfx.passes import DumpAfterChange, LayerSelection, Pass, PassResult, Pipeline, PrintAfterChange, create_pass, register_pass
+from bitfx.passes import (
+    DumpAfterChange,
+    LayerSelection,
+    Pass,
+    PassResult,
+    Pipeline,
+    PrintAfterChange,
+    create_pass,
+    register_pass,
+)
 
 
 @dataclass
@@ -141,11 +150,16 @@ def test_shapes_are_repropagated_after_each_pass():
 def test_instruments_print_and_dump_after_each_change(tmp_path):
     _, gm = _captured()
     stream = io.StringIO()
-    Pipeline([create_pass("fuse_bn"), NeedsLinear(), ScaleOutput()], instruments=[PrintAfterChange(stream), DumpAfterChange(tmp_path)]).run(gm)
+    Pipeline(
+        [create_pass("fuse_bn"), NeedsLinear(), ScaleOutput()],
+        instruments=[PrintAfterChange(stream), DumpAfterChange(tmp_path)],
+    ).run(gm)
     printed = stream.getvalue()
     assert "after pass 1: fuse_bn" in printed and "after pass 3: scale_output" in printed
     assert "needs_linear" not in printed  # it changed nothing
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{i}-{n}.{ext}" for i, n in (("01", "fuse_bn"), ("03", "scale_output")) for ext in ("dot", "py", "txt")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f"{i}-{n}.{ext}" for i, n in (("01", "fuse_bn"), ("03", "scale_output")) for ext in ("dot", "py", "txt")
+    ]
     assert "BatchNorm2d" not in (tmp_path / "01-fuse_bn.txt").read_text()
 
 
@@ -163,7 +177,9 @@ def test_spec_parsing_coerces_and_checks_parameters():
     assert (typed.rate, typed.steps, typed.mode) == (1.0, 3, "b") and isinstance(typed.rate, float)
     with pytest.raises(PassConfigError, match=r"unknown pass 'nope'; available passes: .*fuse_bn"):
         Pipeline.from_spec("fuse_bn,nope")
-    with pytest.raises(PassConfigError, match=r"no parameter 'rat'; its parameters are: rate: float, steps: int, mode: 'a' \| 'b'"):
+    with pytest.raises(
+        PassConfigError, match=r"no parameter 'rat'; its parameters are: rate: float, steps: int, mode: 'a' \| 'b'"
+    ):
         Pipeline.from_spec("typed_for_test(rat=0.1)")
     with pytest.raises(PassConfigError, match=r"mode='c' is not one of 'a', 'b'"):
         Pipeline.from_spec("typed_for_test(mode=c)")
@@ -178,8 +194,12 @@ def test_spec_parsing_coerces_and_checks_parameters():
 
 
 def test_toml_round_trip_replays_the_same_pipeline(tmp_path):
-    selection = LayerSelection(default=True, by_type={"Linear": False}, by_regex={r"layers\.0\..*": False}, by_name={"conv1": False})
-    pipeline = Pipeline([create_pass("fuse_bn"), Typed(rate=0.25, steps=2, mode="b", layers=("a", "b"), select=selection)], rtol=1e-6)
+    selection = LayerSelection(
+        default=True, by_type={"Linear": False}, by_regex={r"layers\.0\..*": False}, by_name={"conv1": False}
+    )
+    pipeline = Pipeline(
+        [create_pass("fuse_bn"), Typed(rate=0.25, steps=2, mode="b", layers=("a", "b"), select=selection)], rtol=1e-6
+    )
     path = tmp_path / "pipeline.toml"
     pipeline.save(path)
     again = Pipeline.from_file(path)

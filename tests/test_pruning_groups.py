@@ -6,11 +6,11 @@ from helpers import randomize_batchnorm
 from pruning_helpers import masked_reference
 from torch import Tensor, nn
 
-import examples.models as zoo
+from bitfx import zoo
 from bitfx.errors import PassError
 from bitfx.ir import capture, compare_outputs, run_eval
 from bitfx.passes import LayerSelection, Pipeline, RankPrune
-from bitfx.passes.pruning_groups import analyze_channels
+from bitfx.passes.prune.groups import analyze_channels
 
 
 class ConcatNet(nn.Module):
@@ -86,7 +86,10 @@ def _check_equivalent(model, prune):
     plan = prune.plan(gm, data)
     pruned = Pipeline([prune]).run(gm, data=data).graph_module
     x = torch.randn(3, 3, 8, 8)
-    error = max(e.max_rel_error for e in compare_outputs(run_eval(masked_reference(gm, plan, prune.prune_classifier), x), run_eval(pruned, x)))
+    error = max(
+        e.max_rel_error
+        for e in compare_outputs(run_eval(masked_reference(gm, plan, prune.prune_classifier), x), run_eval(pruned, x))
+    )
     assert error < 1e-5
     return gm, plan, pruned
 
@@ -108,7 +111,9 @@ def test_concat_places_each_input_at_its_offset_in_the_following_batchnorm_and_c
     assert analysis.kept_positions("bn", removed) == [0, 2, 3, 5]
     assert analysis.kept_positions("c", removed) == list(range(6))
     original, plan, pruned = _check_equivalent(ConcatNet(), RankPrune(rate=0.5))
-    kept = [k for k in range(4) if k not in plan.groups[0].removed_by_layer["a"]] + [4 + k for k in range(3) if k not in plan.groups[1].removed_by_layer["b"]]
+    kept = [k for k in range(4) if k not in plan.groups[0].removed_by_layer["a"]] + [
+        4 + k for k in range(3) if k not in plan.groups[1].removed_by_layer["b"]
+    ]
     assert pruned.get_submodule("bn").num_features == pruned.get_submodule("c").in_channels == len(kept) == 4
     assert torch.equal(pruned.get_submodule("bn").running_var, original.get_submodule("bn").running_var[kept])
     assert torch.equal(pruned.get_submodule("c").weight, original.get_submodule("c").weight[:, kept])
@@ -137,7 +142,9 @@ def test_vgg_flatten_to_linear_over_4x4_maps_is_pruned_only_when_asked():
     assert _group(analyze_channels(gm), "features.17").prunable() == []
     last = _group(analyze_channels(gm, prune_classifier=True), "features.17")
     assert len(last.prunable()) == 512
-    assert _group(analyze_channels(gm), "features.17").fixed[last.channels[0]] == ("input of the classifier 'fc' (prune_classifier=True prunes it)",)
+    assert _group(analyze_channels(gm), "features.17").fixed[last.channels[0]] == (
+        "input of the classifier 'fc' (prune_classifier=True prunes it)",
+    )
 
 
 def test_an_op_the_analysis_does_not_know_stops_pruning_with_its_name_unless_excluded():
@@ -189,4 +196,8 @@ def test_mobilenet_groups_the_expansion_with_its_depthwise_conv_and_the_residual
     assert [s.node for s in expand.spaces] == ["features_5_block_0"]
     dw = next(n for n in gm.graph.nodes if n.target == "features.5.block.3")
     assert [analysis.channel_of(s) for s in analysis.maps[dw.name]] == list(expand.channels)
-    assert _group(analysis, "features.6.block.6").layers == ("features.6.block.6", "features.7.block.6", "features.8.block.6")
+    assert _group(analysis, "features.6.block.6").layers == (
+        "features.6.block.6",
+        "features.7.block.6",
+        "features.8.block.6",
+    )

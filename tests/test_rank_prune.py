@@ -9,12 +9,12 @@ from helpers import assert_same_state, randomize_batchnorm, state_snapshot
 from pruning_helpers import masked_reference
 from torch import nn
 
-import examples.models as zoo
+from bitfx import zoo
 from bitfx.errors import PassConfigError, PassError
 from bitfx.ir import capture, compare_outputs, run_eval, total_cost
 from bitfx.passes import LayerSelection, Pipeline, RankPrune, create_pass
-from bitfx.passes.feature_rank import average_feature_ranks, channel_ranks
-from examples.data import random
+from bitfx.passes.prune.feature_rank import average_feature_ranks, channel_ranks
+from bitfx.zoo import random
 
 
 def _batches(shape=(4, 3, 32, 32), count=2, seed=0):
@@ -29,7 +29,13 @@ def _prune(gm, prune, data):
 
 @pytest.mark.parametrize(
     ("name", "prune_classifier", "criterion"),
-    [("resnet20", False, "rank"), ("mobilenet_v2", False, "l1"), ("densenet_tiny", False, "rank"), ("vgg_small", True, "rank"), ("resnet20", True, "random")],
+    [
+        ("resnet20", False, "rank"),
+        ("mobilenet_v2", False, "l1"),
+        ("densenet_tiny", False, "rank"),
+        ("vgg_small", True, "rank"),
+        ("resnet20", True, "random"),
+    ],
 )
 def test_physical_removal_equals_zeroing_the_weights_that_read_removed_channels(name, prune_classifier, criterion):
     model = randomize_batchnorm(getattr(zoo, name)(), seed=3)
@@ -123,7 +129,9 @@ def test_rates_per_layer_round_to_and_the_caller_model_is_untouched():
     model = zoo.resnet20()
     gm = capture(model, data[0])
     before = state_snapshot(gm)
-    rates = LayerSelection(by_name={"layers.4.conv1": 0.0, "layers.3.conv2": 0.25}, by_regex={r"layers\.[78]\.conv1": 0.75})
+    rates = LayerSelection(
+        by_name={"layers.4.conv1": 0.0, "layers.3.conv2": 0.25}, by_regex={r"layers\.[78]\.conv1": 0.75}
+    )
     plan = RankPrune(rate=0.5, rates=rates, round_to=8).plan(gm, data)
     by_lead = {g.layers[0]: g for g in plan.groups}
     assert by_lead["layers.4.conv1"].removed == () and by_lead["layers.4.conv1"].rule == "name 'layers.4.conv1'"
@@ -153,7 +161,11 @@ def test_no_data_is_a_clear_error_naming_both_ways_to_give_it():
 
 @pytest.mark.parametrize(
     ("params", "message"),
-    [({"rate": 1.0}, r"rate is 1.0; a prune rate is a number in \[0, 1\)"), ({"round_to": 0}, "round_to"), ({"criterion": "taylor"}, "'rank', 'l1', 'random'")],
+    [
+        ({"rate": 1.0}, r"rate is 1.0; a prune rate is a number in \[0, 1\)"),
+        ({"round_to": 0}, "round_to"),
+        ({"criterion": "taylor"}, "'rank', 'l1', 'random'"),
+    ],
 )
 def test_bad_parameters_are_rejected(params, message):
     with pytest.raises(PassConfigError, match=message):
@@ -170,7 +182,9 @@ def test_bad_rate_in_the_selection_and_unknown_layer_names_are_rejected():
 
 
 def test_pass_is_buildable_from_text_and_saved_pipelines(tmp_path):
-    pipeline = Pipeline.from_spec("fuse_bn,rank_prune(rate=0.3, rates={'by_name': {'conv1': 0.0}}, round_to=4, criterion=l1)")
+    pipeline = Pipeline.from_spec(
+        "fuse_bn,rank_prune(rate=0.3, rates={'by_name': {'conv1': 0.0}}, round_to=4, criterion=l1)"
+    )
     pipeline.save(tmp_path / "p.toml")
     again = Pipeline.from_file(tmp_path / "p.toml")
     assert again.passes[1] == pipeline.passes[1]

@@ -21,10 +21,17 @@ from bitfx.ir.binary import (
     binary_sign,
     standardize_filters,
 )
-from bitfx.ir.binary.rotation import as_filter_matrices, binarization_error, factor_pair, procrustes_update, random_orthogonal, rotate_filters
+from bitfx.ir.binary.rotation import (
+    as_filter_matrices,
+    binarization_error,
+    factor_pair,
+    procrustes_update,
+    random_orthogonal,
+    rotate_filters,
+)
 from bitfx.passes import Pipeline
 from bitfx.train import on_epoch_start
-from examples.data import digits
+from bitfx.zoo import digits
 from examples.training import train_classifier
 
 
@@ -48,7 +55,10 @@ def _seeded(*shape: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize(("n", "pair"), [(1, (1, 1)), (7, (1, 7)), (27, (3, 9)), (144, (12, 12)), (288, (16, 18)), (576, (24, 24)), (4608, (64, 72))])
+@pytest.mark.parametrize(
+    ("n", "pair"),
+    [(1, (1, 1)), (7, (1, 7)), (27, (3, 9)), (144, (12, 12)), (288, (16, 18)), (576, (24, 24)), (4608, (64, 72))],
+)
 def test_factor_pair_takes_the_largest_divisor_up_to_the_square_root(n: int, pair: tuple[int, int]) -> None:
     assert factor_pair(n) == pair
     with pytest.raises(ValueError, match="at least one weight"):
@@ -64,7 +74,9 @@ def test_random_orthogonal_is_orthogonal_seeded_and_not_always_a_rotation() -> N
     assert {round(float(torch.linalg.det(q))) for q in matrices} == {-1, 1}  # Haar on O(n), both components
 
 
-def _errors_after_each_iteration(matrices: torch.Tensor, left: torch.Tensor, right: torch.Tensor, iterations: int) -> list[float]:
+def _errors_after_each_iteration(
+    matrices: torch.Tensor, left: torch.Tensor, right: torch.Tensor, iterations: int
+) -> list[float]:
     errors = [binarization_error(matrices, left, right)]
     for _ in range(iterations):
         left, right = procrustes_update(matrices, left, right, iterations=1)
@@ -148,11 +160,15 @@ def test_the_pass_rotates_every_binary_conv_and_leaves_the_input_alone(rotated_g
     stats = result.records[1].stats
     assert stats["rotated"] == 2 and stats["layers"] == {"3": "R1 12×12, R2 12×12", "6": "R1 12×12, R2 18×18"}
     layer = result.graph_module.get_submodule("6")
-    assert isinstance(layer, RotatedBinaryConv2d) and not isinstance(result.graph_module.get_submodule("0"), BinaryConv2d)
+    assert isinstance(layer, RotatedBinaryConv2d) and not isinstance(
+        result.graph_module.get_submodule("0"), BinaryConv2d
+    )
     quantizer = layer.weight_quantizer
     torch.testing.assert_close(quantizer.angle, torch.full((24,), math.pi / 2))
     torch.testing.assert_close(quantizer.scale.value, gm.get_submodule("6").weight.abs().flatten(1).mean(1))
-    assert isinstance(layer.input_quantizer, SignActivation) and isinstance(layer.input_quantizer.estimator, TrainingAwareSign)
+    assert isinstance(layer.input_quantizer, SignActivation) and isinstance(
+        layer.input_quantizer.estimator, TrainingAwareSign
+    )
     assert layer.input_quantizer.estimator.activations and not quantizer.estimator.activations
     torch.testing.assert_close(layer.weight, gm.get_submodule("6").weight)
 
@@ -166,17 +182,22 @@ def test_rotations_are_seeded(rotated_graph) -> None:
     assert torch.equal(rotations("binarize,rotate"), rotated.get_submodule("6").weight_quantizer.right_rotation)
     assert not torch.equal(rotations("binarize,rotate(seed=1)"), rotations("binarize,rotate"))
     assert torch.equal(rotations("binarize,rotate(init=identity)"), torch.eye(18))
-    uniform = Pipeline.from_spec("binarize,rotate(angle_init=uniform)").run(gm).graph_module.get_submodule("6").weight_quantizer.angle.detach()
+    uniform = (
+        Pipeline.from_spec("binarize,rotate(angle_init=uniform)")
+        .run(gm)
+        .graph_module.get_submodule("6")
+        .weight_quantizer.angle.detach()
+    )
     assert bool(((uniform >= 0) & (uniform <= math.pi / 2)).all()) and float(uniform.std()) > 0.2
 
 
 def test_layer_selection_and_bad_configurations(rotated_graph) -> None:
     gm, _ = rotated_graph
     result = Pipeline.from_spec("binarize,rotate(layers={'default': True, 'by_name': {'3': False}})").run(gm)
-    assert result.records[1].stats["not_rotated"] == {"3": "not selected (name '3' → False)"}
+    assert result.records[1].stats["skipped"] == {"3": "not selected (name '3' → False)"}
     assert type(result.graph_module.get_submodule("3")) is BinaryConv2d
     twice = Pipeline.from_spec("binarize,rotate,rotate").run(gm).records[2]
-    assert not twice.modified and set(twice.stats["not_rotated"].values()) == {"already rotated"}
+    assert not twice.modified and set(twice.stats["skipped"].values()) == {"already rotated"}
     with pytest.raises(PassError, match="run 'binarize' before it"):
         Pipeline.from_spec("rotate").run(gm)
     with pytest.raises(PassConfigError, match="iterations"):
@@ -189,15 +210,21 @@ def test_layer_selection_and_bad_configurations(rotated_graph) -> None:
 
 def test_standardize_activations_skips_layers_with_real_or_thresholded_inputs(rotated_graph) -> None:
     gm, _ = rotated_graph
-    stats = Pipeline.from_spec("binarize(scheme=dorefa_w1),rotate(standardize_activations=true)").run(gm).records[1].stats
+    stats = (
+        Pipeline.from_spec("binarize(scheme=dorefa_w1),rotate(standardize_activations=true)").run(gm).records[1].stats
+    )
     assert stats["rotated"] == 2 and stats["activations_standardized"] == 0 and "W1A32" in stats["notes"]["3"]
-    stats = Pipeline.from_spec("binarize(scheme=reactnet),rotate(standardize_activations=true)").run(gm).records[1].stats
+    stats = (
+        Pipeline.from_spec("binarize(scheme=reactnet),rotate(standardize_activations=true)").run(gm).records[1].stats
+    )
     assert stats["activations_standardized"] == 0 and "RSign" in stats["notes"]["6"]
     result = Pipeline.from_spec("binarize,rotate(standardize_activations=true)").run(gm)
     assert result.records[1].stats["activations_standardized"] == 2 and result.records[1].stats["notes"] == {}
     quantizer = result.graph_module.get_submodule("6").input_quantizer
     assert isinstance(quantizer, StandardizedSign) and quantizer.estimator.activations
-    x = _seeded(2, 24, 4, 4, seed=2) * torch.tensor([1.0, 5.0]).view(2, 1, 1, 1) + torch.tensor([0.3, -2.0]).view(2, 1, 1, 1)
+    x = _seeded(2, 24, 4, 4, seed=2) * torch.tensor([1.0, 5.0]).view(2, 1, 1, 1) + torch.tensor([0.3, -2.0]).view(
+        2, 1, 1, 1
+    )
     torch.testing.assert_close(quantizer(x), binary_sign(x - x.mean(dim=(1, 2, 3), keepdim=True)))
     assert not torch.equal(quantizer(x), binary_sign(x))
 
@@ -209,7 +236,9 @@ def _effective_signs(layer: RotatedBinaryConv2d) -> torch.Tensor:
     centred = w.flatten(1) - w.flatten(1).mean(1, keepdim=True)
     w2 = (centred / centred.std(1, keepdim=True)).view_as(w)
     a, b = quantizer.shape
-    rotated = torch.stack([quantizer.left_rotation.t() @ x @ quantizer.right_rotation for x in w2.reshape(-1, a, b)]).view_as(w)
+    rotated = torch.stack(
+        [quantizer.left_rotation.t() @ x @ quantizer.right_rotation for x in w2.reshape(-1, a, b)]
+    ).view_as(w)
     w3 = w2 + quantizer.angle.detach().sin().abs().view(-1, 1, 1, 1) * (rotated - w2)
     return torch.where(w3 < 0, -1.0, 1.0)
 
@@ -222,7 +251,10 @@ def test_training_path_gradients_follow_the_adjustable_rotation(rotated_graph) -
     x = _seeded(3, 24, 8, 8, seed=1)
     layer(x).square().sum().backward()
     assert float(layer.weight.grad.abs().max()) == 0.0
-    assert float(layer.weight_quantizer.angle.grad.abs().max()) > 0 and float(layer.weight_quantizer.scale.value.grad.abs().max()) > 0
+    assert (
+        float(layer.weight_quantizer.angle.grad.abs().max()) > 0
+        and float(layer.weight_quantizer.scale.value.grad.abs().max()) > 0
+    )
     with torch.no_grad():
         layer.weight_quantizer.angle.fill_(0.5)
     layer.weight.grad = None
@@ -258,4 +290,6 @@ def test_the_weight_quantizer_checks_its_shapes() -> None:
         RotatedWeightBinarizer(weight, torch.eye(3), torch.eye(9), angle=torch.zeros(3))
     quantizer = RotatedWeightBinarizer(weight.double(), torch.eye(3), torch.eye(9), angle=torch.zeros(4))
     assert quantizer.left_rotation.dtype == quantizer.angle.dtype == torch.float64
-    torch.testing.assert_close(quantizer.transform(weight.double()), standardize_filters(weight.double()))  # θ = 0: no rotation
+    torch.testing.assert_close(
+        quantizer.transform(weight.double()), standardize_filters(weight.double())
+    )  # θ = 0: no rotation

@@ -35,7 +35,10 @@ def _rotated_layers(model: nn.Module) -> dict[str, RotatedBinaryConv2d]:
 
 
 def _rotations(model: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    return {name: (m.weight_quantizer.left_rotation.clone(), m.weight_quantizer.right_rotation.clone()) for name, m in _rotated_layers(model).items()}
+    return {
+        name: (m.weight_quantizer.left_rotation.clone(), m.weight_quantizer.right_rotation.clone())
+        for name, m in _rotated_layers(model).items()
+    }
 
 
 def _on_rank(rank: int) -> dict:
@@ -52,10 +55,16 @@ def _on_rank(rank: int) -> dict:
     record = {"before": [], "local_update": [], "after": []}
     for epoch in range(EPOCHS):
         record["before"].append(_rotations(student))
-        record["local_update"].append({  # what this rank alone would compute
-            name: procrustes_update(layer.weight_quantizer.filter_matrices(layer.weight), *record["before"][-1][name], layer.weight_quantizer.iterations)
-            for name, layer in _rotated_layers(student).items()
-        })  # fmt: skip
+        record["local_update"].append(
+            {  # what this rank alone would compute
+                name: procrustes_update(
+                    layer.weight_quantizer.filter_matrices(layer.weight),
+                    *record["before"][-1][name],
+                    layer.weight_quantizer.iterations,
+                )
+                for name, layer in _rotated_layers(student).items()
+            }
+        )
         on_epoch_start(ddp, epoch, EPOCHS)
         record["after"].append(_rotations(student))
         for _ in range(3):

@@ -14,8 +14,8 @@ from torch import fx, nn
 
 from bitfx.backends.onnx import export, load_model, op_counts, verify
 from bitfx.backends.packed import load
-from bitfx.bitpack import unpack_signs
 from bitfx.cli import main
+from bitfx.format import unpack_signs
 from bitfx.ir import capture
 from bitfx.ir.binary import DeployedBinaryConv2d, RotatedBinaryConv2d, SampleCentering
 from bitfx.ir.deploy import deployed
@@ -64,8 +64,12 @@ def _trained(spec: str, seed: int = 0) -> tuple[fx.GraphModule, fx.GraphModule]:
 def _signs_from_scratch(layer: RotatedBinaryConv2d) -> torch.Tensor:
     """sign(w2 + |sin θ|·(R1ᵀ X R2 − w2)) computed here, not by the layer."""
     q, w = layer.weight_quantizer, layer.weight.detach()
-    w2 = (w - w.mean(dim=(1, 2, 3), keepdim=True)) / (w - w.mean(dim=(1, 2, 3), keepdim=True)).std(dim=(1, 2, 3), keepdim=True)
-    rotated = torch.einsum("ji,cjk,kl->cil", q.left_rotation, w2.reshape(w.shape[0], *q.shape), q.right_rotation).reshape(w.shape)
+    w2 = (w - w.mean(dim=(1, 2, 3), keepdim=True)) / (w - w.mean(dim=(1, 2, 3), keepdim=True)).std(
+        dim=(1, 2, 3), keepdim=True
+    )
+    rotated = torch.einsum(
+        "ji,cjk,kl->cil", q.left_rotation, w2.reshape(w.shape[0], *q.shape), q.right_rotation
+    ).reshape(w.shape)
     return torch.where(w2 + q.angle.detach().sin().abs().view(-1, 1, 1, 1) * (rotated - w2) < 0, -1.0, 1.0)
 
 
@@ -83,7 +87,9 @@ def test_deployed_layers_hold_the_baked_signs_and_match_eval_bit_for_bit(rotated
         deployed_layer = fixed.get_submodule(name)
         assert type(deployed_layer) is DeployedBinaryConv2d and deployed_layer.input_transform is None
         assert torch.equal(deployed_layer.weight, _signs_from_scratch(layer))
-        unrotated = torch.where(layer.weight.detach() < layer.weight.detach().mean(dim=(1, 2, 3), keepdim=True), -1.0, 1.0)
+        unrotated = torch.where(
+            layer.weight.detach() < layer.weight.detach().mean(dim=(1, 2, 3), keepdim=True), -1.0, 1.0
+        )
         assert (deployed_layer.weight != unrotated).float().mean() > 0.2  # the rotation did change signs
         assert torch.equal(deployed_layer.scale, layer.weight_quantizer.scale.value.detach())
     x = _seeded(5, 3, 9, 9, seed=3)
@@ -92,20 +98,26 @@ def test_deployed_layers_hold_the_baked_signs_and_match_eval_bit_for_bit(rotated
 
 
 @pytest.mark.parametrize("style", STYLES)
-def test_every_lowering_is_bit_exact_and_uses_the_ops_of_an_unrotated_model(style: str, rotated, tmp_path: Path) -> None:
+def test_every_lowering_is_bit_exact_and_uses_the_ops_of_an_unrotated_model(
+    style: str, rotated, tmp_path: Path
+) -> None:
     student, plain = rotated
     x = _seeded(2, 3, 9, 9, seed=1)
     path = export(student, x, tmp_path / "rotated.onnx", lowering=style)
     report = verify(path, student, _seeded(3, 3, 9, 9, seed=4))
     assert report.ok and report.max_abs_error == 0.0, report
-    assert op_counts(load_model(path)) == op_counts(load_model(export(plain, x, tmp_path / "plain.onnx", lowering=style)))
+    assert op_counts(load_model(path)) == op_counts(
+        load_model(export(plain, x, tmp_path / "plain.onnx", lowering=style))
+    )
     if style == "custom":
         model = load_model(path)
         initializers = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
         nodes = [node for node in model.graph.node if node.domain == "bitfx"]
         for node, name in zip(nodes, ("2", "4"), strict=True):
             signs = _signs_from_scratch(student.get_submodule(name)).numpy()
-            np.testing.assert_array_equal(unpack_signs(initializers[node.input[1]], signs.shape[1]), signs.transpose(0, 2, 3, 1))
+            np.testing.assert_array_equal(
+                unpack_signs(initializers[node.input[1]], signs.shape[1]), signs.transpose(0, 2, 3, 1)
+            )
 
 
 def test_the_packed_runtime_runs_the_rotated_file(rotated, tmp_path: Path) -> None:
@@ -136,7 +148,7 @@ def test_compile_resnet20_with_rotation(tmp_path: Path) -> None:
     code = main(
         [
             "compile",
-            "examples.models:resnet20",
+            "bitfx.zoo:resnet20",
             "--passes",
             "fuse_bn,binarize,rotate",
             "--lowering",

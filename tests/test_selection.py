@@ -57,7 +57,11 @@ def test_select_returns_candidates_with_decisions():
     model = Net()
     gm = capture(model, torch.randn(1, 3, 8, 8))
     chosen = LayerSelection(default=True, by_name={"stem": False}).select(gm, (nn.Conv2d,))
-    assert [(node.target, decision.value) for node, _, decision in chosen] == [("stem", False), ("block.0", True), ("block.2", True)]
+    assert [(node.target, decision.value) for node, _, decision in chosen] == [
+        ("stem", False),
+        ("block.0", True),
+        ("block.2", True),
+    ]
 
 
 def test_unknown_name_and_bad_regex_are_errors():

@@ -7,7 +7,7 @@ from bitfx.ir import capture
 from bitfx.ir.quant import ActQuant
 from bitfx.passes import PAMSQuantize, Pipeline
 from bitfx.train import DEFAULT_SKT_WEIGHT, attention_map, pams_parameter_groups, skt_loss, with_taps
-from examples.models import edsr_lite
+from bitfx.zoo import edsr_lite
 
 
 def test_attention_map_is_the_normalised_channel_mean_of_squares():
@@ -63,7 +63,9 @@ def test_a_distillation_step_moves_student_towards_teacher_and_alphas_have_their
     groups = pams_parameter_groups(student, lr=1e-4, alpha_lr=1e-3)
     alphas = [m.alpha for m in student.modules() if isinstance(m, ActQuant)]
     assert [id(p) for p in groups[1]["params"]] == [id(a) for a in alphas] and groups[1]["weight_decay"] == 0.0
-    assert pams_parameter_groups(student, lr=1e-4)[1]["lr"] == 1e-2 and not {id(p) for p in groups[0]["params"]} & {id(a) for a in alphas}
+    assert pams_parameter_groups(student, lr=1e-4)[1]["lr"] == 1e-2 and not {id(p) for p in groups[0]["params"]} & {
+        id(a) for a in alphas
+    }
     optimizer = torch.optim.Adam(groups)
     with torch.no_grad():
         _, target = tapped_teacher(x)

@@ -5,7 +5,16 @@ import math
 import pytest
 import torch
 
-from examples.sr_data import TEST_IMAGES, TRAIN_IMAGES, bundled_image_dir, downsample, load_pairs, luma, psnr_y, random_patches
+from bitfx.zoo.sr_data import (
+    TEST_IMAGES,
+    TRAIN_IMAGES,
+    bundled_image_dir,
+    downsample,
+    load_pairs,
+    luma,
+    psnr_y,
+    random_patches,
+)
 
 
 def test_every_listed_photograph_is_bundled_and_train_and_test_are_disjoint():
@@ -27,7 +36,9 @@ def test_pairs_patches_and_alignment():
 
 
 def test_psnr_on_luma_with_shaved_border():
-    hr = (torch.rand(3, 20, 20, generator=torch.Generator().manual_seed(1)) * 255).round() / 255  # 8-bit levels, like a photograph
+    hr = (
+        torch.rand(3, 20, 20, generator=torch.Generator().manual_seed(1)) * 255
+    ).round() / 255  # 8-bit levels, like a photograph
     assert psnr_y(hr, hr, 2) == math.inf
     noisy = hr.clone()
     noisy[:, :2] = 1 - noisy[:, :2]  # changes only the shaved rows

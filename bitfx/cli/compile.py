@@ -16,20 +16,34 @@ from bitfx.passes import DumpAfterChange, Pipeline, PrintAfterChange
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="model factory as package.module:function, e.g. examples.models:resnet20")
+    parser.add_argument("model", help="model factory as package.module:function, e.g. bitfx.zoo:resnet20")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--passes", help="pass list, e.g. 'fuse_bn,binarize(scheme=xnor)'")
     source.add_argument("--pipeline", help="TOML pipeline file (see `bitfx compile --save-pipeline`)")
     parser.add_argument("--input-shape", help="N,C,H,W of the example input (default: the model's example_input_shape)")
-    parser.add_argument("--data", help="data function package.module:function; its first batch is the example input and passes calibrate on all batches")
+    parser.add_argument(
+        "--data",
+        help=(
+            "data function package.module:function; "
+            "its first batch is the example input and passes calibrate on all batches"
+        ),
+    )
     parser.add_argument("--lowering", default="float", help="lowering style (default: float)")
     parser.add_argument("-o", "--output", required=True, help="the ONNX file to write")
     parser.add_argument("--report", help="write a JSON report here")
     parser.add_argument("--save-pipeline", help="write the pipeline as TOML here, to replay the run")
-    parser.add_argument("--no-verify", action="store_true", help="skip running the ONNX file in onnxruntime against torch")
-    parser.add_argument("--rtol", type=float, default=1e-4, help="verification tolerance on the max relative error (default 1e-4)")
-    parser.add_argument("--print-after-change", action="store_true", help="print the graph summary after each pass that changed it")
-    parser.add_argument("--dump-dir", help="write code, summary and DOT of the graph after each pass that changed it here")
+    parser.add_argument(
+        "--no-verify", action="store_true", help="skip running the ONNX file in onnxruntime against torch"
+    )
+    parser.add_argument(
+        "--rtol", type=float, default=1e-4, help="verification tolerance on the max relative error (default 1e-4)"
+    )
+    parser.add_argument(
+        "--print-after-change", action="store_true", help="print the graph summary after each pass that changed it"
+    )
+    parser.add_argument(
+        "--dump-dir", help="write code, summary and DOT of the graph after each pass that changed it here"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,7 +56,11 @@ def run(args: argparse.Namespace) -> int:
     instruments = [PrintAfterChange()] if args.print_after_change else []
     if args.dump_dir:
         instruments.append(DumpAfterChange(args.dump_dir))
-    pipeline = Pipeline.from_file(args.pipeline, instruments=instruments) if args.pipeline else Pipeline.from_spec(args.passes, instruments=instruments)
+    pipeline = (
+        Pipeline.from_file(args.pipeline, instruments=instruments)
+        if args.pipeline
+        else Pipeline.from_spec(args.passes, instruments=instruments)
+    )
     if args.save_pipeline:
         pipeline.save(args.save_pipeline)
     result = pipeline.run(gm, data=batches)
@@ -65,8 +83,9 @@ def run(args: argparse.Namespace) -> int:
     report["onnxruntime"] = {"optimized_ops": optimized_ops, "quantized_layers": fusion}
     if fusion["quantized_convs"] or fusion["quantized_matmuls"]:
         print(
-            f"onnxruntime: {fusion['fused_convs']} of {fusion['quantized_convs']} quantized convs and "
-            f"{fusion['fused_matmuls']} of {fusion['quantized_matmuls']} quantized matrix products run as integer kernels"
+            f"onnxruntime: {fusion['fused_convs']} of {fusion['quantized_convs']} quantized convs "
+            f"and {fusion['fused_matmuls']} of {fusion['quantized_matmuls']} quantized matrix products "
+            "run as integer kernels"
         )
     ok = True
     if not args.no_verify:

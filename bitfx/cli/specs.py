@@ -16,7 +16,7 @@ def load_callable(spec: str, what: str) -> Callable[..., Any]:
     """The callable named by `package.module:name`; `what` ("model", "data") goes into errors."""
     module_name, colon, attr = spec.partition(":")
     if not colon or not module_name or not attr:
-        raise ModelSpecError(f"{what} spec {spec!r} must look like package.module:function, e.g. examples.models:resnet20")
+        raise ModelSpecError(f"{what} spec {spec!r} must look like package.module:function, e.g. bitfx.zoo:resnet20")
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
@@ -24,7 +24,9 @@ def load_callable(spec: str, what: str) -> Callable[..., Any]:
     target = getattr(module, attr, None)
     if not callable(target):
         public = sorted(n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n)))
-        raise ModelSpecError(f"{what} spec {spec!r}: module {module_name!r} has no function {attr!r}; it defines {public}")
+        raise ModelSpecError(
+            f"{what} spec {spec!r}: module {module_name!r} has no function {attr!r}; it defines {public}"
+        )
     return target
 
 
@@ -64,7 +66,10 @@ def load_batches(spec: str, input_shape: tuple[int, ...]) -> list[Any]:
         raise ModelSpecError(f"data spec {spec!r} returned no batches")
     first = first_input(batches[0])
     if not isinstance(first, torch.Tensor):
-        raise ModelSpecError(f"data spec {spec!r}: a batch must be a tensor or an (inputs, labels) tuple, got {type(batches[0]).__name__}")
+        raise ModelSpecError(
+            f"data spec {spec!r}: a batch must be a tensor or an (inputs, labels) tuple, "
+            f"got {type(batches[0]).__name__}"
+        )
     return batches
 
 

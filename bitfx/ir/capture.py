@@ -13,13 +13,16 @@ from torch.fx._symbolic_trace import PHBase
 
 from bitfx.errors import CaptureError, ShapePropagationError
 from bitfx.ir.execution import Inputs, as_inputs
+from bitfx.ir.protocol import is_leaf
 from bitfx.ir.shapes import EXAMPLE_INPUTS_KEY, propagate_shapes
 
 LeafSpec = type[nn.Module] | str
-LEAF_ATTR = "bitfx_leaf"
 
 _CONSTRUCTS = (
-    ("cannot be used as inputs to control flow", "data-dependent control flow (an `if`/`while` on a tensor value or shape)"),
+    (
+        "cannot be used as inputs to control flow",
+        "data-dependent control flow (an `if`/`while` on a tensor value or shape)",
+    ),
     ("cannot be iterated", "iterating a traced tensor (a `for` loop over it, or `*tensor` unpacking)"),
     ("'len' is not supported", "`len()` of a traced tensor"),
 )
@@ -35,7 +38,7 @@ class _BitfxTracer(fx.Tracer):
         self.failed_in: tuple[str, str] | None = None
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if module_qualified_name in self.leaf_names or isinstance(m, self.leaf_types) or getattr(m, LEAF_ATTR, False):
+        if module_qualified_name in self.leaf_names or isinstance(m, self.leaf_types) or is_leaf(m):
             return True
         return super().is_leaf_module(m, module_qualified_name)
 
@@ -82,7 +85,9 @@ def capture(
     try:
         propagate_shapes(gm)
     except ShapePropagationError as error:
-        raise CaptureError(f"the model traced, but {error}. Check that the example inputs have the shape and dtype the model expects.") from error
+        raise CaptureError(
+            f"the model traced, but {error}. Check that the example inputs have the shape and dtype the model expects."
+        ) from error
     return gm
 
 

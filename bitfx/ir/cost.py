@@ -3,7 +3,8 @@
 MACs are counted per sample (the batch dimension, dim 0, is divided out) for the layers
 whose cost is multiply-accumulate: convolutions (modules, also transposed, and functional
 convs), linear layers and matrix products; everything else counts 0 MACs, unless its module declares
-them with a method `bitfx_macs(output_shape) -> int` (the binary layers do: binary MACs).
+them with a method `bitfx_macs(output_shape) -> int` (the binary layers do: binary MACs;
+see `bitfx.ir.protocol`).
 
 Weight storage counts every parameter and persistent buffer a node's module holds (what a
 deployed file must store) at its dtype's width. A module that stores a tensor at another
@@ -22,12 +23,18 @@ import torch
 from torch import fx, nn
 from torch.nn.modules.conv import _ConvNd
 
+from bitfx.ir.protocol import declared_macs, storage_bits
 from bitfx.ir.shapes import node_shape
 
-STORAGE_BITS_ATTR = "bitfx_storage_bits"
-MACS_ATTR = "bitfx_macs"
 _MATMUL_TARGETS = (torch.matmul, operator.matmul, torch.bmm, torch.mm)
-_CONV_TARGETS = (torch.conv1d, torch.conv2d, torch.conv3d, nn.functional.conv1d, nn.functional.conv2d, nn.functional.conv3d)
+_CONV_TARGETS = (
+    torch.conv1d,
+    torch.conv2d,
+    torch.conv3d,
+    nn.functional.conv1d,
+    nn.functional.conv2d,
+    nn.functional.conv3d,
+)
 
 
 @dataclass(frozen=True)
@@ -63,7 +70,7 @@ def total_cost(gm: fx.GraphModule) -> NodeCost:
 
 def tensor_bits(owner: nn.Module, name: str, tensor: torch.Tensor) -> int:
     """Storage of one tensor of `owner` in bits, honouring `bitfx_storage_bits`."""
-    declared = getattr(owner, STORAGE_BITS_ATTR, {}).get(name)
+    declared = storage_bits(owner, name)
     width = declared if declared is not None else tensor.element_size() * 8
     return tensor.numel() * width
 
@@ -102,8 +109,9 @@ def _macs(gm: fx.GraphModule, node: fx.Node) -> int:
     per_sample_out = math.prod(out_shape[1:])
     if node.op == "call_module":
         module = gm.get_submodule(node.target)
-        if callable(getattr(module, MACS_ATTR, None)):
-            return getattr(module, MACS_ATTR)(out_shape)
+        declared = declared_macs(module, out_shape)
+        if declared is not None:
+            return declared
         if isinstance(module, _ConvNd):
             if module.transposed:
                 in_shape = node_shape(node.args[0])

@@ -1,7 +1,7 @@
 """Deployment form of a graph: trainable IR layers swapped for the fixed layers they deploy as.
 
-A module that has a deployed form defines `deployed() -> nn.Module` (the binary layers do:
-sign(W), scale, bias and threshold become buffers). Lowerings export `deployed(gm)`, so the
+A module that has a deployed form defines `deployed() -> nn.Module` (`bitfx.ir.protocol.Deployable`;
+the binary layers do: sign(W), scale, bias and threshold become buffers). Lowerings export `deployed(gm)`, so the
 file holds the fixed tensors rather than the training-time computation that produces them.
 """
 
@@ -9,23 +9,24 @@ from __future__ import annotations
 
 import copy
 
-from torch import fx, nn
+from torch import fx
 
-
-def has_deployed_form(module: nn.Module) -> bool:
-    return callable(getattr(module, "deployed", None))
+from bitfx.ir.protocol import deployed_form, has_deployed_form
 
 
 def deployed(gm: fx.GraphModule) -> fx.GraphModule:
     """A copy of `gm` with every called module that has a deployed form replaced by it;
     `gm` itself when there is none. `gm` is never modified."""
-    targets = {node.target for node in gm.graph.nodes if node.op == "call_module" and has_deployed_form(gm.get_submodule(node.target))}
+    targets = {
+        node.target
+        for node in gm.graph.nodes
+        if node.op == "call_module" and has_deployed_form(gm.get_submodule(node.target))
+    }
     if not targets:
         return gm
     copied = copy.deepcopy(gm)
     for target in sorted(targets):
-        original = copied.get_submodule(target)
         parent, _, name = target.rpartition(".")
-        setattr(copied.get_submodule(parent), name, original.deployed().train(original.training))
+        setattr(copied.get_submodule(parent), name, deployed_form(copied.get_submodule(target)))
     copied.recompile()
     return copied

@@ -32,8 +32,15 @@ class GraphDiff:
 
     def overview(self) -> str:
         """Counts of changed nodes grouped by target type, then the totals."""
-        groups = (("added", self.added), ("removed", self.removed), ("replaced", [b for _, b in self.replaced]), ("changed", [b for _, b in self.changed]))
-        lines = [f"{label} {len(rows)}: {_count_types(rows)}" for label, rows in groups if rows] or ["graphs are identical"]
+        groups = (
+            ("added", self.added),
+            ("removed", self.removed),
+            ("replaced", [b for _, b in self.replaced]),
+            ("changed", [b for _, b in self.changed]),
+        )
+        lines = [f"{label} {len(rows)}: {_count_types(rows)}" for label, rows in groups if rows] or [
+            "graphs are identical"
+        ]
         return "\n".join(lines + self._total_lines())
 
     def __str__(self) -> str:

@@ -49,11 +49,17 @@ def to_networkx(gm: fx.GraphModule) -> nx.DiGraph:
 def to_dot(gm: fx.GraphModule, title: str | None = None) -> str:
     """Graphviz DOT text of the graph: one box per node with its target and output shape."""
     view = to_networkx(gm)
-    lines = [f'digraph "{_escape(title or type(gm).__name__)}" {{', "  rankdir=TB;", '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10];']
+    lines = [
+        f'digraph "{_escape(title or type(gm).__name__)}" {{',
+        "  rankdir=TB;",
+        '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10];',
+    ]
     for name, attrs in view.nodes(data=True):
         shape = attrs["shape"]
         label = f"{name}\\n{attrs['target']}" + (f"\\n{'×'.join(map(str, shape))}" if isinstance(shape, tuple) else "")
-        lines.append(f'  "{_escape(name)}" [label="{_escape(label)}", fillcolor="{_FILL.get(attrs["op"], "#eeeeee")}"];')
+        lines.append(
+            f'  "{_escape(name)}" [label="{_escape(label)}", fillcolor="{_FILL.get(attrs["op"], "#eeeeee")}"];'
+        )
     for src, dst in view.edges():
         lines.append(f'  "{_escape(src)}" -> "{_escape(dst)}";')
     lines.append("}")

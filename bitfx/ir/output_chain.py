@@ -16,12 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
-from torch import fx, nn
+from torch import fx
+
+from bitfx.ir.rewrite import is_relu, only_user
 
 _MUL_FUNCTIONS = (operator.mul, torch.mul)
 _DIV_FUNCTIONS = (operator.truediv, torch.div, torch.true_divide)
-_RELU_FUNCTIONS = (F.relu, torch.relu)
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,12 @@ def scalar_factor(node: fx.Node) -> float | None:
     if node.kwargs or len(node.args) != 2:
         return None
     first, second = node.args
-    is_mul = (node.op == "call_function" and node.target in _MUL_FUNCTIONS) or (node.op == "call_method" and node.target == "mul")
-    is_div = (node.op == "call_function" and node.target in _DIV_FUNCTIONS) or (node.op == "call_method" and node.target == "div")
+    is_mul = (node.op == "call_function" and node.target in _MUL_FUNCTIONS) or (
+        node.op == "call_method" and node.target == "mul"
+    )
+    is_div = (node.op == "call_function" and node.target in _DIV_FUNCTIONS) or (
+        node.op == "call_method" and node.target == "div"
+    )
     if is_mul:
         number = second if isinstance(first, fx.Node) else first
         tensor = first if isinstance(first, fx.Node) else second
@@ -55,18 +59,15 @@ def scalar_factor(node: fx.Node) -> float | None:
         factor = 1 / number if _is_number(number) and number != 0 else None
     else:
         return None
-    if not isinstance(tensor, fx.Node) or not _is_number(number) or factor is None or factor == 0 or not math.isfinite(factor):
+    if (
+        not isinstance(tensor, fx.Node)
+        or not _is_number(number)
+        or factor is None
+        or factor == 0
+        or not math.isfinite(factor)
+    ):
         return None
     return float(factor)
-
-
-def is_relu(gm: fx.GraphModule, node: fx.Node) -> bool:
-    """Whether `node` is a plain ReLU (module, function or method)."""
-    if node.op == "call_module":
-        return type(gm.get_submodule(node.target)) is nn.ReLU
-    if node.op == "call_function":
-        return node.target in _RELU_FUNCTIONS
-    return node.op == "call_method" and node.target == "relu"
 
 
 def tensor_input(node: fx.Node) -> fx.Node:
@@ -78,8 +79,7 @@ def chain_after(gm: fx.GraphModule, layer: fx.Node) -> OutputChain:
     """The longest foldable chain that follows `layer`."""
     nodes: list[fx.Node] = []
     factor, relu, current = 1.0, False, layer
-    while len(current.users) == 1 and not relu:
-        user = next(iter(current.users))
+    while (user := only_user(current)) is not None and not relu:
         step = scalar_factor(user)
         if step is not None and tensor_input(user) is current:
             factor *= step

@@ -163,8 +163,18 @@ def quantize_layer(layer: nn.Module, bits: int, per_channel: bool) -> nn.Module:
         twin = cls(layer.in_features, layer.out_features, has_bias, bits=bits, per_channel=per_channel, **factory)
     else:
         twin = cls(
-            layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding, layer.dilation,
-            layer.groups, has_bias, layer.padding_mode, bits=bits, per_channel=per_channel, **factory,
+            layer.in_channels,
+            layer.out_channels,
+            layer.kernel_size,
+            layer.stride,
+            layer.padding,
+            layer.dilation,
+            layer.groups,
+            has_bias,
+            layer.padding_mode,
+            bits=bits,
+            per_channel=per_channel,
+            **factory,
         )
     twin.weight = layer.weight
     twin.bias = layer.bias

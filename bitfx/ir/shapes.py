@@ -40,7 +40,8 @@ def propagate_shapes(gm: fx.GraphModule, example_inputs: Sequence[torch.Tensor] 
         node = interpreter.current
         where = f"node {node.name!r} ({node.op} {node.target})" if node is not None else "the graph"
         raise ShapePropagationError(
-            f"running {where} on inputs of shape {[tuple(t.shape) for t in inputs]} failed: {type(root).__name__}: {root}"
+            f"running {where} on inputs of shape {[tuple(t.shape) for t in inputs]} failed: "
+            f"{type(root).__name__}: {root}"
         ) from error
 
 

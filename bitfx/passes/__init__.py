@@ -1,15 +1,16 @@
-"""Graph passes, the pipeline that runs them, and layer selection."""
+"""Graph passes (one module or subpackage per pass family) and, in `core`, the pipeline that runs
+them, the registry and layer selection."""
 
-from bitfx.passes.base import Pass, PassContext, PassResult
 from bitfx.passes.binarize import BinarizeConvs
+from bitfx.passes.core.base import Pass, PassContext, PassResult
+from bitfx.passes.core.instruments import DumpAfterChange, Instrument, PrintAfterChange
+from bitfx.passes.core.pipeline import PassRecord, Pipeline, PipelineResult
+from bitfx.passes.core.registry import available_passes, create_pass, register_pass
+from bitfx.passes.core.selection import Decision, LayerSelection
 from bitfx.passes.fuse_bn import FuseBN
-from bitfx.passes.instruments import DumpAfterChange, Instrument, PrintAfterChange
 from bitfx.passes.pams import PAMSQuantize
-from bitfx.passes.pipeline import PassRecord, Pipeline, PipelineResult
-from bitfx.passes.rank_prune import RankPrune
-from bitfx.passes.registry import available_passes, create_pass, register_pass
+from bitfx.passes.prune import RankPrune
 from bitfx.passes.rotate import InsertRotation
-from bitfx.passes.selection import Decision, LayerSelection
 
 __all__ = [
     "BinarizeConvs",

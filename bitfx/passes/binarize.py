@@ -7,11 +7,12 @@ or a depthwise conv (`keep_depthwise`: one input channel per filter binarizes ba
 into a whole 64-bit word per weight bit). A selection value `True` uses `scheme`; a string
 names another scheme for that layer. Layers that cannot be binarized (called from several
 places, padding given as a string or not zero padding, a Linear on a non-2-D input) stay
-float too. The report lists every float layer with the reason.
+float too. The report lists every float layer with the reason (`skipped`).
 
-In front of a layer that binarizes its input, a ReLU (possibly behind pooling, flattening or
-dropout) would make every sign +1, so the scheme's replacement takes its place: nothing
-(removed), Hardtanh or RPReLU (`activations="keep"` leaves ReLUs alone).
+In front of a layer that binarizes its input, a ReLU or ReLU6 (a rectifier in
+`bitfx.ir.rewrite`'s terms; possibly behind pooling, flattening or dropout) would make every
+sign +1, so the scheme's replacement takes its place: nothing (removed), Hardtanh or RPReLU
+(`activations="keep"` leaves ReLUs alone).
 
 `shortcuts=True` adds Bi-Real's real-valued shortcut around each binarized conv whose
 output (after the BatchNorm that directly follows it, if any) has the shape of its input:
@@ -34,17 +35,31 @@ from torch import fx, nn
 from bitfx.errors import PassConfigError
 from bitfx.ir.binary import SCALE_NAMES, BinaryConv2d, BinaryLinear, BinaryScheme, get_scheme
 from bitfx.ir.binary.ops import PAD_VALUES
+from bitfx.ir.rewrite import call_counts, free_name, is_rectifier, module_of, only_user, replace_module
 from bitfx.ir.shapes import node_shape
-from bitfx.passes.base import Pass, PassContext, PassResult
-from bitfx.passes.registry import register_pass
-from bitfx.passes.selection import Decision, LayerSelection
+from bitfx.passes.core.base import Pass, PassContext, PassResult
+from bitfx.passes.core.registry import register_pass
+from bitfx.passes.core.selection import Decision, LayerSelection
 
 # Ops through which sign(ReLU(x)) stays degenerate (their output is ≥ 0 when their input is).
-_PASS_THROUGH_MODULES = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten, nn.Dropout, nn.Identity)
-_PASS_THROUGH_FUNCTIONS = {torch.flatten, F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d, F.dropout}
+_PASS_THROUGH_MODULES = (
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+    nn.Flatten,
+    nn.Dropout,
+    nn.Identity,
+)
+_PASS_THROUGH_FUNCTIONS = {
+    torch.flatten,
+    F.max_pool2d,
+    F.avg_pool2d,
+    F.adaptive_avg_pool2d,
+    F.adaptive_max_pool2d,
+    F.dropout,
+}
 _PASS_THROUGH_METHODS = {"flatten", "view", "reshape", "contiguous"}
-_RELU_MODULES = (nn.ReLU, nn.ReLU6)
-_RELU_FUNCTIONS = {F.relu, torch.relu, F.relu6}
 
 
 @register_pass
@@ -66,28 +81,36 @@ class BinarizeConvs(Pass):
     shortcuts: bool = False
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         self._scheme(self.scheme, "scheme")
         if self.scale is not None and self.scale not in SCALE_NAMES:
             raise PassConfigError(f"pass 'binarize': scale={self.scale!r} is not one of {', '.join(SCALE_NAMES)}")
         if self.pad_value is not None and self.pad_value not in PAD_VALUES:
-            raise PassConfigError(f"pass 'binarize': pad_value={self.pad_value!r} must be -1, 0 or 1 (0 pads like PyTorch, ±1 is 'one padding')")
+            raise PassConfigError(
+                f"pass 'binarize': pad_value={self.pad_value!r} must be -1, 0 or 1 (0 pads like PyTorch, "
+                "±1 is 'one padding')"
+            )
 
     def run(self, gm: fx.GraphModule, context: PassContext) -> PassResult:
         weight_nodes = self.layers.select(gm, (nn.Conv2d, nn.Linear))
-        weight_nodes = [(node, module, decision) for node, module, decision in weight_nodes if type(module) in (nn.Conv2d, nn.Linear)]
-        calls = Counter(node.target for node in gm.graph.nodes if node.op == "call_module")
+        weight_nodes = [
+            (node, module, decision)
+            for node, module, decision in weight_nodes
+            if type(module) in (nn.Conv2d, nn.Linear)
+        ]
+        calls = call_counts(gm)
         first_conv = next((node for node, module, _ in weight_nodes if isinstance(module, nn.Conv2d)), None)
         last_layer = weight_nodes[-1][0] if weight_nodes else None
 
         binarized: dict[str, str] = {}
-        kept: dict[str, str] = {}
+        skipped: dict[str, str] = {}
         schemes: dict[fx.Node, BinaryScheme] = {}
         for node, module, decision in weight_nodes:
             scheme = self._choose(node, module, decision, first_conv, last_layer, calls)
             if isinstance(scheme, str):
-                kept[node.target] = scheme
+                skipped[node.target] = scheme
                 continue
-            _replace_module(gm, node.target, self._binary_layer(module, scheme))
+            replace_module(gm, node.target, self._binary_layer(module, scheme))
             binarized[node.target] = scheme.name
             schemes[node] = scheme
 
@@ -101,7 +124,7 @@ class BinarizeConvs(Pass):
         stats: dict[str, Any] = {
             "scheme": self.scheme,
             "binarized": len(binarized),
-            "kept_float": kept,
+            "skipped": skipped,
             "activations_replaced": activations,
             "shortcuts": shortcuts,
             "layers": binarized,
@@ -114,12 +137,23 @@ class BinarizeConvs(Pass):
         except ValueError as error:
             raise PassConfigError(f"pass 'binarize': {where}: {error}") from error
 
-    def _choose(self, node: fx.Node, module: nn.Module, decision: Decision, first: fx.Node | None, last: fx.Node | None, calls: Counter) -> BinaryScheme | str:
+    def _choose(
+        self,
+        node: fx.Node,
+        module: nn.Module,
+        decision: Decision,
+        first: fx.Node | None,
+        last: fx.Node | None,
+        calls: Counter,
+    ) -> BinaryScheme | str:
         """The scheme for this layer, or the reason it stays float."""
         if calls[node.target] > 1:
             return f"called from {calls[node.target]} places"
         if isinstance(module, nn.Conv2d) and (isinstance(module.padding, str) or module.padding_mode != "zeros"):
-            return f"padding={module.padding!r}, padding_mode={module.padding_mode!r}: only numeric zero padding is supported"
+            return (
+                f"padding={module.padding!r}, padding_mode={module.padding_mode!r}: only numeric zero padding "
+                "is supported"
+            )
         if isinstance(module, nn.Linear) and len(node_shape(node.args[0]) or ()) != 2:
             return "Linear on a non-2-D input"
         explicit = decision.rule != "default"
@@ -137,18 +171,25 @@ class BinarizeConvs(Pass):
             return self._scheme(value, f"layer selection ({decision.rule})")
         if value in (False, None):
             return f"not selected ({decision.rule} → {value})"
-        raise PassConfigError(f"pass 'binarize': layer selection gives {value!r} for {node.target} ({decision.rule}); use true, false or a scheme name")
+        raise PassConfigError(
+            f"pass 'binarize': layer selection gives {value!r} for {node.target} ({decision.rule}); use "
+            "true, false or a scheme name"
+        )
 
     def _binary_layer(self, module: nn.Module, scheme: BinaryScheme) -> nn.Module:
         weight_quantizer = scheme.weight_quantizer(module.weight, self.scale)
         if isinstance(module, nn.Conv2d):
             pad_value = scheme.pad_value if self.pad_value is None else self.pad_value
-            layer = BinaryConv2d.from_conv(module, weight_quantizer, scheme.input_quantizer(module.in_channels), pad_value=pad_value)
+            layer = BinaryConv2d.from_conv(
+                module, weight_quantizer, scheme.input_quantizer(module.in_channels), pad_value=pad_value
+            )
         else:
             layer = BinaryLinear.from_linear(module, weight_quantizer, scheme.input_quantizer(module.in_features))
         return layer.train(module.training)
 
-    def _replace_relus(self, gm: fx.GraphModule, schemes: dict[fx.Node, BinaryScheme], calls: Counter) -> dict[str, str]:
+    def _replace_relus(
+        self, gm: fx.GraphModule, schemes: dict[fx.Node, BinaryScheme], calls: Counter
+    ) -> dict[str, str]:
         """Replace each ReLU that feeds a layer binarizing its input by that layer's scheme's choice."""
         replaced: dict[str, str] = {}
         for layer_node, scheme in schemes.items():
@@ -163,10 +204,8 @@ class BinarizeConvs(Pass):
     def _add_shortcuts(self, gm: fx.GraphModule, conv_nodes: list[fx.Node]) -> int:
         added = 0
         for node in conv_nodes:
-            end = node
-            users = list(node.users)
-            if len(users) == 1 and users[0].op == "call_module" and isinstance(gm.get_submodule(users[0].target), nn.BatchNorm2d):
-                end = users[0]
+            user = only_user(node)
+            end = user if user is not None and isinstance(module_of(gm, user), nn.BatchNorm2d) else node
             source = node.args[0]
             if node_shape(source) != node_shape(end) or node_shape(end) is None:
                 continue
@@ -178,28 +217,19 @@ class BinarizeConvs(Pass):
         return added
 
 
-def _replace_module(gm: fx.GraphModule, target: str, module: nn.Module) -> None:
-    parent, _, name = target.rpartition(".")
-    setattr(gm.get_submodule(parent), name, module)
-
-
-def _is_relu(gm: fx.GraphModule, node: fx.Node) -> bool:
-    if node.op == "call_module":
-        return isinstance(gm.get_submodule(node.target), _RELU_MODULES)
-    return (node.op == "call_function" and node.target in _RELU_FUNCTIONS) or (node.op == "call_method" and node.target == "relu")
-
-
 def _passes_sign_through(gm: fx.GraphModule, node: fx.Node) -> bool:
     if node.op == "call_module":
         return isinstance(gm.get_submodule(node.target), _PASS_THROUGH_MODULES)
-    return (node.op == "call_function" and node.target in _PASS_THROUGH_FUNCTIONS) or (node.op == "call_method" and node.target in _PASS_THROUGH_METHODS)
+    return (node.op == "call_function" and node.target in _PASS_THROUGH_FUNCTIONS) or (
+        node.op == "call_method" and node.target in _PASS_THROUGH_METHODS
+    )
 
 
 def _relus_feeding(gm: fx.GraphModule, layer_node: fx.Node) -> list[fx.Node]:
     """The ReLU nodes whose output reaches `layer_node`'s input through sign-preserving ops only."""
     found, node = [], layer_node.args[0]
     while isinstance(node, fx.Node):
-        if _is_relu(gm, node):
+        if is_rectifier(gm, node):
             found.append(node)
             break
         if not _passes_sign_through(gm, node):
@@ -218,9 +248,9 @@ def _replace_relu(gm: fx.GraphModule, relu: fx.Node, scheme: BinaryScheme, calls
     shape = node_shape(relu)
     replacement = scheme.relu_replacement(shape[1] if isinstance(shape, tuple) and len(shape) > 1 else 1)
     if relu.op == "call_module" and calls[relu.target] == 1:
-        _replace_module(gm, relu.target, replacement)
+        replace_module(gm, relu.target, replacement)
     else:
-        target = _free_name(gm, f"{relu.name}_{type(replacement).__name__.lower()}")
+        target = free_name(gm, f"{relu.name}_{type(replacement).__name__.lower()}")
         gm.add_submodule(target, replacement)
         with gm.graph.inserting_after(relu):
             new = gm.graph.call_module(target, (source,))
@@ -228,12 +258,3 @@ def _replace_relu(gm: fx.GraphModule, relu: fx.Node, scheme: BinaryScheme, calls
         relu.replace_all_uses_with(new)
         gm.graph.erase_node(relu)
     return type(replacement).__name__
-
-
-def _free_name(gm: fx.GraphModule, name: str) -> str:
-    """`name`, or `name_2`, `name_3`, … : the first that is not an attribute of `gm`."""
-    candidate, index = name, 1
-    while hasattr(gm, candidate):
-        index += 1
-        candidate = f"{name}_{index}"
-    return candidate

@@ -20,9 +20,10 @@ from torch import fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 
+from bitfx.ir.rewrite import call_counts, module_of, modules_sharing_parameters
 from bitfx.ir.shapes import node_shape
-from bitfx.passes.base import Pass, PassContext, PassResult
-from bitfx.passes.registry import register_pass
+from bitfx.passes.core.base import Pass, PassContext, PassResult
+from bitfx.passes.core.registry import register_pass
 
 # layer type → the BatchNorm type whose channels are its output channels
 _FOLDABLE: tuple[tuple[type[nn.Module], type[nn.Module]], ...] = (
@@ -45,15 +46,14 @@ class FuseBN(Pass):
     preserves_outputs = True
 
     def run(self, gm: fx.GraphModule, context: PassContext) -> PassResult:
-        calls = Counter(node.target for node in gm.graph.nodes if node.op == "call_module")
-        uses = Counter(id(p) for _, p in gm.named_parameters(remove_duplicate=False))
-        shared_params = {key for key, count in uses.items() if count > 1}
+        calls = call_counts(gm)
+        sharing = modules_sharing_parameters(gm)
         fused, skipped = [], {}
         for bn_node in list(gm.graph.nodes):
-            if bn_node.op != "call_module" or not isinstance(gm.get_submodule(bn_node.target), _BatchNorm):
+            if not isinstance(module_of(gm, bn_node), _BatchNorm):
                 continue
             layer_node = bn_node.args[0]
-            reason = _why_not_foldable(gm, layer_node, bn_node, calls, shared_params)
+            reason = _why_not_foldable(gm, layer_node, bn_node, calls, sharing)
             if reason:
                 skipped[bn_node.target] = reason
                 continue
@@ -68,7 +68,9 @@ class FuseBN(Pass):
         return PassResult(gm, bool(fused), {"fused": len(fused), "skipped": skipped, "pairs": fused})
 
 
-def _why_not_foldable(gm: fx.GraphModule, layer_node: object, bn_node: fx.Node, calls: Counter, shared_params: set[int]) -> str | None:
+def _why_not_foldable(
+    gm: fx.GraphModule, layer_node: object, bn_node: fx.Node, calls: Counter, sharing: set[str]
+) -> str | None:
     """None when `layer_node → bn_node` can be folded, otherwise the reason it cannot."""
     bn = gm.get_submodule(bn_node.target)
     if not isinstance(layer_node, fx.Node) or layer_node.op != "call_module":
@@ -77,10 +79,11 @@ def _why_not_foldable(gm: fx.GraphModule, layer_node: object, bn_node: fx.Node, 
     if not any(type(layer) is layer_type and type(bn) is bn_type for layer_type, bn_type in _FOLDABLE):
         return f"input is a {type(layer).__name__}, which cannot absorb a {type(bn).__name__}"
     if len(layer_node.users) > 1:
-        return f"the output of {layer_node.target} has other users ({', '.join(u.name for u in layer_node.users if u is not bn_node)})"
+        others = ", ".join(u.name for u in layer_node.users if u is not bn_node)
+        return f"the output of {layer_node.target} has other users ({others})"
     if calls[layer_node.target] > 1:
         return f"{layer_node.target} is called from {calls[layer_node.target]} places"
-    if any(id(p) in shared_params for p in layer.parameters()):
+    if layer_node.target in sharing:
         return f"{layer_node.target} shares a parameter with another module"
     if bn.running_mean is None or bn.running_var is None:
         return "the BatchNorm keeps no running statistics (track_running_stats=False)"

@@ -40,9 +40,10 @@ from bitfx.errors import PassConfigError, PassError
 from bitfx.ir.execution import compare_outputs, eval_mode, run_eval
 from bitfx.ir.output_chain import chain_after, chain_before
 from bitfx.ir.quant import MAX_BITS, MIN_BITS, QUANT_LAYER_TYPES, QUANTIZED_LAYERS, ActQuant, quantize_layer
-from bitfx.passes.base import Pass, PassContext, PassResult
-from bitfx.passes.registry import register_pass
-from bitfx.passes.selection import LayerSelection
+from bitfx.ir.rewrite import call_counts, free_name, module_of, replace_module
+from bitfx.passes.core.base import Pass, PassContext, PassResult
+from bitfx.passes.core.registry import register_pass
+from bitfx.passes.core.selection import LayerSelection
 
 _ADD_FUNCTIONS = (operator.add, operator.iadd, torch.add)
 _CANDIDATES = tuple(QUANTIZED_LAYERS)
@@ -62,23 +63,26 @@ class PAMSQuantize(Pass):
     float_ends: bool = True
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if isinstance(self.bits, bool) or not isinstance(self.bits, int) or not MIN_BITS <= self.bits <= MAX_BITS:
-            raise PassConfigError(f"pass 'pams': bits={self.bits!r} is not supported; use an integer from {MIN_BITS} to {MAX_BITS}")
-        self.layers = LayerSelection.from_config(self.layers)
+            raise PassConfigError(
+                f"pass 'pams': bits={self.bits!r} is not supported; use an integer from {MIN_BITS} to {MAX_BITS}"
+            )
 
     def requires(self, gm: fx.GraphModule) -> None:
         done = [name for name, m in gm.named_modules() if isinstance(m, (ActQuant, *QUANT_LAYER_TYPES))]
         if done:
-            raise PassError(f"the graph is already PAMS-quantized (e.g. {done[0]!r}); run 'pams' once, on the float model")
+            raise PassError(
+                f"the graph is already PAMS-quantized (e.g. {done[0]!r}); run 'pams' once, on the float model"
+            )
 
     def run(self, gm: fx.GraphModule, context: PassContext) -> PassResult:
         float_outputs = run_eval(gm, context.example_inputs)
-        chosen, kept_float = self._choose(gm)
+        chosen, skipped = self._choose(gm)
         if not chosen:
-            return PassResult(gm, False, {"quantized_layers": 0, "kept_float": kept_float})
+            return PassResult(gm, False, {"quantized_layers": 0, "skipped": skipped})
         for node in chosen:
-            parent, _, attr = node.target.rpartition(".")
-            setattr(gm.get_submodule(parent), attr, quantize_layer(gm.get_submodule(node.target), self.bits, self.per_channel))
+            replace_module(gm, node.target, quantize_layer(gm.get_submodule(node.target), self.bits, self.per_channel))
         quantizers = _insert_quantizers(gm, _quantized_edges(gm, chosen), self.bits)
         gm.recompile()
         calibration = _calibrate(gm, quantizers, context)
@@ -91,45 +95,48 @@ class PAMSQuantize(Pass):
             "calibration": calibration,
             "rel_error_vs_float": error,
             "layers": [node.target for node in chosen],
-            "kept_float": kept_float,
+            "skipped": skipped,
         }
         return PassResult(gm, True, stats)
 
     def ensures(self, gm: fx.GraphModule) -> None:
         for node in gm.graph.nodes:
-            if node.op == "call_module" and isinstance(gm.get_submodule(node.target), QUANT_LAYER_TYPES):
+            if isinstance(module_of(gm, node), QUANT_LAYER_TYPES):
                 source = node.args[0]
-                if not (isinstance(source, fx.Node) and source.op == "call_module" and isinstance(gm.get_submodule(source.target), ActQuant)):
+                if not (isinstance(source, fx.Node) and isinstance(module_of(gm, source), ActQuant)):
                     raise PassError(f"quantized layer {node.target!r} does not read a quantized activation")
         for name, module in gm.named_modules():
             if isinstance(module, ActQuant) and not (torch.isfinite(module.alpha) and module.alpha > 0):
-                raise PassError(f"quantizer {name!r} has α = {float(module.alpha)}; calibration data must give it a positive finite value")
+                raise PassError(
+                    f"quantizer {name!r} has α = {float(module.alpha)}; calibration data must give it "
+                    "a positive finite value"
+                )
 
     def _choose(self, gm: fx.GraphModule) -> tuple[list[fx.Node], dict[str, str]]:
         """The layer nodes to quantize, and why each other candidate stays float."""
         selected = [(n, m, d) for n, m, d in self.layers.select(gm, _CANDIDATES) if type(m) in QUANTIZED_LAYERS]
-        calls: dict[str, int] = {}
-        for node in gm.graph.nodes:
-            if node.op == "call_module":
-                calls[node.target] = calls.get(node.target, 0) + 1
+        calls = call_counts(gm)
         ends = {selected[0][0].target, selected[-1][0].target} if selected and self.float_ends else set()
-        chosen, kept_float = [], {}
+        chosen, skipped = [], {}
         for node, module, decision in selected:
             if decision.rule == "default" and node.target in ends:
-                kept_float[node.target] = "first/last layer (float_ends)"
+                skipped[node.target] = "first/last layer (float_ends)"
             elif decision.value not in (True, False, None):
-                raise PassConfigError(f"pass 'pams': layers must map to true/false, got {decision.value!r} for {node.target!r} ({decision.rule})")
+                raise PassConfigError(
+                    f"pass 'pams': layers must map to true/false, got {decision.value!r} for {node.target!r} "
+                    f"({decision.rule})"
+                )
             elif not decision.value:
-                kept_float[node.target] = f"not selected ({decision.rule})"
+                skipped[node.target] = f"not selected ({decision.rule})"
             elif calls[node.target] > 1:
-                kept_float[node.target] = f"called from {calls[node.target]} places"
+                skipped[node.target] = f"called from {calls[node.target]} places"
             elif getattr(module, "padding_mode", "zeros") != "zeros":
-                kept_float[node.target] = f"padding_mode={module.padding_mode!r} (integer convs pad with zeros)"
+                skipped[node.target] = f"padding_mode={module.padding_mode!r} (integer convs pad with zeros)"
             elif len(node.args) != 1 or node.kwargs:
-                kept_float[node.target] = "called with more than one argument"
+                skipped[node.target] = "called with more than one argument"
             else:
                 chosen.append(node)
-        return chosen, kept_float
+        return chosen, skipped
 
 
 def _quantized_edges(gm: fx.GraphModule, layers: list[fx.Node]) -> dict[fx.Node, set[fx.Node]]:
@@ -154,7 +161,9 @@ def _quantized_edges(gm: fx.GraphModule, layers: list[fx.Node]) -> dict[fx.Node,
 def _is_add(node: fx.Node) -> bool:
     if node.kwargs or len(node.args) != 2:
         return False
-    return (node.op == "call_function" and node.target in _ADD_FUNCTIONS) or (node.op == "call_method" and node.target in ("add", "add_"))
+    return (node.op == "call_function" and node.target in _ADD_FUNCTIONS) or (
+        node.op == "call_method" and node.target in ("add", "add_")
+    )
 
 
 def _insert_quantizers(gm: fx.GraphModule, edges: dict[fx.Node, set[fx.Node]], bits: int) -> list[ActQuant]:
@@ -162,7 +171,7 @@ def _insert_quantizers(gm: fx.GraphModule, edges: dict[fx.Node, set[fx.Node]], b
     last_placeholder = [n for n in gm.graph.nodes if n.op == "placeholder"][-1]
     quantizers = []
     for source, users in edges.items():
-        name = _free_name(gm, f"{source.name}_quant")
+        name = free_name(gm, f"{source.name}_quant")
         gm.add_submodule(name, ActQuant(bits))
         quantizers.append(gm.get_submodule(name))
         with gm.graph.inserting_after(last_placeholder if source.op == "placeholder" else source):
@@ -170,13 +179,6 @@ def _insert_quantizers(gm: fx.GraphModule, edges: dict[fx.Node, set[fx.Node]], b
         for user in users:
             user.replace_input_with(source, quant_node)
     return quantizers
-
-
-def _free_name(gm: fx.GraphModule, base: str) -> str:
-    name, index = base, 1
-    while hasattr(gm, name):
-        name, index = f"{base}_{index}", index + 1
-    return name
 
 
 def _calibrate(gm: fx.GraphModule, quantizers: list[ActQuant], context: PassContext) -> str:

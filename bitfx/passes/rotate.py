@@ -2,10 +2,10 @@
 
 Runs after `binarize` (`--passes fuse_bn,binarize,rotate`). Each binary conv chosen by the
 layer selection (default: all) becomes a `RotatedBinaryConv2d` with RBNN's recipe
-(bitfx.ir.binary.rbnn, ../shared/reference/algorithms.md §2): standardised filters, one
-pair of rotations R1 (a×a), R2 (b×b) shared by the layer's filters, the adjustable rotated
-weight with θ per output channel (starting at π/2), a learnable α per output channel
-(starting at mean|W|) and the training-aware sign estimator for weights and activations,
+(`bitfx.ir.binary.rbnn`; Lin et al., "Rotated Binary Neural Network", NeurIPS 2020):
+standardised filters, one pair of rotations R1 (a×a), R2 (b×b) shared by the layer's
+filters, the adjustable rotated weight with θ per output channel (starting at π/2), a
+learnable α per output channel (starting at mean|W|) and the training-aware sign estimator for weights and activations,
 scheduled by `bitfx.train.on_epoch_start`, which also runs `iterations` Procrustes steps on
 R1, R2 at every epoch start. The latent weights, bias, geometry and padding of each layer
 are kept, and so is the kind of activation quantizer (only its estimator changes).
@@ -13,8 +13,8 @@ are kept, and so is the kind of activation quantizer (only its estimator changes
 Parameters: `seed` (R1, R2 start as seeded random orthogonal matrices, drawn in graph
 order; `init="identity"` starts them at I), `iterations` (Procrustes steps per epoch; 0
 keeps R1, R2 fixed: with `init="identity"` that is RBNN without rotation, an ablation),
-`angle_init` (θ starts at π/2 as in ../shared/reference/algorithms.md and the authors'
-ImageNet code, or `uniform` in [0, π/2] per channel, seeded, as in their CIFAR code),
+`angle_init` (θ starts at π/2 as in the paper and the authors' ImageNet code, or `uniform`
+in [0, π/2] per channel, seeded, as in their CIFAR code),
 `standardize_activations` (per-sample standardisation of each rotated layer's input, as the
 authors' ImageNet code does; it costs one ReduceMean and one Sub per layer when deployed), `t_min`,
 `t_max` (the estimator schedule).
@@ -34,11 +34,19 @@ from torch import fx
 from bitfx.errors import PassConfigError, PassError
 from bitfx.ir.binary import BinaryConv2d, SignActivation
 from bitfx.ir.binary.estimators import Estimator
-from bitfx.ir.binary.rbnn import T_MAX, T_MIN, RotatedBinaryConv2d, RotatedWeightBinarizer, StandardizedSign, TrainingAwareSign
+from bitfx.ir.binary.rbnn import (
+    T_MAX,
+    T_MIN,
+    RotatedBinaryConv2d,
+    RotatedWeightBinarizer,
+    StandardizedSign,
+    TrainingAwareSign,
+)
 from bitfx.ir.binary.rotation import factor_pair, random_orthogonal
-from bitfx.passes.base import Pass, PassContext, PassResult
-from bitfx.passes.registry import register_pass
-from bitfx.passes.selection import LayerSelection
+from bitfx.ir.protocol import sign_estimator
+from bitfx.passes.core.base import Pass, PassContext, PassResult
+from bitfx.passes.core.registry import register_pass
+from bitfx.passes.core.selection import LayerSelection
 
 
 @register_pass
@@ -59,10 +67,11 @@ class InsertRotation(Pass):
     t_max: float = T_MAX
 
     def __post_init__(self) -> None:
-        self.layers = LayerSelection.from_config(self.layers)
+        super().__post_init__()
         if isinstance(self.iterations, bool) or not isinstance(self.iterations, int) or self.iterations < 0:
             raise PassConfigError(
-                f"pass 'rotate': iterations={self.iterations!r} must be an integer ≥ 0 (Procrustes steps per epoch; 0 keeps the rotations fixed)"
+                f"pass 'rotate': iterations={self.iterations!r} must be an integer ≥ 0 (Procrustes steps "
+                "per epoch; 0 keeps the rotations fixed)"
             )
         if not 0 < self.t_min <= self.t_max:
             raise PassConfigError(f"pass 'rotate': need 0 < t_min ≤ t_max, got t_min={self.t_min}, t_max={self.t_max}")
@@ -70,7 +79,8 @@ class InsertRotation(Pass):
     def requires(self, gm: fx.GraphModule) -> None:
         if not any(isinstance(module, BinaryConv2d) for module in gm.modules()):
             raise PassError(
-                "pass 'rotate' rotates the weights of binary convolutions and this graph has none; run 'binarize' before it (e.g. --passes fuse_bn,binarize,rotate)"
+                "pass 'rotate' rotates the weights of binary convolutions and this graph has none; run "
+                "'binarize' before it (e.g. --passes fuse_bn,binarize,rotate)"
             )
 
     def run(self, gm: fx.GraphModule, context: PassContext) -> PassResult:
@@ -93,7 +103,13 @@ class InsertRotation(Pass):
             standardized += standardize
             a, b = factor_pair(layer.weight[0].numel())
             rotated[node.target] = f"R1 {a}×{a}, R2 {b}×{b}"
-        stats: dict[str, Any] = {"rotated": len(rotated), "activations_standardized": standardized, "layers": rotated, "not_rotated": skipped, "notes": notes}
+        stats: dict[str, Any] = {
+            "rotated": len(rotated),
+            "activations_standardized": standardized,
+            "layers": rotated,
+            "skipped": skipped,
+            "notes": notes,
+        }
         return PassResult(gm, bool(rotated), stats)
 
     def _standardizes(self, layer: BinaryConv2d) -> tuple[bool, str]:
@@ -103,7 +119,11 @@ class InsertRotation(Pass):
         if layer.input_quantizer is None:
             return False, "input not standardised: it stays real (W1A32)"
         if type(layer.input_quantizer) is not SignActivation:
-            return False, f"input not standardised: standardisation replaces a plain sign, and this input quantizer is {type(layer.input_quantizer).__name__}"
+            return (
+                False,
+                "input not standardised: standardisation replaces a plain sign, and this input quantizer "
+                f"is {type(layer.input_quantizer).__name__}",
+            )
         return True, ""
 
     def _rotated(self, layer: BinaryConv2d, generator: torch.Generator, standardize: bool) -> RotatedBinaryConv2d:
@@ -112,12 +132,18 @@ class InsertRotation(Pass):
             left, right = random_orthogonal(a, generator), random_orthogonal(b, generator)
         else:
             left, right = torch.eye(a), torch.eye(b)
-        angle = torch.rand(layer.out_channels, generator=generator) * (math.pi / 2) if self.angle_init == "uniform" else None
-        weight_quantizer = RotatedWeightBinarizer(layer.weight, left, right, angle=angle, iterations=self.iterations, t_min=self.t_min, t_max=self.t_max)
+        angle = (
+            torch.rand(layer.out_channels, generator=generator) * (math.pi / 2)
+            if self.angle_init == "uniform"
+            else None
+        )
+        weight_quantizer = RotatedWeightBinarizer(
+            layer.weight, left, right, angle=angle, iterations=self.iterations, t_min=self.t_min, t_max=self.t_max
+        )
         estimator = TrainingAwareSign(activations=True, t_min=self.t_min, t_max=self.t_max)
         input_quantizer = layer.input_quantizer
         if standardize:
             input_quantizer = StandardizedSign(estimator)
-        elif isinstance(getattr(input_quantizer, "estimator", None), Estimator):
+        elif isinstance(sign_estimator(input_quantizer), Estimator):
             input_quantizer.estimator = estimator
         return RotatedBinaryConv2d.from_binary_conv(layer, weight_quantizer.train(layer.training), input_quantizer)

@@ -51,15 +51,29 @@ class Distillation:
         with eval_mode(self.teacher), torch.no_grad():
             teacher_out = self.teacher(inputs)
         student_out = self.student(inputs)
-        (teacher_logits, teacher_features), (student_logits, student_features) = self._split(teacher_out), self._split(student_out)
+        (teacher_logits, teacher_features), (student_logits, student_features) = (
+            self._split(teacher_out),
+            self._split(student_out),
+        )
         t = self.temperature
-        loss = F.kl_div(F.log_softmax(student_logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1), log_target=True, reduction="batchmean") * t * t
+        loss = (
+            F.kl_div(
+                F.log_softmax(student_logits / t, dim=1),
+                F.log_softmax(teacher_logits / t, dim=1),
+                log_target=True,
+                reduction="batchmean",
+            )
+            * t
+            * t
+        )
         if self.label_weight:
             if labels is None:
                 raise ValueError("label_weight is set: pass the labels")
             loss = loss + self.label_weight * F.cross_entropy(student_logits, labels)
         if self.feature_weight:
-            loss = loss + self.feature_weight * sum(F.mse_loss(s, t_) for s, t_ in zip(student_features, teacher_features))
+            loss = loss + self.feature_weight * sum(
+                F.mse_loss(s, t_) for s, t_ in zip(student_features, teacher_features)
+            )
         return loss
 
     def _split(self, output: object) -> tuple[Tensor, list[Tensor]]:

@@ -1,4 +1,4 @@
-"""The training hooks of IR modules, called over a whole model (see `bitfx.ir.training_hooks`).
+"""The training hooks of IR modules, called over a whole model (see `bitfx.ir.protocol.TrainingHooks`).
 
 An ordinary PyTorch loop trains a rewritten GraphModule; it calls these two functions:
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from bitfx.ir.training_hooks import TrainingHooks
+from bitfx.ir.protocol import training_hook_modules
 
 
 def on_epoch_start(model: nn.Module, epoch: int, epochs: int) -> dict[str, dict[str, float]]:
@@ -24,16 +24,14 @@ def on_epoch_start(model: nn.Module, epoch: int, epochs: int) -> dict[str, dict[
     if epochs <= 0 or not 0 <= epoch < epochs:
         raise ValueError(f"on_epoch_start: epoch must satisfy 0 ≤ epoch < epochs, got epoch={epoch}, epochs={epochs}")
     values = {}
-    for name, module in model.named_modules():
-        if isinstance(module, TrainingHooks):
-            set_values = module.on_epoch_start(epoch, epochs)
-            if set_values:
-                values[name] = set_values
+    for name, module in training_hook_modules(model):
+        set_values = module.on_epoch_start(epoch, epochs)
+        if set_values:
+            values[name] = set_values
     return values
 
 
 def after_optimizer_step(model: nn.Module) -> None:
     """Re-impose every module's parameter constraint after an optimizer step."""
-    for module in model.modules():
-        if isinstance(module, TrainingHooks):
-            module.after_optimizer_step()
+    for _, module in training_hook_modules(model):
+        module.after_optimizer_step()

@@ -12,7 +12,9 @@ from bitfx.ir.quant import ActQuant
 ALPHA_LR = 1e-2
 
 
-def pams_parameter_groups(model: nn.Module, lr: float, *, alpha_lr: float = ALPHA_LR, weight_decay: float = 0.0) -> list[dict[str, Any]]:
+def pams_parameter_groups(
+    model: nn.Module, lr: float, *, alpha_lr: float = ALPHA_LR, weight_decay: float = 0.0
+) -> list[dict[str, Any]]:
     """`[{weights, lr, weight_decay}, {alphas, alpha_lr, no weight decay}]` for a torch optimizer."""
     alphas = [m.alpha for m in model.modules() if isinstance(m, ActQuant)]
     alpha_ids = {id(a) for a in alphas}

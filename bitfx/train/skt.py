@@ -35,7 +35,10 @@ def attention_map(features: Tensor) -> Tensor:
 def skt_loss(student: Sequence[Tensor], teacher: Sequence[Tensor]) -> Tensor:
     """Mean over layers of the MSE between student and (detached) teacher attention maps."""
     if len(student) != len(teacher) or not student:
-        raise ValueError(f"skt_loss needs the same, non-zero number of student and teacher features, got {len(student)} and {len(teacher)}")
+        raise ValueError(
+            "skt_loss needs the same, non-zero number of student and teacher features, "
+            f"got {len(student)} and {len(teacher)}"
+        )
     losses = [(attention_map(s) - attention_map(t.detach())).pow(2).mean() for s, t in zip(student, teacher)]
     return sum(losses) / len(losses)
 

@@ -8,7 +8,7 @@ import onnx
 import torch
 from torch import fx
 
-from bitfx.backends.onnx.lowering import get_lowering
+from bitfx.backends.onnx.lowerings import get_lowering
 from bitfx.errors import BitfxError, LoweringError
 from bitfx.ir.execution import Inputs, as_inputs, eval_mode
 
@@ -31,7 +31,9 @@ def export(
     except BitfxError:
         raise
     except Exception as error:
-        raise LoweringError(f"lowering {lowering!r} failed for {type(gm).__name__}: {type(error).__name__}: {error}") from error
+        raise LoweringError(
+            f"lowering {lowering!r} failed for {type(gm).__name__}: {type(error).__name__}: {error}"
+        ) from error
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as error:

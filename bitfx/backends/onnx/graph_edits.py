@@ -27,7 +27,11 @@ def fold_initializer_conversions(model: onnx.ModelProto) -> None:
     initializers = {init.name: init for init in graph.initializer}
     kept = []
     for node in graph.node:
-        if node.op_type in _FOLDABLE and node.domain in ("", "ai.onnx") and all(name in initializers for name in node.input):
+        if (
+            node.op_type in _FOLDABLE
+            and node.domain in ("", "ai.onnx")
+            and all(name in initializers for name in node.input)
+        ):
             values = [numpy_helper.to_array(initializers[name]) for name in node.input]
             attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
             result = _FOLDABLE[node.op_type](values, attributes)

@@ -19,7 +19,9 @@ def load_model(path: str | Path) -> onnx.ModelProto:
     try:
         return onnx.load(str(path))
     except Exception as error:
-        raise LoweringError(f"{str(path)!r} is not a readable ONNX model ({type(error).__name__}: {error}); re-export it") from error
+        raise LoweringError(
+            f"{str(path)!r} is not a readable ONNX model ({type(error).__name__}: {error}); re-export it"
+        ) from error
 
 
 def session(

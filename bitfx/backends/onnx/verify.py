@@ -1,22 +1,47 @@
 """`verify`: run an ONNX file and the torch module it came from on the same inputs.
 
-A lowering style whose files need another check (the `qdq` style compares quantizer codes)
-registers it with `register_verifier`; `verifier_for(style)` returns it, else `verify`.
+A lowering style whose files need another check registers it with `register_verifier`;
+`verifier_for(style)` returns it, else `verify`. The `qdq` style has one (`verify_qdq`):
+
+Running both end to end cannot match bit for bit: onnxruntime accumulates convolutions in
+integers (or its own float kernels) and torch in float32, so a value that lands within
+about 1e-6 of a rounding boundary can round the other way, and that one-step difference then
+spreads through the layers after it. The check therefore compares quantizer by quantizer,
+with the same inputs on both sides:
+
+1. onnxruntime runs the file, fully optimized (the fused integer kernels), with the codes of
+   every quantizer as extra outputs (found through the `bitfx.quantizer` metadata);
+2. torch runs the module with every `ActQuant` fed onnxruntime's codes of the quantizers
+   before it (each one's output replaced by onnxruntime's codes times its step), and each
+   quantizer's own codes are compared with onnxruntime's: they must differ by at most one
+   step (the claim "within one quantization step"), and only at rounding ties;
+3. the outputs computed from those shared codes must agree within `rtol` (what follows the
+   last quantizers is float and must match as in the `float` lowering).
+
+The end-to-end (free-running) difference is reported too, for information.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import onnx
+import torch
 from torch import nn
 
-from bitfx.backends.onnx.session import run_session, session
-from bitfx.ir.execution import Inputs, OutputError, as_inputs, compare_outputs, run_eval
+from bitfx.backends.onnx.qdq import QUANTIZER_KEY, ZERO_POINT_KEY
+from bitfx.backends.onnx.session import load_model, run_session, session
+from bitfx.errors import LoweringError
+from bitfx.ir.execution import Inputs, OutputError, as_inputs, compare_outputs, eval_mode, run_eval
+from bitfx.ir.quant import ActQuant
 
 DEFAULT_VERIFY_RTOL = 1e-4
+MAX_CODE_STEPS = 1
 
 
 @dataclass(frozen=True)
@@ -42,7 +67,10 @@ class VerifyReport:
     def describe(self) -> str:
         """One line for a terminal."""
         verdict = "ok" if self.ok else "FAILED"
-        return f"max abs error {self.max_abs_error:.3g}, max rel error {self.max_rel_error:.3g} (tolerance {self.rtol:g}): {verdict}"
+        return (
+            f"max abs error {self.max_abs_error:.3g}, max rel error {self.max_rel_error:.3g} "
+            f"(tolerance {self.rtol:g}): {verdict}"
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -79,3 +107,143 @@ def register_verifier(lowering: str) -> Callable[[Verifier], Verifier]:
 def verifier_for(lowering: str) -> Verifier:
     """The check for files written by the lowering style `lowering` (`verify` unless one is registered)."""
     return _VERIFIERS.get(lowering, verify)
+
+
+@dataclass(frozen=True)
+class QuantizerCheck:
+    """How one quantizer's codes in onnxruntime compare with torch's, given the same inputs."""
+
+    name: str
+    max_code_diff: int
+    mismatched: int
+    elements: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "max_code_diff": self.max_code_diff,
+            "mismatched": self.mismatched,
+            "elements": self.elements,
+        }
+
+
+@dataclass(frozen=True)
+class QuantizedVerifyReport(VerifyReport):
+    """`outputs`: errors of onnxruntime's outputs against torch fed the same codes;
+    `quantizers`: per-quantizer code agreement; `free_running`: end-to-end errors."""
+
+    quantizers: tuple[QuantizerCheck, ...] = ()
+    free_running: tuple[OutputError, ...] = ()
+
+    @property
+    def max_code_diff(self) -> int:
+        return max((q.max_code_diff for q in self.quantizers), default=0)
+
+    @property
+    def ok(self) -> bool:
+        return self.max_code_diff <= MAX_CODE_STEPS and self.max_rel_error <= self.rtol
+
+    def describe(self) -> str:
+        mismatched = sum(q.mismatched for q in self.quantizers)
+        codes = sum(q.elements for q in self.quantizers)
+        free = max((o.max_rel_error for o in self.free_running), default=0.0)
+        verdict = "ok" if self.ok else "FAILED"
+        return (
+            f"{len(self.quantizers)} quantizers, "
+            f"codes within {self.max_code_diff} step(s) of torch given the same inputs "
+            f"({mismatched:,} of {codes:,} differ, at rounding ties; allowed: {MAX_CODE_STEPS}); "
+            f"outputs from the same codes: max rel error {self.max_rel_error:.3g} (tolerance {self.rtol:g}); "
+            f"end to end: max rel error {free:.3g}: {verdict}"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **super().to_json(),
+            "criterion": (
+                f"every quantizer's codes within {MAX_CODE_STEPS} step of torch given the same input codes, "
+                "and outputs from those codes within rtol"
+            ),
+            "max_code_diff": self.max_code_diff,
+            "mismatched_codes": sum(q.mismatched for q in self.quantizers),
+            "codes": sum(q.elements for q in self.quantizers),
+            "quantizers": [q.to_json() for q in self.quantizers],
+            "free_running": {
+                "max_abs_error": max((o.max_abs_error for o in self.free_running), default=0.0),
+                "max_rel_error": max((o.max_rel_error for o in self.free_running), default=0.0),
+            },
+        }
+
+
+@register_verifier("qdq")
+def verify_qdq(
+    path: str | Path, module: nn.Module, inputs: Inputs, *, rtol: float = DEFAULT_VERIFY_RTOL
+) -> QuantizedVerifyReport:
+    """Check the `qdq` file at `path` against the PAMS-quantized `module` (see the module docstring)."""
+    inputs = as_inputs(inputs)
+    arrays = [t.detach().numpy() for t in inputs]
+    model = load_model(path)
+    codes_by_name = _quantizer_outputs(model)
+    quantizers = {name: m for name, m in module.named_modules() if isinstance(m, ActQuant)}
+    missing = sorted(set(quantizers) - set(codes_by_name))
+    if missing:
+        raise LoweringError(
+            f"{str(path)!r} has no codes for the quantizers {missing}; "
+            "was it written by the 'qdq' lowering from this module?"
+        )
+    n_outputs = len(model.graph.output)
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = Path(tmp) / "probe.onnx"
+        onnx.save(_with_code_outputs(model, codes_by_name), str(probe))
+        results = run_session(session(probe), arrays)
+    outputs, codes = results[:n_outputs], dict(zip(codes_by_name, results[n_outputs:]))
+    free_running = compare_outputs(run_eval(module, inputs), outputs)
+    zero_points = {name: zero for name, (_, zero) in codes_by_name.items()}
+    forced, checks = _run_with_codes(module, inputs, quantizers, codes, zero_points)
+    return QuantizedVerifyReport(compare_outputs(forced, outputs), rtol, tuple(checks), tuple(free_running))
+
+
+def _quantizer_outputs(model: onnx.ModelProto) -> dict[str, tuple[str, int]]:
+    """quantizer module name → (name of its code tensor, zero point), from the node metadata."""
+    found = {}
+    for node in model.graph.node:
+        metadata = {entry.key: entry.value for entry in node.metadata_props}
+        if QUANTIZER_KEY in metadata:
+            found[metadata[QUANTIZER_KEY]] = (node.output[0], int(metadata[ZERO_POINT_KEY]))
+    return found
+
+
+def _with_code_outputs(model: onnx.ModelProto, codes_by_name: dict[str, tuple[str, int]]) -> onnx.ModelProto:
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    for tensor, _ in codes_by_name.values():
+        probe.graph.output.append(onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.UINT8, None))
+    return probe
+
+
+def _run_with_codes(
+    module: nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    quantizers: dict[str, ActQuant],
+    codes: dict[str, np.ndarray],
+    zero_points: dict[str, int],
+) -> tuple[Any, list[QuantizerCheck]]:
+    """Run `module` with each quantizer's output replaced by onnxruntime's codes; compare codes."""
+    checks: list[QuantizerCheck] = []
+    names = {id(m): name for name, m in quantizers.items()}
+
+    def force(quantizer: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
+        name = names[id(quantizer)]
+        theirs = torch.from_numpy(codes[name].astype(np.int64) - zero_points[name]).reshape(output.shape)
+        ours = quantizer.codes(args[0]).to(torch.int64)
+        diff = (ours - theirs).abs()
+        checks.append(QuantizerCheck(name, int(diff.max()) if diff.numel() else 0, int((diff > 0).sum()), diff.numel()))
+        return theirs.to(output.dtype) * quantizer.scale()
+
+    handles = [q.register_forward_hook(force) for q in quantizers.values()]
+    try:
+        with eval_mode(module), torch.no_grad():
+            outputs = module(*inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return outputs, checks

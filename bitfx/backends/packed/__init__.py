@@ -9,13 +9,15 @@ Importing this package never imports torch.
 """
 
 from bitfx.backends.packed._native import available_isas, cpu_count, get_isa, get_threads, set_isa, set_threads
-from bitfx.backends.packed.compiler import CompileReport, supported_ops
-from bitfx.backends.packed.errors import PackedModelError
+from bitfx.backends.packed.compiler import supported_ops
+from bitfx.backends.packed.errors import PackedKernelError, PackedModelError
 from bitfx.backends.packed.executor import PackedModel, load
 from bitfx.backends.packed.kernels import popcount_peak
+from bitfx.backends.packed.program import CompileReport
 
 __all__ = [
     "CompileReport",
+    "PackedKernelError",
     "PackedModel",
     "PackedModelError",
     "available_isas",

@@ -1,9 +1,13 @@
-"""ctypes binding of the compiled kernels (csrc/): struct mirrors, prototypes, ISA and thread choice.
+"""The ctypes binding of the compiled kernels (csrc/): struct mirrors, typed prototypes, status
+checks, ISA and thread choice. This is the only module that talks to the C library; `kernels.py`
+builds the prepared kernels on top of it.
 
 The library is built by `pip install` as the extension module `bitfx.backends.packed._kernels`
-(see setup.py); its functions are plain C called through ctypes. Environment variables read at
-import: `BITFX_PACKED_ISA` (scalar | avx2 | avx512) forces an instruction set,
-`BITFX_PACKED_THREADS` sets the thread count.
+(see setup.py); its functions are plain C called through ctypes. Every prototype declares its
+argument and return types; every kernel entry point returns a status (csrc/bitfx_kernels.h) that
+is checked on each call, so a failed call raises `PackedKernelError` instead of leaving its output
+unwritten. Environment variables read at import: `BITFX_PACKED_ISA` (scalar | avx2 | avx512)
+forces an instruction set, `BITFX_PACKED_THREADS` sets the thread count.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import ctypes
 import importlib.util
 import os
 
+from bitfx.backends.packed.errors import PackedKernelError
 from bitfx.errors import BitfxError
 
 ISA_NAMES = ("scalar", "avx2", "avx512")
@@ -21,7 +26,12 @@ FLOAT_TILE = 4  # output channels per tile of the float convolution (BITFX_FLOAT
 
 _i64 = ctypes.c_int64
 _f64 = ctypes.c_double
-_ptr = ctypes.c_void_p
+_status = ctypes.c_int
+STATUS_OK, STATUS_ALLOC, STATUS_ARGUMENT = 0, 1, 2  # enum bitfx_status
+_STATUS_MEANING = {
+    STATUS_ALLOC: "could not allocate its working memory (the machine is out of memory)",
+    STATUS_ARGUMENT: "was given an invalid argument (a null pointer or inconsistent sizes)",
+}
 
 
 def _fields(*names: str, kind: type = _i64) -> list[tuple[str, type]]:
@@ -40,7 +50,9 @@ class BinaryConvDesc(ctypes.Structure):
     _fields_ = [
         ("input", PackedGeom),
         *_fields("groups", "group_words", "kernel_h", "kernel_w", "stride_h", "stride_w", "dilation_h", "dilation_w"),
-        *_fields("pad_top", "pad_left", "out_h", "out_w", "out_channels", "blocks", "patterns", "out_mode", "has_residual"),
+        *_fields(
+            "pad_top", "pad_left", "out_h", "out_w", "out_channels", "blocks", "patterns", "out_mode", "has_residual"
+        ),
         *_fields("clamp_lo", "clamp_hi", kind=_f64),
         ("out", PackedGeom),
     ]
@@ -50,7 +62,18 @@ class BinaryMaxPoolDesc(ctypes.Structure):
     _fields_ = [
         ("input", PackedGeom),
         ("out", PackedGeom),
-        *_fields("kernel_h", "kernel_w", "stride_h", "stride_w", "dilation_h", "dilation_w", "pad_top", "pad_left", "out_h", "out_w"),
+        *_fields(
+            "kernel_h",
+            "kernel_w",
+            "stride_h",
+            "stride_w",
+            "dilation_h",
+            "dilation_w",
+            "pad_top",
+            "pad_left",
+            "out_h",
+            "out_w",
+        ),
     ]
 
 
@@ -69,7 +92,19 @@ class FloatGemmDesc(ctypes.Structure):
 
 class FloatMaxPoolDesc(ctypes.Structure):
     _fields_ = _fields(
-        "planes", "height", "width", "kernel_h", "kernel_w", "stride_h", "stride_w", "dilation_h", "dilation_w", "pad_top", "pad_left", "out_h", "out_w"
+        "planes",
+        "height",
+        "width",
+        "kernel_h",
+        "kernel_w",
+        "stride_h",
+        "stride_w",
+        "dilation_h",
+        "dilation_w",
+        "pad_top",
+        "pad_left",
+        "out_h",
+        "out_w",
     )
 
 
@@ -83,9 +118,23 @@ def _library_path() -> str:
     return spec.origin
 
 
+def _pointer(ctype: type) -> type:
+    return ctypes.POINTER(ctype)
+
+
+def _check_status(status: int, function: ctypes._CFuncPtr, arguments: tuple) -> int:
+    """ctypes `errcheck` of every kernel entry point: raise on a nonzero status."""
+    if status != STATUS_OK:
+        meaning = _STATUS_MEANING.get(status, f"failed with unknown status {status}")
+        raise PackedKernelError(f"the packed kernel {function.__name__} {meaning}; its output was not written")
+    return status
+
+
 def _load() -> ctypes.CDLL:
     lib = ctypes.CDLL(_library_path())
-    prototypes = {
+    element_types = (ctypes.c_uint64, _i64, ctypes.c_int32, ctypes.c_uint32, ctypes.c_float)
+    u64, i64, i32, u32, f32 = (_pointer(t) for t in element_types)
+    queries = {
         "bitfx_isa_supported": (ctypes.c_int, [_i64]),
         "bitfx_best_isa": (_i64, []),
         "bitfx_set_isa": (ctypes.c_int, [_i64]),
@@ -93,19 +142,23 @@ def _load() -> ctypes.CDLL:
         "bitfx_set_threads": (None, [_i64]),
         "bitfx_get_threads": (_i64, []),
         "bitfx_max_threads": (_i64, []),
-        "bitfx_pack": (None, [_ptr, _ptr, _ptr]),
-        "bitfx_fill_border": (None, [_ptr, _ptr, _ptr]),
-        "bitfx_binary_conv": (None, [_ptr] * 11),
-        "bitfx_binary_maxpool": (None, [_ptr, _ptr, _ptr]),
-        "bitfx_float_conv": (None, [_ptr] * 7),
-        "bitfx_float_maxpool": (None, [_ptr, _ptr, _ptr]),
-        "bitfx_float_gemm": (None, [_ptr] * 5),
         "bitfx_popcount_peak": (_f64, [_i64]),
     }
-    for name, (restype, argtypes) in prototypes.items():
+    kernels = {
+        "bitfx_pack": [_pointer(PackDesc), f32, u64],
+        "bitfx_fill_border": [_pointer(PackedGeom), u64, u64],
+        "bitfx_binary_conv": [_pointer(BinaryConvDesc), u64, u64, i32, i64, f32, f32, f32, i64, u32, ctypes.c_void_p],
+        "bitfx_binary_maxpool": [_pointer(BinaryMaxPoolDesc), u64, u64],
+        "bitfx_float_conv": [_pointer(FloatConvDesc), f32, f32, f32, f32, f32, f32],
+        "bitfx_float_maxpool": [_pointer(FloatMaxPoolDesc), f32, f32],
+        "bitfx_float_gemm": [_pointer(FloatGemmDesc), f32, f32, f32, f32],
+    }
+    for name, (restype, argtypes) in queries.items():
         function = getattr(lib, name)
-        function.restype = restype
-        function.argtypes = argtypes
+        function.restype, function.argtypes = restype, argtypes
+    for name, argtypes in kernels.items():
+        function = getattr(lib, name)
+        function.restype, function.argtypes, function.errcheck = _status, argtypes, _check_status
     return lib
 
 

@@ -1,11 +1,10 @@
-"""Turn a `Graph` into the list of steps the executor runs: check every op is supported (one
-error lists all that are not), find the fusions (fusion.py), insert packing where a binary
+"""Turn a `Graph` into the `Program` the executor runs (program.py): check every op is supported
+(one error lists all that are not), find the fusions (fusion.py), insert packing where a binary
 layer reads float data, and order the steps."""
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
 
 from bitfx.backends.packed.errors import PackedModelError
 from bitfx.backends.packed.fusion import (
@@ -19,15 +18,13 @@ from bitfx.backends.packed.fusion import (
     reader_layout,
 )
 from bitfx.backends.packed.graph import Graph, Node
-from bitfx.backends.packed.kernel_ops import (
+from bitfx.backends.packed.kernel_steps import (
     BinaryConvStep,
     BinaryGemmFloatStep,
     BinaryMaxPoolStep,
-    Epilogue,
     FloatConvStep,
     FloatGemmStep,
     FloatMaxPoolStep,
-    PackedLayout,
     PackStep,
     binary_constants,
     binary_conv_kernel,
@@ -37,30 +34,12 @@ from bitfx.backends.packed.kernel_ops import (
 )
 from bitfx.backends.packed.kernels import BinaryConv
 from bitfx.backends.packed.numpy_ops import NUMPY_OPS
+from bitfx.backends.packed.program import CompileReport, Epilogue, PackedLayout, Program
 from bitfx.backends.packed.steps import Step
+from bitfx.format import BINARY_GEMM, BINARY_OPS, DOMAIN, qualified
 
-NATIVE_FUNCTIONS = frozenset({("bitfx", "BinaryConv2d"), ("bitfx", "BinaryGemm")})
-KERNEL_OPS = ("Conv", "MaxPool", "bitfx.BinaryConv2d", "bitfx.BinaryGemm")
-
-
-@dataclass
-class CompileReport:
-    """What the compiler made of the graph (counts of nodes and of fusions)."""
-
-    binary_layers: int = 0
-    packed_outputs: int = 0  # binary layers whose output stays packed (thresholds)
-    packed_max_pools: int = 0
-    packs: int = 0  # float → packed conversions
-    fused_epilogues: int = 0  # convolutions that absorbed an Add and/or Relu/Clip
-    absorbed_nodes: int = 0
-    ops: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass
-class Program:
-    steps: list[Step]
-    graph: Graph
-    report: CompileReport
+NATIVE_FUNCTIONS = frozenset((DOMAIN, op) for op in BINARY_OPS)
+KERNEL_OPS = ("Conv", "MaxPool", *(qualified(op) for op in BINARY_OPS))
 
 
 def supported_ops() -> list[str]:
@@ -133,7 +112,9 @@ def _check_supported(graph: Graph) -> None:
         )
 
 
-def _threshold_chains(graph: Graph, kernels: dict[str, BinaryConv], readers_of: dict[str, list[Node]]) -> dict[str, ThresholdChain]:
+def _threshold_chains(
+    graph: Graph, kernels: dict[str, BinaryConv], readers_of: dict[str, list[Node]]
+) -> dict[str, ThresholdChain]:
     chains = {}
     for node in graph.nodes:
         if node.name in kernels:
@@ -144,7 +125,9 @@ def _threshold_chains(graph: Graph, kernels: dict[str, BinaryConv], readers_of: 
     return chains
 
 
-def _epilogues(graph: Graph, chains: dict[str, ThresholdChain], absorbed: set[str], readers_of: dict[str, list[Node]]) -> dict[str, EpilogueFusion]:
+def _epilogues(
+    graph: Graph, chains: dict[str, ThresholdChain], absorbed: set[str], readers_of: dict[str, list[Node]]
+) -> dict[str, EpilogueFusion]:
     fusions = {}
     for node in graph.nodes:
         if node.name in chains or node.name in absorbed or not (node.qualified == "Conv" or is_binary(node)):
@@ -199,7 +182,7 @@ def _steps_for(
     if not is_binary(node):
         return anchor, [NUMPY_OPS[node.op_type](node, graph)]
     if not binarizes(node):
-        if node.op_type == "BinaryGemm":
+        if node.op_type == BINARY_GEMM:
             weights, scale, bias = binary_constants(node, graph)
             return anchor, [BinaryGemmFloatStep(node, weights, scale, bias, epilogue, output)]
         make, kernel = binary_float_conv(node, graph)
@@ -207,15 +190,33 @@ def _steps_for(
     x = node.inputs[0]
     layout = reader_layout(node)
     source = packed_inputs.get(x) or packed_name(x, layout.groups, layout.pad)
-    gemm = node.op_type == "BinaryGemm"
+    gemm = node.op_type == BINARY_GEMM
     chain = chains.get(node.name)
     if chain is None:
         return anchor, [BinaryConvStep(name, source, output, kernels[node.name], gemm=gemm, epilogue=epilogue)]
     if chain.pool is None:
-        return anchor, [BinaryConvStep(name, source, packed_inputs[chain.end], kernels[node.name], gemm=gemm, epilogue=epilogue, packed_out=chain.layout)]
+        return anchor, [
+            BinaryConvStep(
+                name,
+                source,
+                packed_inputs[chain.end],
+                kernels[node.name],
+                gemm=gemm,
+                epilogue=epilogue,
+                packed_out=chain.layout,
+            )
+        ]
     before_pool = f"{chain.pool.inputs[0]}::packed"
     steps = [
-        BinaryConvStep(name + f" → packed via {len(chain.nodes)} node(s)", source, before_pool, kernels[node.name], gemm=gemm, epilogue=epilogue, packed_out=chain.pool_layout()),
+        BinaryConvStep(
+            name + f" → packed via {len(chain.nodes)} node(s)",
+            source,
+            before_pool,
+            kernels[node.name],
+            gemm=gemm,
+            epilogue=epilogue,
+            packed_out=chain.pool_layout(),
+        ),
         BinaryMaxPoolStep(chain.pool, before_pool, packed_inputs[chain.end], chain.layout),
     ]
     return anchor, steps

@@ -17,10 +17,11 @@ import numpy as np
 import onnx
 
 from bitfx.backends.packed._native import get_threads, set_threads
-from bitfx.backends.packed.compiler import NATIVE_FUNCTIONS, CompileReport, Program, compile_graph
+from bitfx.backends.packed.compiler import NATIVE_FUNCTIONS, compile_graph
 from bitfx.backends.packed.errors import PackedModelError
 from bitfx.backends.packed.graph import load_graph
 from bitfx.backends.packed.kernels import PackedTensor
+from bitfx.backends.packed.program import CompileReport, Program
 from bitfx.backends.packed.steps import Value
 
 _ALIGN = 64
@@ -123,7 +124,9 @@ class PackedModel:
         for name, value in zip(names, inputs):
             array = np.ascontiguousarray(value)
             declared = self.graph.input_shapes.get(name, ())
-            if declared and (array.ndim != len(declared) or any(isinstance(d, int) and d != s for d, s in zip(declared, array.shape))):
+            if declared and (
+                array.ndim != len(declared) or any(isinstance(d, int) and d != s for d, s in zip(declared, array.shape))
+            ):
                 raise PackedModelError(f"input {name!r} has shape {array.shape}; the model declares {declared}")
             arrays.append(array.astype(np.float32, copy=False) if array.dtype == np.float64 else array)
         return arrays
@@ -187,7 +190,9 @@ def _lookup(values: dict[str, Value], names: list[str], step: object) -> list[Va
     try:
         return [values[name] if name else None for name in names]
     except KeyError as error:
-        raise PackedModelError(f"{step}: input {error.args[0]!r} is not produced by any earlier node; is the graph topologically sorted?") from error
+        raise PackedModelError(
+            f"{step}: input {error.args[0]!r} is not produced by any earlier node; is the graph topologically sorted?"
+        ) from error
 
 
 def _nbytes(value: Value) -> int:

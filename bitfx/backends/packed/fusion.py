@@ -22,17 +22,31 @@ import numpy as np
 
 from bitfx.backends.packed.errors import PackedModelError
 from bitfx.backends.packed.graph import Graph, Node
-from bitfx.backends.packed.kernel_ops import Epilogue, PackedLayout
 from bitfx.backends.packed.kernels import NO_CLAMP, BinaryConv
 from bitfx.backends.packed.numpy_ops import ELEMENTWISE, NUMPY_OPS, clip_bounds, non_decreasing
+from bitfx.backends.packed.program import Epilogue, PackedLayout
+from bitfx.format import BINARY_GEMM, BINARY_OPS, qualified
 
-BINARY_OPS = ("bitfx.BinaryConv2d", "bitfx.BinaryGemm")
+QUALIFIED_BINARY_OPS = tuple(qualified(op) for op in BINARY_OPS)
 # Elementwise ops whose result is a number (what sign() can follow); logic and casts are not.
-CHAIN_OPS = ELEMENTWISE - {"Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor", "Not", "IsNaN", "Cast", "Where"}
+CHAIN_OPS = ELEMENTWISE - {
+    "Equal",
+    "Less",
+    "Greater",
+    "LessOrEqual",
+    "GreaterOrEqual",
+    "And",
+    "Or",
+    "Xor",
+    "Not",
+    "IsNaN",
+    "Cast",
+    "Where",
+}
 
 
 def is_binary(node: Node) -> bool:
-    return node.qualified in BINARY_OPS
+    return node.qualified in QUALIFIED_BINARY_OPS
 
 
 def binarizes(node: Node) -> bool:
@@ -42,7 +56,7 @@ def binarizes(node: Node) -> bool:
 
 def reader_layout(node: Node) -> PackedLayout:
     """The packed layout a binarizing reader wants for its input X."""
-    if node.op_type == "BinaryGemm":
+    if node.op_type == BINARY_GEMM:
         return PackedLayout()
     pads = tuple(node.attr("pads", (0, 0, 0, 0)))
     return PackedLayout(node.attr("group", 1), pads, -1 if node.attr("pad_value", 0) == -1 else 1)
@@ -79,12 +93,14 @@ class ThresholdChain:
         return PackedLayout(1, pads, -1)
 
 
-def find_threshold_chain(producer: Node, kernel: BinaryConv, graph: Graph, readers_of: dict[str, list[Node]]) -> ThresholdChain | None:
+def find_threshold_chain(
+    producer: Node, kernel: BinaryConv, graph: Graph, readers_of: dict[str, list[Node]]
+) -> ThresholdChain | None:
     """The chain from `producer` (a binarizing, group-1 binary op) to the binary layers that
     binarize its output, if it can stay packed all the way (module docstring)."""
     if producer.attr("group", 1) != 1 or producer.attr("binarize_input", 1) != 1:
         return None
-    gemm = producer.op_type == "BinaryGemm"
+    gemm = producer.op_type == BINARY_GEMM
     value, nodes, pool = producer.outputs[0], [], None
     while True:
         if value in graph.outputs:
@@ -101,12 +117,14 @@ def find_threshold_chain(producer: Node, kernel: BinaryConv, graph: Graph, reade
             return None
         nodes.append(reader)
         value = reader.outputs[0]
-    if any((r.op_type == "BinaryGemm") != gemm or r.attr("group", 1) != 1 for r in readers):
+    if any((r.op_type == BINARY_GEMM) != gemm or r.attr("group", 1) != 1 for r in readers):
         return None
     layout = merged_layout([reader_layout(r) for r in readers])
     if layout is None:
         return None
-    if pool is not None and not all(non_decreasing(n, graph, _position(n, v)) for n, v in _chain_inputs(producer, nodes) if n is not pool):
+    if pool is not None and not all(
+        non_decreasing(n, graph, _position(n, v)) for n, v in _chain_inputs(producer, nodes) if n is not pool
+    ):
         return None
     levels = _sign_levels(producer, kernel, nodes, pool, graph, gemm)
     thresholds = _thresholds(levels, kernel.k)
@@ -116,7 +134,11 @@ def find_threshold_chain(producer: Node, kernel: BinaryConv, graph: Graph, reade
 
 
 def _plain_max_pool(node: Node) -> bool:
-    return len([o for o in node.outputs if o]) == 1 and len(node.attr("kernel_shape")) == 2 and node.attr("auto_pad", "NOTSET") in ("NOTSET", "VALID")
+    return (
+        len([o for o in node.outputs if o]) == 1
+        and len(node.attr("kernel_shape")) == 2
+        and node.attr("auto_pad", "NOTSET") in ("NOTSET", "VALID")
+    )
 
 
 def _chain_inputs(producer: Node, nodes: list[Node]) -> list[tuple[Node, str]]:
@@ -152,7 +174,9 @@ def _per_channel_constants(node: Node, value: str, graph: Graph, gemm: bool) -> 
     return True
 
 
-def _sign_levels(producer: Node, kernel: BinaryConv, nodes: list[Node], pool: Node | None, graph: Graph, gemm: bool) -> np.ndarray:
+def _sign_levels(
+    producer: Node, kernel: BinaryConv, nodes: list[Node], pool: Node | None, graph: Graph, gemm: bool
+) -> np.ndarray:
     """bit(c, d) = sign(f_c(scale_c·d + bias_c)) < 0 for d = −K … K, with the file's float32 ops."""
     d = np.arange(-kernel.k, kernel.k + 1, dtype=np.float32)
     scale = graph.constant(producer.inputs[2]).astype(np.float32)

@@ -18,7 +18,6 @@ from onnx import helper, inliner, numpy_helper
 
 from bitfx.backends.packed.errors import PackedModelError
 
-BITFX_DOMAIN = "bitfx"
 DEFAULT_DOMAINS = ("", "ai.onnx")
 
 
@@ -69,7 +68,9 @@ class Graph:
         return self.constants.get(name) if name else None
 
 
-def load_graph(model: str | Path | onnx.ModelProto, native_functions: frozenset[tuple[str, str]] = frozenset()) -> Graph:
+def load_graph(
+    model: str | Path | onnx.ModelProto, native_functions: frozenset[tuple[str, str]] = frozenset()
+) -> Graph:
     """Read an ONNX file (or ModelProto) into a `Graph`, with clear errors for what cannot be read.
 
     Model-local functions are inlined except `native_functions` ((domain, name) pairs the
@@ -81,7 +82,9 @@ def load_graph(model: str | Path | onnx.ModelProto, native_functions: frozenset[
         try:
             model = onnx.load(str(path))
         except Exception as error:
-            raise PackedModelError(f"{str(path)!r} is not a readable ONNX model ({type(error).__name__}: {error})") from error
+            raise PackedModelError(
+                f"{str(path)!r} is not a readable ONNX model ({type(error).__name__}: {error})"
+            ) from error
     model = _inline_functions(model, native_functions)
     opset = next((o.version for o in model.opset_import if o.domain in DEFAULT_DOMAINS), 0)
     graph = model.graph
@@ -133,7 +136,9 @@ def _constant_value(node: Node) -> np.ndarray:
             if key.endswith("int") or key.endswith("ints"):
                 return np.asarray(value, np.int64)
             return np.asarray(value)
-    raise PackedModelError(f"{node.describe()}: only tensor, float and int Constant values are supported, got {sorted(node.attributes)}")
+    raise PackedModelError(
+        f"{node.describe()}: only tensor, float and int Constant values are supported, got {sorted(node.attributes)}"
+    )
 
 
 def _declared_shape(value: onnx.ValueInfoProto) -> tuple:

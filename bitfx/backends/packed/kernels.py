@@ -1,9 +1,12 @@
-"""The compiled kernels as numpy-level operations: packed tensors, packing, binary and float
-convolution, max pooling, and the popcount peak.
+"""The prepared kernels: the compiled C kernels (bound in `_native.py`) as numpy-level
+operations on packed tensors: packing, binary and float convolution, Gemm, max pooling, and the
+popcount peak. The executor's steps (`kernel_steps.py`) run these.
 
 Each operation has a `bind(...)` form that checks shapes once and returns a zero-argument
 callable writing into fixed buffers (what the executor runs every inference), and a plain
-call form that allocates its output (for tests and benchmarks).
+call form that allocates its output (for tests and benchmarks). A bound call holds a reference
+to every array and descriptor it points into (`run.keep`), so it stays valid after the kernel
+object, its inputs and its outputs are dropped by the caller.
 """
 
 from __future__ import annotations
@@ -31,9 +34,29 @@ from bitfx.backends.packed._native import (
     lib,
 )
 from bitfx.errors import BitfxError
+from bitfx.format import packed_words, real_bits_mask, unpack_signs
 
 Pads = tuple[int, int, int, int]  # top, left, bottom, right
 NO_CLAMP = (-math.inf, math.inf)
+_CTYPES = {
+    np.dtype(np.uint64): ctypes.c_uint64,
+    np.dtype(np.int64): ctypes.c_int64,
+    np.dtype(np.int32): ctypes.c_int32,
+    np.dtype(np.uint32): ctypes.c_uint32,
+    np.dtype(np.float32): ctypes.c_float,
+}
+
+
+def _pointer(array: np.ndarray | None) -> ctypes._Pointer | None:
+    """A typed pointer to the data of a C-contiguous array (None for None); the ctypes prototypes
+    reject a pointer of the wrong element type, and the pointer holds a reference to `array`."""
+    if array is None:
+        return None
+    if not array.flags.c_contiguous or array.dtype not in _CTYPES:
+        raise BitfxError(
+            f"a kernel argument must be a C-contiguous array of {sorted(map(str, _CTYPES))}, got {array.dtype}"
+        )
+    return array.ctypes.data_as(ctypes.POINTER(_CTYPES[array.dtype]))
 
 
 @dataclass(frozen=True)
@@ -48,7 +71,9 @@ class Window:
     def out_size(self, height: int, width: int, ceil_mode: bool = False) -> tuple[int, int]:
         """Output height and width (PyTorch / ONNX formula; `ceil_mode` as ONNX pooling)."""
         sizes = []
-        for size, k, s, d, p0, p1 in zip((height, width), self.kernel, self.strides, self.dilations, self.pads[:2], self.pads[2:]):
+        for size, k, s, d, p0, p1 in zip(
+            (height, width), self.kernel, self.strides, self.dilations, self.pads[:2], self.pads[2:]
+        ):
             span = size + p0 + p1 - d * (k - 1) - 1
             out = (-(-span // s) if ceil_mode else span // s) + 1
             if ceil_mode and (out - 1) * s >= size + p0:
@@ -77,10 +102,20 @@ class PackedTensor:
     pad: int = 1
 
     @classmethod
-    def empty(cls, batch: int, channels: int, height: int, width: int, *, groups: int = 1, border: Pads = (0, 0, 0, 0), pad: int = 1) -> PackedTensor:
+    def empty(
+        cls,
+        batch: int,
+        channels: int,
+        height: int,
+        width: int,
+        *,
+        groups: int = 1,
+        border: Pads = (0, 0, 0, 0),
+        pad: int = 1,
+    ) -> PackedTensor:
         if channels % groups:
             raise BitfxError(f"{channels} channels cannot be split into {groups} groups")
-        words = groups * _words(channels // groups)
+        words = groups * packed_words(channels // groups)
         shape = (batch, border[0] + height + border[2], border[1] + width + border[3], words)
         return cls(np.empty(shape, np.uint64), channels, height, width, groups, tuple(border), pad)
 
@@ -90,7 +125,7 @@ class PackedTensor:
 
     @property
     def group_words(self) -> int:
-        return _words(self.channels // self.groups)
+        return packed_words(self.channels // self.groups)
 
     def geom(self) -> PackedGeom:
         return PackedGeom(self.batch, self.height, self.width, *self.border, self.data.shape[3])
@@ -99,10 +134,10 @@ class PackedTensor:
         """The words of one border pixel: zeros for +1, the real channels' bits for −1."""
         if self.pad == 1:
             return np.zeros(self.data.shape[3], np.uint64)
-        return np.tile(_channel_mask(self.channels // self.groups), self.groups)
+        return np.tile(real_bits_mask(self.channels // self.groups), self.groups)
 
     def fill_border(self) -> None:
-        lib.bitfx_fill_border(ctypes.byref(self.geom()), self.pad_pixel().ctypes.data, self.data.ctypes.data)
+        lib.bitfx_fill_border(ctypes.byref(self.geom()), _pointer(self.pad_pixel()), _pointer(self.data))
 
     def interior(self) -> np.ndarray:
         top, left = self.border[:2]
@@ -114,11 +149,8 @@ class PackedTensor:
         interior = self.interior()
         planes = []
         for g in range(self.groups):
-            chunk = np.ascontiguousarray(interior[..., g * words : (g + 1) * words])
-            bits = np.unpackbits(chunk.view(np.uint8), axis=-1, bitorder="little")[..., :per_group]
-            planes.append(bits)
-        bits = np.concatenate(planes, axis=-1).transpose(0, 3, 1, 2)
-        return (1.0 - 2.0 * bits).astype(np.float32)
+            planes.append(unpack_signs(interior[..., g * words : (g + 1) * words], per_group))
+        return np.concatenate(planes, axis=-1).transpose(0, 3, 1, 2)
 
 
 def aligned(array: np.ndarray, alignment: int = 64) -> np.ndarray:
@@ -132,18 +164,6 @@ def aligned(array: np.ndarray, alignment: int = 64) -> np.ndarray:
     return out
 
 
-def _words(channels: int) -> int:
-    return -(-channels // 64)
-
-
-def _channel_mask(channels: int) -> np.ndarray:
-    """Words with a 1 for every real channel of `channels` (bits past them 0)."""
-    mask = np.full(_words(channels), np.uint64(0xFFFFFFFFFFFFFFFF))
-    if channels % 64:
-        mask[-1] = np.uint64((1 << (channels % 64)) - 1)
-    return mask
-
-
 def _check_float(x: np.ndarray, what: str, ndim: int = 4) -> None:
     if x.dtype != np.float32 or x.ndim != ndim or not x.flags.c_contiguous:
         raise BitfxError(f"{what} must be a C-contiguous float32 array with {ndim} dimensions, got {x.dtype} {x.shape}")
@@ -153,11 +173,13 @@ def bind_pack(x: np.ndarray, out: PackedTensor) -> Callable[[], None]:
     """sign(x) of a float NCHW array into `out` (bit 1 where x < 0), border refilled each call."""
     _check_float(x, "the input to pack")
     if x.shape != (out.batch, out.channels, out.height, out.width):
-        raise BitfxError(f"cannot pack a {x.shape} array into a packed tensor of {out.batch}×{out.channels}×{out.height}×{out.width}")
+        raise BitfxError(
+            f"cannot pack a {x.shape} array into a packed tensor of {out.batch}×{out.channels}×{out.height}×{out.width}"
+        )
     desc = PackDesc(out.channels, out.groups, out.group_words, out.geom())
     pad_pixel, geom = out.pad_pixel(), out.geom()
-    pack_args = (ctypes.byref(desc), x.ctypes.data, out.data.ctypes.data)
-    border_args = (ctypes.byref(geom), pad_pixel.ctypes.data, out.data.ctypes.data)
+    pack_args = (ctypes.byref(desc), _pointer(x), _pointer(out.data))
+    border_args = (ctypes.byref(geom), _pointer(pad_pixel), _pointer(out.data))
     has_border = any(out.border)
 
     def run() -> None:
@@ -186,32 +208,53 @@ class BinaryConv:
     `set_packed_output(threshold, flip)` it writes bits (d < threshold) XOR flip instead.
     """
 
-    def __init__(self, weights: np.ndarray, scale: np.ndarray, bias: np.ndarray, *, window: Window, group: int, in_channels: int, pad_value: int) -> None:
+    def __init__(
+        self,
+        weights: np.ndarray,
+        scale: np.ndarray,
+        bias: np.ndarray,
+        *,
+        window: Window,
+        group: int,
+        in_channels: int,
+        pad_value: int,
+    ) -> None:
         if weights.dtype != np.uint64 or weights.ndim != 4:
-            raise BitfxError(f"binary conv weights must be a C_out×kh×kw×words uint64 array, got {weights.dtype} {weights.shape}")
+            raise BitfxError(
+                f"binary conv weights must be a C_out×kh×kw×words uint64 array, got {weights.dtype} {weights.shape}"
+            )
         out_channels = weights.shape[0]
         if in_channels % group or out_channels % group:
             raise BitfxError(f"group={group} must divide in_channels={in_channels} and out_channels={out_channels}")
         per_group = in_channels // group
-        if weights.shape[1:] != (*window.kernel, _words(per_group)):
+        if weights.shape[1:] != (*window.kernel, packed_words(per_group)):
             raise BitfxError(
-                f"binary conv weights have shape {weights.shape}; kernel {window.kernel} and {per_group} input channels per group "
-                f"need {out_channels}×{window.kernel[0]}×{window.kernel[1]}×{_words(per_group)}"
+                f"binary conv weights have shape {weights.shape}; "
+                f"kernel {window.kernel} and {per_group} input channels per group "
+                f"need {out_channels}×{window.kernel[0]}×{window.kernel[1]}×{packed_words(per_group)}"
             )
         if pad_value not in (0, 1, -1):
             raise BitfxError(f"pad_value must be 0, 1 or -1, got {pad_value}")
         for name, value in (("scale", scale), ("bias", bias)):
             if np.shape(value) != (out_channels,):
-                raise BitfxError(f"{name} must have one value per output channel ({out_channels}), got shape {np.shape(value)}")
-        self.window, self.group, self.in_channels, self.out_channels, self.pad_value = window, group, in_channels, out_channels, pad_value
-        self.group_words = _words(per_group)
+                raise BitfxError(
+                    f"{name} must have one value per output channel ({out_channels}), got shape {np.shape(value)}"
+                )
+        self.window, self.group, self.in_channels, self.out_channels, self.pad_value = (
+            window,
+            group,
+            in_channels,
+            out_channels,
+            pad_value,
+        )
+        self.group_words = packed_words(per_group)
         self.taps = window.kernel[0] * window.kernel[1]
         self.k = self.taps * per_group  # bits per filter = the largest |d|
         out_per_group = out_channels // group
         self.blocks = -(-out_per_group // BLOCK)
-        weights = weights & _channel_mask(per_group)  # bits past the real channels must not count
-        bits_set = np.unpackbits(np.ascontiguousarray(weights).view(np.uint8), axis=-1).sum(axis=-1, dtype=np.int64)
-        self.tap_sums = per_group - 2 * bits_set  # Σ_c w_c per (channel, kh, kw), what a +1 padded tap adds
+        weights = weights & real_bits_mask(per_group)  # bits past the real channels must not count
+        # Σ_c w_c per (channel, kh, kw): what a +1 padded tap adds
+        self.tap_sums = unpack_signs(weights, per_group).astype(np.int64).sum(axis=-1)
         self.weights = aligned(self._blocked(weights.reshape(group, out_per_group, -1)).transpose(0, 1, 3, 2))
         self.scale = self._lanes(np.asarray(scale, np.float32), np.float32)
         self.bias = self._lanes(np.asarray(bias, np.float32), np.float32)
@@ -240,7 +283,9 @@ class BinaryConv:
         flips = np.zeros(self.blocks * BLOCK, np.uint64)
         flips[: self.out_channels] = flip
         self.threshold = aligned(lanes)
-        self.flip = (flips.reshape(self.blocks, BLOCK) << np.arange(BLOCK, dtype=np.uint64)).sum(axis=1).astype(np.uint32)
+        self.flip = (
+            (flips.reshape(self.blocks, BLOCK) << np.arange(BLOCK, dtype=np.uint64)).sum(axis=1).astype(np.uint32)
+        )
 
     def out_size(self, height: int, width: int) -> tuple[int, int]:
         return self.window.out_size(height, width)
@@ -259,27 +304,46 @@ class BinaryConv:
             return np.zeros(out_h * out_w, np.int32), aligned(np.full((1, lanes), self.k, np.int64))
         (kh, kw), (sh, sw), (dh, dw) = self.window.kernel, self.window.strides, self.window.dilations
         top, left = self.window.pads[:2]
-        rows = (np.arange(out_h)[:, None] * sh - top + np.arange(kh)[None, :] * dh)
-        cols = (np.arange(out_w)[:, None] * sw - left + np.arange(kw)[None, :] * dw)
+        rows = np.arange(out_h)[:, None] * sh - top + np.arange(kh)[None, :] * dh
+        cols = np.arange(out_w)[:, None] * sw - left + np.arange(kw)[None, :] * dw
         row_kinds, row_id = np.unique((rows >= 0) & (rows < height), axis=0, return_inverse=True)
         col_kinds, col_id = np.unique((cols >= 0) & (cols < width), axis=0, return_inverse=True)
-        pattern = (row_id.reshape(-1)[:, None] * len(col_kinds) + col_id.reshape(-1)[None, :]).reshape(-1).astype(np.int32)
+        pattern = (
+            (row_id.reshape(-1)[:, None] * len(col_kinds) + col_id.reshape(-1)[None, :]).reshape(-1).astype(np.int32)
+        )
         padded_taps = ~(row_kinds[:, None, :, None] & col_kinds[None, :, None, :])  # rows × cols × kh × kw
-        correction = np.einsum("rcij,oij->rco", padded_taps.astype(np.int64), self.tap_sums).reshape(-1, self.out_channels)
+        correction = np.einsum("rcij,oij->rco", padded_taps.astype(np.int64), self.tap_sums).reshape(
+            -1, self.out_channels
+        )
         kc = np.stack([self._lanes(self.k - c, np.int64) for c in correction])
         return pattern, aligned(kc)
 
-    def bind(self, x: PackedTensor, out: np.ndarray | PackedTensor, *, residual: np.ndarray | None = None, clamp: tuple[float, float] = NO_CLAMP) -> Callable[[], None]:
+    def bind(
+        self,
+        x: PackedTensor,
+        out: np.ndarray | PackedTensor,
+        *,
+        residual: np.ndarray | None = None,
+        clamp: tuple[float, float] = NO_CLAMP,
+    ) -> Callable[[], None]:
         """Check the buffers once; return the call that runs the convolution into `out`."""
         if x.channels != self.in_channels or x.groups != self.group:
-            raise BitfxError(f"binary conv expects {self.in_channels} channels in {self.group} groups, got {x.channels} in {x.groups}")
+            raise BitfxError(
+                f"binary conv expects {self.in_channels} channels in {self.group} groups, "
+                f"got {x.channels} in {x.groups}"
+            )
         if x.pad != (-1 if self.pad_value == -1 else 1):
             raise BitfxError(f"binary conv with pad_value={self.pad_value} got an input whose border holds {x.pad}")
         out_h, out_w = self.out_size(x.height, x.width)
         top, left = self.window.pads[:2]
         if x.border[0] < top or x.border[1] < left:
-            raise BitfxError(f"the packed input's border {x.border} is smaller than the convolution's pads {self.window.pads}")
-        for axis, size, span, start in ((0, out_h, x.data.shape[1], x.border[0] - top), (1, out_w, x.data.shape[2], x.border[1] - left)):
+            raise BitfxError(
+                f"the packed input's border {x.border} is smaller than the convolution's pads {self.window.pads}"
+            )
+        for axis, size, span, start in (
+            (0, out_h, x.data.shape[1], x.border[0] - top),
+            (1, out_w, x.data.shape[2], x.border[1] - left),
+        ):
             if start + self.window.rows_read(size, axis) > span:
                 raise BitfxError(f"the packed input's border {x.border} is too small for pads {self.window.pads}")
         pattern, kc = self.tables(x.height, x.width)
@@ -287,30 +351,68 @@ class BinaryConv:
         if packed:
             if self.threshold is None:
                 raise BitfxError("call set_packed_output(threshold, flip) before writing packed output")
-            if (out.batch, out.channels, out.height, out.width, out.groups) != (x.batch, self.out_channels, out_h, out_w, 1):
+            if (out.batch, out.channels, out.height, out.width, out.groups) != (
+                x.batch,
+                self.out_channels,
+                out_h,
+                out_w,
+                1,
+            ):
                 raise BitfxError(f"packed output must be {x.batch}×{self.out_channels}×{out_h}×{out_w} in one group")
             out_geom = out.geom()
         else:
             _check_float(out, "the float output")
             if out.shape != (x.batch, self.out_channels, out_h, out_w):
-                raise BitfxError(f"float output must have shape {(x.batch, self.out_channels, out_h, out_w)}, got {out.shape}")
+                raise BitfxError(
+                    f"float output must have shape {(x.batch, self.out_channels, out_h, out_w)}, got {out.shape}"
+                )
             out_geom = PackedGeom()
         if residual is not None:
             _check_float(residual, "the residual")
             if residual.shape != (x.batch, self.out_channels, out_h, out_w):
-                raise BitfxError(f"residual must have the output's shape {(x.batch, self.out_channels, out_h, out_w)}, got {residual.shape}")
+                raise BitfxError(
+                    f"residual must have the output's shape {(x.batch, self.out_channels, out_h, out_w)}, "
+                    f"got {residual.shape}"
+                )
         (kh, kw), (sh, sw), (dh, dw) = self.window.kernel, self.window.strides, self.window.dilations
         desc = BinaryConvDesc(
-            x.geom(), self.group, self.group_words, kh, kw, sh, sw, dh, dw, top, left, out_h, out_w, self.out_channels,
-            self.blocks, len(kc), OUT_PACKED if packed else OUT_FLOAT, residual is not None, clamp[0], clamp[1], out_geom,
+            x.geom(),
+            self.group,
+            self.group_words,
+            kh,
+            kw,
+            sh,
+            sw,
+            dh,
+            dw,
+            top,
+            left,
+            out_h,
+            out_w,
+            self.out_channels,
+            self.blocks,
+            len(kc),
+            OUT_PACKED if packed else OUT_FLOAT,
+            residual is not None,
+            clamp[0],
+            clamp[1],
+            out_geom,
         )
         threshold = self.threshold if packed else np.zeros(1, np.int64)
         flip = self.flip if packed else np.zeros(1, np.uint32)
         target = out.data if packed else out
         args = (
-            ctypes.byref(desc), x.data.ctypes.data, self.weights.ctypes.data, pattern.ctypes.data, kc.ctypes.data,
-            self.scale.ctypes.data, self.bias.ctypes.data, None if residual is None else residual.ctypes.data,
-            threshold.ctypes.data, flip.ctypes.data, target.ctypes.data,
+            ctypes.byref(desc),
+            _pointer(x.data),
+            _pointer(self.weights),
+            _pointer(pattern),
+            _pointer(kc),
+            _pointer(self.scale),
+            _pointer(self.bias),
+            _pointer(residual),
+            _pointer(threshold),
+            _pointer(flip),
+            _pointer(target),
         )
         fill = out.fill_border if packed and any(out.border) else None
 
@@ -319,10 +421,18 @@ class BinaryConv:
             if fill:
                 fill()
 
-        run.keep = (desc, x, out, residual, pattern, kc, threshold, flip)
+        run.keep = (desc, x, out, residual, pattern, kc, threshold, flip, self.weights, self.scale, self.bias)
         return run
 
-    def __call__(self, x: PackedTensor, *, residual: np.ndarray | None = None, clamp: tuple[float, float] = NO_CLAMP, packed_border: Pads | None = None, packed_pad: int = 1):
+    def __call__(
+        self,
+        x: PackedTensor,
+        *,
+        residual: np.ndarray | None = None,
+        clamp: tuple[float, float] = NO_CLAMP,
+        packed_border: Pads | None = None,
+        packed_pad: int = 1,
+    ):
         """Run once into a new output: float NCHW, or a PackedTensor when `packed_border` is given."""
         out_h, out_w = self.out_size(x.height, x.width)
         if packed_border is not None:
@@ -336,10 +446,22 @@ class BinaryConv:
 class FloatConv:
     """A prepared float convolution (NCHW) with the fused epilogue y = clamp(scale·conv + bias [+ residual])."""
 
-    def __init__(self, weights: np.ndarray, bias: np.ndarray | None = None, scale: np.ndarray | None = None, *, window: Window, group: int = 1, pad_value: float = 0.0) -> None:
+    def __init__(
+        self,
+        weights: np.ndarray,
+        bias: np.ndarray | None = None,
+        scale: np.ndarray | None = None,
+        *,
+        window: Window,
+        group: int = 1,
+        pad_value: float = 0.0,
+    ) -> None:
         weights = np.asarray(weights, np.float32)
         if weights.ndim != 4 or weights.shape[2:] != window.kernel:
-            raise BitfxError(f"float conv weights must be C_out×C_in/group×{window.kernel[0]}×{window.kernel[1]}, got {weights.shape}")
+            raise BitfxError(
+                f"float conv weights must be C_out×C_in/group×{window.kernel[0]}×{window.kernel[1]}, "
+                f"got {weights.shape}"
+            )
         out_channels = weights.shape[0]
         if out_channels % group:
             raise BitfxError(f"group={group} must divide out_channels={out_channels}")
@@ -356,7 +478,14 @@ class FloatConv:
     def out_size(self, height: int, width: int) -> tuple[int, int]:
         return self.window.out_size(height, width)
 
-    def bind(self, x: np.ndarray, out: np.ndarray, *, residual: np.ndarray | None = None, clamp: tuple[float, float] = NO_CLAMP) -> Callable[[], None]:
+    def bind(
+        self,
+        x: np.ndarray,
+        out: np.ndarray,
+        *,
+        residual: np.ndarray | None = None,
+        clamp: tuple[float, float] = NO_CLAMP,
+    ) -> Callable[[], None]:
         _check_float(x, "the float conv input")
         batch, channels, height, width = x.shape
         if channels != self.in_channels:
@@ -364,28 +493,56 @@ class FloatConv:
         out_h, out_w = self.out_size(height, width)
         _check_float(out, "the float conv output")
         if out.shape != (batch, self.out_channels, out_h, out_w):
-            raise BitfxError(f"float conv output must have shape {(batch, self.out_channels, out_h, out_w)}, got {out.shape}")
+            raise BitfxError(
+                f"float conv output must have shape {(batch, self.out_channels, out_h, out_w)}, got {out.shape}"
+            )
         if residual is not None:
             _check_float(residual, "the residual")
             if residual.shape != out.shape:
                 raise BitfxError(f"residual must have the output's shape {out.shape}, got {residual.shape}")
         (kh, kw), (sh, sw), (dh, dw) = self.window.kernel, self.window.strides, self.window.dilations
         desc = FloatConvDesc(
-            batch, channels, height, width, self.group, self.out_channels, self.tiles, kh, kw, sh, sw, dh, dw,
-            self.window.pads[0], self.window.pads[1], out_h, out_w, residual is not None, self.pad_value, clamp[0], clamp[1],
+            batch,
+            channels,
+            height,
+            width,
+            self.group,
+            self.out_channels,
+            self.tiles,
+            kh,
+            kw,
+            sh,
+            sw,
+            dh,
+            dw,
+            self.window.pads[0],
+            self.window.pads[1],
+            out_h,
+            out_w,
+            residual is not None,
+            self.pad_value,
+            clamp[0],
+            clamp[1],
         )
         args = (
-            ctypes.byref(desc), x.ctypes.data, self.weights.ctypes.data, self.scale.ctypes.data, self.bias.ctypes.data,
-            None if residual is None else residual.ctypes.data, out.ctypes.data,
+            ctypes.byref(desc),
+            _pointer(x),
+            _pointer(self.weights),
+            _pointer(self.scale),
+            _pointer(self.bias),
+            _pointer(residual),
+            _pointer(out),
         )
 
         def run() -> None:
             lib.bitfx_float_conv(*args)
 
-        run.keep = (desc, x, out, residual)
+        run.keep = (desc, x, out, residual, self.weights, self.scale, self.bias)
         return run
 
-    def __call__(self, x: np.ndarray, *, residual: np.ndarray | None = None, clamp: tuple[float, float] = NO_CLAMP) -> np.ndarray:
+    def __call__(
+        self, x: np.ndarray, *, residual: np.ndarray | None = None, clamp: tuple[float, float] = NO_CLAMP
+    ) -> np.ndarray:
         out_h, out_w = self.out_size(x.shape[2], x.shape[3])
         out = np.empty((x.shape[0], self.out_channels, out_h, out_w), np.float32)
         self.bind(np.ascontiguousarray(x, np.float32), out, residual=residual, clamp=clamp)()
@@ -395,26 +552,40 @@ class FloatConv:
 class FloatGemm:
     """A prepared float matrix product with constant weights: y = alpha·x·W + beta·bias (ONNX Gemm, transA=0)."""
 
-    def __init__(self, weights: np.ndarray, bias: np.ndarray | None = None, *, alpha: float = 1.0, beta: float = 1.0, transposed: bool = False) -> None:
+    def __init__(
+        self,
+        weights: np.ndarray,
+        bias: np.ndarray | None = None,
+        *,
+        alpha: float = 1.0,
+        beta: float = 1.0,
+        transposed: bool = False,
+    ) -> None:
         weights = np.asarray(weights, np.float32)
         if weights.ndim != 2:
             raise BitfxError(f"gemm weights must be 2-D, got shape {weights.shape}")
         self.weights = aligned(weights.T if transposed else weights)  # K × C
         self.k, self.channels = self.weights.shape
-        self.bias = None if bias is None else np.ascontiguousarray(np.broadcast_to(np.asarray(bias, np.float32).reshape(-1), (self.channels,)))
+        self.bias = (
+            None
+            if bias is None
+            else np.ascontiguousarray(np.broadcast_to(np.asarray(bias, np.float32).reshape(-1), (self.channels,)))
+        )
         self.alpha, self.beta = alpha, beta
 
     def bind(self, x: np.ndarray, out: np.ndarray) -> Callable[[], None]:
         _check_float(x, "the gemm input", ndim=2)
         if x.shape[1] != self.k or out.shape != (x.shape[0], self.channels):
-            raise BitfxError(f"gemm of a {x.shape} input with {self.k}×{self.channels} weights cannot write a {out.shape} output")
+            raise BitfxError(
+                f"gemm of a {x.shape} input with {self.k}×{self.channels} weights cannot write a {out.shape} output"
+            )
         desc = FloatGemmDesc(x.shape[0], self.k, self.channels, self.bias is not None, self.alpha, self.beta)
-        args = (ctypes.byref(desc), x.ctypes.data, self.weights.ctypes.data, None if self.bias is None else self.bias.ctypes.data, out.ctypes.data)
+        args = (ctypes.byref(desc), _pointer(x), _pointer(self.weights), _pointer(self.bias), _pointer(out))
 
         def run() -> None:
             lib.bitfx_float_gemm(*args)
 
-        run.keep = (desc, x, out)
+        run.keep = (desc, x, out, self.weights, self.bias)
         return run
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -423,7 +594,9 @@ class FloatGemm:
         return out
 
 
-def bind_binary_maxpool(x: PackedTensor, out: PackedTensor, window: Window, ceil_mode: bool = False) -> Callable[[], None]:
+def bind_binary_maxpool(
+    x: PackedTensor, out: PackedTensor, window: Window, ceil_mode: bool = False
+) -> Callable[[], None]:
     """Max pool of packed ±1 values (AND of bits); `x`'s border must hold −1 (ignored taps)."""
     out_h, out_w = window.out_size(x.height, x.width, ceil_mode)
     if x.pad != -1 and (any(window.pads) or ceil_mode):
@@ -431,12 +604,15 @@ def bind_binary_maxpool(x: PackedTensor, out: PackedTensor, window: Window, ceil
     if (out.batch, out.channels, out.groups, out.height, out.width) != (x.batch, x.channels, x.groups, out_h, out_w):
         raise BitfxError(f"binary max pool output must be {x.batch}×{x.channels}×{out_h}×{out_w} in {x.groups} groups")
     top, left = window.pads[:2]
-    for axis, size, span, start in ((0, out_h, x.data.shape[1], x.border[0] - top), (1, out_w, x.data.shape[2], x.border[1] - left)):
+    for axis, size, span, start in (
+        (0, out_h, x.data.shape[1], x.border[0] - top),
+        (1, out_w, x.data.shape[2], x.border[1] - left),
+    ):
         if start < 0 or start + window.rows_read(size, axis) > span:
             raise BitfxError(f"the packed input's border {x.border} is too small for the pool's pads {window.pads}")
     (kh, kw), (sh, sw), (dh, dw) = window.kernel, window.strides, window.dilations
     desc = BinaryMaxPoolDesc(x.geom(), out.geom(), kh, kw, sh, sw, dh, dw, top, left, out_h, out_w)
-    args = (ctypes.byref(desc), x.data.ctypes.data, out.data.ctypes.data)
+    args = (ctypes.byref(desc), _pointer(x.data), _pointer(out.data))
     fill = out.fill_border if any(out.border) else None
 
     def run() -> None:
@@ -456,8 +632,10 @@ def bind_float_maxpool(x: np.ndarray, out: np.ndarray, window: Window, ceil_mode
     if out.shape != (batch, channels, out_h, out_w):
         raise BitfxError(f"max pool output must have shape {(batch, channels, out_h, out_w)}, got {out.shape}")
     (kh, kw), (sh, sw), (dh, dw) = window.kernel, window.strides, window.dilations
-    desc = FloatMaxPoolDesc(batch * channels, height, width, kh, kw, sh, sw, dh, dw, window.pads[0], window.pads[1], out_h, out_w)
-    args = (ctypes.byref(desc), x.ctypes.data, out.ctypes.data)
+    desc = FloatMaxPoolDesc(
+        batch * channels, height, width, kh, kw, sh, sw, dh, dw, window.pads[0], window.pads[1], out_h, out_w
+    )
+    args = (ctypes.byref(desc), _pointer(x), _pointer(out))
 
     def run() -> None:
         lib.bitfx_float_maxpool(*args)

@@ -1,5 +1,5 @@
 """Standard ONNX ops computed with numpy (everything except convolution and max pooling, which
-run on the compiled kernels, see kernel_ops.py). Each entry of `NUMPY_OPS` turns a node into a
+run on the compiled kernels, see kernel_steps.py). Each entry of `NUMPY_OPS` turns a node into a
 `NumpyStep`; `ELEMENTWISE` lists the ops that act on each element independently (what the
 executor may fold into a binary layer's output thresholds)."""
 
@@ -51,7 +51,9 @@ def _into(results: Sequence[np.ndarray], outs: Arrays | None) -> Sequence[np.nda
     return outs
 
 
-def _step(node: Node, compute: Callable[[Arrays, Arrays | None], Sequence[np.ndarray]], *, is_view: bool = False) -> NumpyStep:
+def _step(
+    node: Node, compute: Callable[[Arrays, Arrays | None], Sequence[np.ndarray]], *, is_view: bool = False
+) -> NumpyStep:
     return NumpyStep(node.describe(), node.inputs, node.outputs, compute, is_view=is_view)
 
 
@@ -61,7 +63,9 @@ def _const(node: Node, graph: Graph, index: int, what: str) -> np.ndarray | None
         return None
     value = graph.constant(node.inputs[index])
     if value is None:
-        raise PackedModelError(f"{node.describe()}: input {index} ({what}) must be a constant (an initializer), not computed at run time")
+        raise PackedModelError(
+            f"{node.describe()}: input {index} ({what}) must be a constant (an initializer), not computed at run time"
+        )
     return value
 
 
@@ -78,14 +82,18 @@ _UNARY = {
     "Sin": np.sin, "Cos": np.cos, "IsNaN": np.isnan,
 }  # fmt: skip
 _BINARY = {
-    "Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "And": np.logical_and, "Or": np.logical_or, "Xor": np.logical_xor,
-    "Equal": np.equal, "Less": np.less, "Greater": np.greater, "LessOrEqual": np.less_equal, "GreaterOrEqual": np.greater_equal,
+    "Add": np.add, "Sub": np.subtract, "Mul": np.multiply,
+    "And": np.logical_and, "Or": np.logical_or, "Xor": np.logical_xor,
+    "Equal": np.equal, "Less": np.less, "Greater": np.greater,
+    "LessOrEqual": np.less_equal, "GreaterOrEqual": np.greater_equal,
 }  # fmt: skip
 for _name, _function in {**_UNARY, **_BINARY}.items():
     _register(_name, elementwise=True)(_ufunc(_function))
 
 
-def _other_constant(check: Callable[[np.ndarray], bool], commutative: bool = False) -> Callable[[Node, Graph, int], bool]:
+def _other_constant(
+    check: Callable[[np.ndarray], bool], commutative: bool = False
+) -> Callable[[Node, Graph, int], bool]:
     """Monotone in input `position` when the other input is a constant that passes `check`
     (and `position` is 0 unless the op is commutative)."""
 
@@ -103,7 +111,10 @@ def _unary(node: Node, graph: Graph, position: int) -> bool:
 
 
 _MONOTONE.update(
-    {name: _unary for name in ("Relu", "Identity", "Dropout", "Sigmoid", "Tanh", "Sign", "Floor", "Ceil", "Round", "Clip")},
+    {
+        name: _unary
+        for name in ("Relu", "Identity", "Dropout", "Sigmoid", "Tanh", "Sign", "Floor", "Ceil", "Round", "Clip")
+    },
     Add=_other_constant(lambda c: True, commutative=True),
     Sub=_other_constant(lambda c: True),
     Mul=_other_constant(lambda c: np.all(c >= 0), commutative=True),
@@ -127,7 +138,9 @@ def _div(node: Node, graph: Graph) -> NumpyStep:
 
 @_register("Pow", elementwise=True)
 def _pow(node: Node, graph: Graph) -> NumpyStep:
-    return _step(node, lambda ins, outs: [np.power(ins[0], ins[1].astype(ins[0].dtype), out=None if outs is None else outs[0])])
+    return _step(
+        node, lambda ins, outs: [np.power(ins[0], ins[1].astype(ins[0].dtype), out=None if outs is None else outs[0])]
+    )
 
 
 @_register("Max", "Min", "Sum", "Mean", elementwise=True)
@@ -147,7 +160,9 @@ def _variadic(node: Node, graph: Graph) -> NumpyStep:
 
 @_register("Relu", elementwise=True)
 def _relu(node: Node, graph: Graph) -> NumpyStep:
-    return _step(node, lambda ins, outs: [np.maximum(ins[0], ins[0].dtype.type(0), out=None if outs is None else outs[0])])
+    return _step(
+        node, lambda ins, outs: [np.maximum(ins[0], ins[0].dtype.type(0), out=None if outs is None else outs[0])]
+    )
 
 
 @_register("Clip", elementwise=True)
@@ -188,7 +203,9 @@ _register("PRelu", elementwise=True)(_where_negative(lambda node, ins: ins[1]))
 _register("LeakyRelu", elementwise=True)(_where_negative(lambda node, ins: np.float32(node.attr("alpha", 0.01))))
 
 
-@_register("Sigmoid", "HardSigmoid", "HardSwish", "Softplus", "Softsign", "Elu", "Selu", "ThresholdedRelu", elementwise=True)
+@_register(
+    "Sigmoid", "HardSigmoid", "HardSwish", "Softplus", "Softsign", "Elu", "Selu", "ThresholdedRelu", elementwise=True
+)
 def _activation(node: Node, graph: Graph) -> NumpyStep:
     op, attr = node.op_type, node.attr
 
@@ -230,7 +247,9 @@ def _cast(node: Node, graph: Graph) -> NumpyStep:
 @_register("Identity", "Dropout", elementwise=True)
 def _identity(node: Node, graph: Graph) -> NumpyStep:
     if len([o for o in node.outputs if o]) > 1:
-        raise PackedModelError(f"{node.describe()}: the Dropout mask output is not supported (inference graphs do not use it)")
+        raise PackedModelError(
+            f"{node.describe()}: the Dropout mask output is not supported (inference graphs do not use it)"
+        )
     return _step(node, lambda ins, outs: [ins[0].view()], is_view=True)
 
 
@@ -370,7 +389,9 @@ def _expand(node: Node, graph: Graph) -> NumpyStep:
 @_register("ConstantOfShape")
 def _constant_of_shape(node: Node, graph: Graph) -> NumpyStep:
     value = node.attr("value", np.zeros(1, np.float32))
-    return _step(node, lambda ins, outs: _into([np.full(tuple(int(s) for s in ins[0]), value.reshape(-1)[0], value.dtype)], outs))
+    return _step(
+        node, lambda ins, outs: _into([np.full(tuple(int(s) for s in ins[0]), value.reshape(-1)[0], value.dtype)], outs)
+    )
 
 
 @_register("Range")
@@ -385,7 +406,9 @@ def _tile(node: Node, graph: Graph) -> NumpyStep:
 
 @_register("Pad")
 def _pad(node: Node, graph: Graph) -> NumpyStep:
-    mode = {"constant": "constant", "reflect": "reflect", "edge": "edge", "wrap": "wrap"}.get(node.attr("mode", "constant"))
+    mode = {"constant": "constant", "reflect": "reflect", "edge": "edge", "wrap": "wrap"}.get(
+        node.attr("mode", "constant")
+    )
     if mode is None:
         raise PackedModelError(f"{node.describe()}: Pad mode {node.attr('mode')!r} is not supported")
 
@@ -398,7 +421,9 @@ def _pad(node: Node, graph: Graph) -> NumpyStep:
             width[axis] = (pads[i], pads[i + len(axes)])
         if mode != "constant":
             return _into([np.pad(x, width, mode=mode)], outs)
-        value = node.attr("value", 0.0) if len(ins) < 3 or ins[2] is None else ins[2].reshape(-1)[0] if ins[2].size else 0
+        value = (
+            node.attr("value", 0.0) if len(ins) < 3 or ins[2] is None else ins[2].reshape(-1)[0] if ins[2].size else 0
+        )
         return _into([np.pad(x, width, constant_values=value)], outs)
 
     return _step(node, compute)
@@ -414,9 +439,17 @@ def _depth_space(node: Node, graph: Graph) -> NumpyStep:
         if node.op_type == "SpaceToDepth":
             y = x.reshape(n, c, h // b, b, w // b, b).transpose(0, 3, 5, 1, 2, 4).reshape(n, c * b * b, h // b, w // b)
         elif crd:
-            y = x.reshape(n, c // (b * b), b, b, h, w).transpose(0, 1, 4, 2, 5, 3).reshape(n, c // (b * b), h * b, w * b)
+            y = (
+                x.reshape(n, c // (b * b), b, b, h, w)
+                .transpose(0, 1, 4, 2, 5, 3)
+                .reshape(n, c // (b * b), h * b, w * b)
+            )
         else:
-            y = x.reshape(n, b, b, c // (b * b), h, w).transpose(0, 3, 4, 1, 5, 2).reshape(n, c // (b * b), h * b, w * b)
+            y = (
+                x.reshape(n, b, b, c // (b * b), h, w)
+                .transpose(0, 3, 4, 1, 5, 2)
+                .reshape(n, c // (b * b), h * b, w * b)
+            )
         return _into([np.ascontiguousarray(y)], outs)
 
     return _step(node, compute)
@@ -428,9 +461,15 @@ def _depth_space(node: Node, graph: Graph) -> NumpyStep:
 @_register("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "GlobalAveragePool", "GlobalMaxPool")
 def _reduce(node: Node, graph: Graph) -> NumpyStep:
     op = node.op_type
-    function = {"Mean": np.mean, "Sum": np.sum, "Max": np.max, "Min": np.min, "Prod": np.prod, "AveragePool": np.mean, "MaxPool": np.max}[
-        op.removeprefix("Reduce").removeprefix("Global")
-    ]
+    function = {
+        "Mean": np.mean,
+        "Sum": np.sum,
+        "Max": np.max,
+        "Min": np.min,
+        "Prod": np.prod,
+        "AveragePool": np.mean,
+        "MaxPool": np.max,
+    }[op.removeprefix("Reduce").removeprefix("Global")]
     keepdims = bool(node.attr("keepdims", 1)) or op.startswith("Global")
 
     def compute(ins: Arrays, outs: Arrays | None) -> Sequence[np.ndarray]:
@@ -479,8 +518,13 @@ def _softmax(node: Node, graph: Graph) -> NumpyStep:
 @_register("BatchNormalization")
 def _batch_norm(node: Node, graph: Graph) -> NumpyStep:
     if node.attr("training_mode", 0) or len([o for o in node.outputs if o]) > 1:
-        raise PackedModelError(f"{node.describe()}: only inference BatchNormalization (one output) is supported; export the model in eval mode")
-    scale, bias, mean, var = (_const(node, graph, i, what) for i, what in enumerate(("scale", "B", "mean", "var"), start=1))
+        raise PackedModelError(
+            f"{node.describe()}: only inference BatchNormalization (one output) is supported; "
+            "export the model in eval mode"
+        )
+    scale, bias, mean, var = (
+        _const(node, graph, i, what) for i, what in enumerate(("scale", "B", "mean", "var"), start=1)
+    )
     a = (scale / np.sqrt(var + np.float32(node.attr("epsilon", 1e-5)))).astype(np.float32)
     b = (bias - mean * a).astype(np.float32)
 

@@ -1,33 +1,22 @@
 """Plain numpy definitions of the `bitfx` ONNX domain ops (docs/binary-format.md), written for
-clarity, not speed: what the kernels are checked against.
+clarity, not speed: the oracle the kernels are checked against by the tests and benchmarks. The
+runtime itself never imports this module.
 
-sign(x) = +1 for x ≥ 0 (and −0.0, NaN), −1 for x < 0; bit 1 = −1; channel c of a group is bit
-c % 64 of word c // 64.
+sign(x) = +1 for x ≥ 0 (and −0.0, NaN), −1 for x < 0; the packing is `bitfx.format`'s.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from bitfx.format import pack_signs, unpack_signs
+
+__all__ = ["binary_conv2d", "binary_gemm", "conv_dots", "pack_conv_weights", "pack_signs", "sign", "unpack_signs"]
+
 
 def sign(x: np.ndarray) -> np.ndarray:
     """±1 as float32, sign(0) = +1."""
     return np.where(np.asarray(x) < 0, -1.0, 1.0).astype(np.float32)
-
-
-def pack_signs(signs: np.ndarray) -> np.ndarray:
-    """±1 values … × C → … × ⌈C/64⌉ uint64 words (bit 1 = −1, bits past C are 0)."""
-    bits = (np.asarray(signs) < 0).astype(np.uint8)
-    channels = bits.shape[-1]
-    padded = np.zeros((*bits.shape[:-1], -(-channels // 64) * 64), np.uint8)
-    padded[..., :channels] = bits
-    return np.packbits(padded, axis=-1, bitorder="little").view(np.uint64)
-
-
-def unpack_signs(words: np.ndarray, channels: int) -> np.ndarray:
-    """… × words uint64 → … × channels ±1 float32 (the inverse of `pack_signs`)."""
-    bits = np.unpackbits(np.ascontiguousarray(words).view(np.uint8), axis=-1, bitorder="little")[..., :channels]
-    return (1.0 - 2.0 * bits).astype(np.float32)
 
 
 def pack_conv_weights(weight: np.ndarray) -> np.ndarray:
@@ -68,18 +57,30 @@ def conv_dots(
         w_g = w[g * per_out : (g + 1) * per_out]
         for i in range(kh):
             for j in range(kw):
-                window = a_g[:, :, i * dh : i * dh + sh * (out_h - 1) + 1 : sh, j * dw : j * dw + sw * (out_w - 1) + 1 : sw]
+                window = a_g[
+                    :, :, i * dh : i * dh + sh * (out_h - 1) + 1 : sh, j * dw : j * dw + sw * (out_w - 1) + 1 : sw
+                ]
                 out[:, g * per_out : (g + 1) * per_out] += np.einsum("nchw,oc->nohw", window, w_g[:, :, i, j])
     return out
 
 
-def binary_conv2d(x: np.ndarray, weights: np.ndarray, scale: np.ndarray, bias: np.ndarray, **attributes: object) -> np.ndarray:
+def binary_conv2d(
+    x: np.ndarray, weights: np.ndarray, scale: np.ndarray, bias: np.ndarray, **attributes: object
+) -> np.ndarray:
     """`bitfx.BinaryConv2d`: scale[c]·conv(A, sign(W))[n, c] + bias[c] in float32 (Mul, then Add)."""
     dots = conv_dots(x, weights, **attributes).astype(np.float32)
     return dots * np.asarray(scale, np.float32)[None, :, None, None] + np.asarray(bias, np.float32)[None, :, None, None]
 
 
-def binary_gemm(x: np.ndarray, weights: np.ndarray, scale: np.ndarray, bias: np.ndarray, *, in_features: int, binarize_input: int = 1) -> np.ndarray:
+def binary_gemm(
+    x: np.ndarray,
+    weights: np.ndarray,
+    scale: np.ndarray,
+    bias: np.ndarray,
+    *,
+    in_features: int,
+    binarize_input: int = 1,
+) -> np.ndarray:
     """`bitfx.BinaryGemm`: scale[c]·Σ_k A[n, k]·sign(W)[c, k] + bias[c] in float32."""
     a = sign(x) if binarize_input else np.asarray(x, np.float32)
     w = unpack_signs(weights, in_features)

@@ -40,7 +40,9 @@ class NumpyStep(Step):
     """A standard op computed with numpy: `compute(inputs, outputs_or_None)` returns the outputs,
     writing into `outputs` when they are given."""
 
-    def __init__(self, name: str, inputs: Sequence[str], outputs: Sequence[str], compute: Compute, *, is_view: bool = False) -> None:
+    def __init__(
+        self, name: str, inputs: Sequence[str], outputs: Sequence[str], compute: Compute, *, is_view: bool = False
+    ) -> None:
         super().__init__(name, inputs, outputs)
         self.compute = compute
         self.is_view = is_view

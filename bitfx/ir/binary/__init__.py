@@ -9,8 +9,23 @@ from bitfx.ir.binary.estimators import EDE, ESTIMATORS, ApproxSign, ClippedSTE, 
 from bitfx.ir.binary.layers import BinaryConv2d, BinaryLayer, BinaryLinear
 from bitfx.ir.binary.ops import binary_conv2d, binary_gemm
 from bitfx.ir.binary.quantizers import RSign, ShiftChannels, SignActivation, WeightBinarizer, standardize_filters
-from bitfx.ir.binary.rbnn import RotatedBinaryConv2d, RotatedWeightBinarizer, SampleCentering, StandardizedSign, TrainingAwareSign
-from bitfx.ir.binary.scales import SCALE_NAMES, LayerMeanAbsScale, LearnedScale, MeanAbsScale, NoScale, PowerOfTwoScale, Scale, make_scale
+from bitfx.ir.binary.rbnn import (
+    RotatedBinaryConv2d,
+    RotatedWeightBinarizer,
+    SampleCentering,
+    StandardizedSign,
+    TrainingAwareSign,
+)
+from bitfx.ir.binary.scales import (
+    SCALE_NAMES,
+    LayerMeanAbsScale,
+    LearnedScale,
+    MeanAbsScale,
+    NoScale,
+    PowerOfTwoScale,
+    Scale,
+    make_scale,
+)
 from bitfx.ir.binary.schemes import BinaryScheme, available_schemes, get_scheme, register_scheme
 from bitfx.ir.binary.sign import binary_sign, sign_with, straight_through
 

@@ -34,9 +34,19 @@ def run_binary_conv2d(x: Tensor, geometry: ConvGeometry, weight: Tensor, scale: 
     """The `bitfx::binary_conv2d` op with the attributes of `geometry`."""
     g = geometry
     return binary_conv2d(
-        x, weight, scale, bias,
-        list(g.kernel_shape), list(g.strides), list(g.pads), list(g.dilations), g.group, g.in_channels, g.pad_value, int(g.binarize_input),
-    )  # fmt: skip
+        x,
+        weight,
+        scale,
+        bias,
+        list(g.kernel_shape),
+        list(g.strides),
+        list(g.pads),
+        list(g.dilations),
+        g.group,
+        g.in_channels,
+        g.pad_value,
+        int(g.binarize_input),
+    )
 
 
 class _DeployedBinaryLayer(nn.Module):
@@ -57,7 +67,14 @@ class _DeployedBinaryLayer(nn.Module):
 class DeployedBinaryConv2d(_DeployedBinaryLayer):
     """A binary conv with fixed ±1 weights, per-channel scale and bias (and input transform)."""
 
-    def __init__(self, geometry: ConvGeometry, weight: Tensor, scale: Tensor, bias: Tensor, input_transform: nn.Module | None = None) -> None:
+    def __init__(
+        self,
+        geometry: ConvGeometry,
+        weight: Tensor,
+        scale: Tensor,
+        bias: Tensor,
+        input_transform: nn.Module | None = None,
+    ) -> None:
         super().__init__(weight, scale, bias, input_transform)
         self.geometry = geometry
 
@@ -75,16 +92,24 @@ class DeployedBinaryConv2d(_DeployedBinaryLayer):
 class DeployedBinaryLinear(_DeployedBinaryLayer):
     """A binary linear layer with fixed ±1 weights, per-channel scale and bias (and input transform)."""
 
-    def __init__(self, binarize_input: bool, weight: Tensor, scale: Tensor, bias: Tensor, input_transform: nn.Module | None = None) -> None:
+    def __init__(
+        self,
+        binarize_input: bool,
+        weight: Tensor,
+        scale: Tensor,
+        bias: Tensor,
+        input_transform: nn.Module | None = None,
+    ) -> None:
         super().__init__(weight, scale, bias, input_transform)
         self.binarize_input = binarize_input
 
     def forward(self, x: Tensor) -> Tensor:
-        return binary_gemm(self._input(x), self.weight, self.scale, self.bias, self.weight.shape[1], int(self.binarize_input))
+        return binary_gemm(
+            self._input(x), self.weight, self.scale, self.bias, self.weight.shape[1], int(self.binarize_input)
+        )
 
     def bitfx_macs(self, output_shape: tuple[int, ...]) -> int:
         return math.prod(output_shape[1:]) * self.weight.shape[1]
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[1]}, {self.weight.shape[0]}, binarize_input={self.binarize_input}"
-

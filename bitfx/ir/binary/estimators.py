@@ -15,7 +15,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from bitfx.ir.training_hooks import TrainingHooks
+from bitfx.ir.protocol import TrainingHooks
 
 
 class Estimator(nn.Module):

@@ -10,7 +10,8 @@ Forward runs one of two paths that compute the same values:
   estimators, then `F.conv2d` / `F.linear` with the effective weight scale ⊙ sign(W);
 - otherwise (evaluation, checks, export) its deployed form, i.e. the `bitfx::binary_conv2d` /
   `bitfx::binary_gemm` op on the deployed tensors: exactly what the ONNX lowerings and the
-  packed runtime run.
+  packed runtime run. In eval mode the deployed form is built once and reused until the
+  layer's state changes (`bitfx.ir.binary.deploy_cache`); in training mode it is rebuilt.
 
 `deployed()` returns the fixed-tensor form (`bitfx.ir.binary.deployed`) that lowerings export.
 """
@@ -18,15 +19,18 @@ Forward runs one of two paths that compute the same values:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bitfx.ir.binary.deploy_cache import DeployedCache
 from bitfx.ir.binary.deployed import ConvGeometry, DeployedBinaryConv2d, DeployedBinaryLinear
 from bitfx.ir.binary.ops import PAD_VALUES
 from bitfx.ir.binary.quantizers import WeightBinarizer
-from bitfx.ir.training_hooks import TrainingHooks
+from bitfx.ir.protocol import TrainingHooks, deployed_input
 
 
 class BinaryLayer(nn.Module, TrainingHooks):
@@ -35,12 +39,15 @@ class BinaryLayer(nn.Module, TrainingHooks):
     bitfx_leaf = True
     bitfx_storage_bits = {"weight": 1}
 
-    def __init__(self, weight: Tensor, bias: Tensor | None, weight_quantizer: WeightBinarizer, input_quantizer: nn.Module | None) -> None:
+    def __init__(
+        self, weight: Tensor, bias: Tensor | None, weight_quantizer: WeightBinarizer, input_quantizer: nn.Module | None
+    ) -> None:
         super().__init__()
         self.weight = nn.Parameter(weight.detach().clone())
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
         self.weight_quantizer = weight_quantizer
         self.input_quantizer = input_quantizer
+        self._deployed_cache = DeployedCache()
 
     @property
     def binarize_input(self) -> bool:
@@ -55,7 +62,24 @@ class BinaryLayer(nn.Module, TrainingHooks):
 
     def deployed_input(self) -> nn.Module | None:
         """What the deployed layer applies to x before the op (its sign), e.g. RSign's shift."""
-        return None if self.input_quantizer is None else self.input_quantizer.deployed_input()
+        return None if self.input_quantizer is None else deployed_input(self.input_quantizer)
+
+    def train(self, mode: bool = True) -> BinaryLayer:
+        self._deployed_cache.clear()
+        return super().train(mode)
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> BinaryLayer:
+        self._deployed_cache.clear()
+        return super()._apply(fn, recurse)
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._deployed_cache.clear()
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def _run_deployed(self, x: Tensor) -> Tensor:
+        """The deployed form applied to x: cached in eval mode, built afresh in training mode."""
+        form = self.deployed() if self.training else self._deployed_cache.get(self, self.deployed)
+        return form(x)
 
     def after_optimizer_step(self) -> None:
         if self.weight_quantizer.clip_latent:
@@ -92,11 +116,31 @@ class BinaryConv2d(BinaryLayer):
         self.groups, self.pad_value = groups, pad_value
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, weight_quantizer: WeightBinarizer, input_quantizer: nn.Module | None, *, pad_value: int = 0) -> BinaryConv2d:
+    def from_conv(
+        cls,
+        conv: nn.Conv2d,
+        weight_quantizer: WeightBinarizer,
+        input_quantizer: nn.Module | None,
+        *,
+        pad_value: int = 0,
+    ) -> BinaryConv2d:
         """A binary layer starting from `conv`'s weights (copied) and geometry."""
         if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
-            raise ValueError(f"only zero padding given as numbers is supported, not padding={conv.padding!r}, padding_mode={conv.padding_mode!r}")
-        return cls(conv.weight, conv.bias, weight_quantizer, input_quantizer, stride=conv.stride, padding=conv.padding, dilation=conv.dilation, groups=conv.groups, pad_value=pad_value)
+            raise ValueError(
+                "only zero padding given as numbers is supported, "
+                f"not padding={conv.padding!r}, padding_mode={conv.padding_mode!r}"
+            )
+        return cls(
+            conv.weight,
+            conv.bias,
+            weight_quantizer,
+            input_quantizer,
+            stride=conv.stride,
+            padding=conv.padding,
+            dilation=conv.dilation,
+            groups=conv.groups,
+            pad_value=pad_value,
+        )
 
     @property
     def in_channels(self) -> int:
@@ -110,18 +154,26 @@ class BinaryConv2d(BinaryLayer):
     def geometry(self) -> ConvGeometry:
         height, width = self.padding
         return ConvGeometry(
-            kernel_shape=tuple(self.weight.shape[2:]), strides=self.stride, pads=(height, width, height, width), dilations=self.dilation,
-            group=self.groups, in_channels=self.in_channels, pad_value=self.pad_value, binarize_input=self.binarize_input,
-        )  # fmt: skip
+            kernel_shape=tuple(self.weight.shape[2:]),
+            strides=self.stride,
+            pads=(height, width, height, width),
+            dilations=self.dilation,
+            group=self.groups,
+            in_channels=self.in_channels,
+            pad_value=self.pad_value,
+            binarize_input=self.binarize_input,
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         if not self._needs_grad(x):
-            return self.deployed()(x)
+            return self._run_deployed(x)
         activations = self._quantize_input(x)
         height, width = self.padding
         if height or width:
             activations = F.pad(activations, (width, width, height, height), value=float(self.pad_value))
-        return F.conv2d(activations, self.weight_quantizer(self.weight), self.bias, self.stride, 0, self.dilation, self.groups)
+        return F.conv2d(
+            activations, self.weight_quantizer(self.weight), self.bias, self.stride, 0, self.dilation, self.groups
+        )
 
     def deployed(self) -> DeployedBinaryConv2d:
         return DeployedBinaryConv2d(self.geometry, *self.deploy_tensors(), self.deployed_input())
@@ -131,20 +183,25 @@ class BinaryConv2d(BinaryLayer):
         return math.prod(output_shape[1:]) * self.weight[0].numel()
 
     def extra_repr(self) -> str:
-        return f"{self.in_channels}, {self.out_channels}, kernel_size={tuple(self.weight.shape[2:])}, stride={self.stride}, padding={self.padding}, groups={self.groups}, pad_value={self.pad_value}"
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={tuple(self.weight.shape[2:])}, "
+            f"stride={self.stride}, padding={self.padding}, groups={self.groups}, pad_value={self.pad_value}"
+        )
 
 
 class BinaryLinear(BinaryLayer):
     """A linear layer (N×K input) with 1-bit weights (and activations, unless W1A32)."""
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, weight_quantizer: WeightBinarizer, input_quantizer: nn.Module | None) -> BinaryLinear:
+    def from_linear(
+        cls, linear: nn.Linear, weight_quantizer: WeightBinarizer, input_quantizer: nn.Module | None
+    ) -> BinaryLinear:
         """A binary layer starting from `linear`'s weights (copied)."""
         return cls(linear.weight, linear.bias, weight_quantizer, input_quantizer)
 
     def forward(self, x: Tensor) -> Tensor:
         if not self._needs_grad(x):
-            return self.deployed()(x)
+            return self._run_deployed(x)
         return F.linear(self._quantize_input(x), self.weight_quantizer(self.weight), self.bias)
 
     def deployed(self) -> DeployedBinaryLinear:

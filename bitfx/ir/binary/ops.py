@@ -19,16 +19,35 @@ from bitfx.ir.binary.sign import binary_sign
 PAD_VALUES = (-1, 0, 1)
 
 
-def _check_conv(x: Tensor, weight: Tensor, scale: Tensor, bias: Tensor, kernel_shape: list[int], pads: list[int], group: int, in_channels: int, pad_value: int) -> None:
+def _check_conv(
+    x: Tensor,
+    weight: Tensor,
+    scale: Tensor,
+    bias: Tensor,
+    kernel_shape: list[int],
+    pads: list[int],
+    group: int,
+    in_channels: int,
+    pad_value: int,
+) -> None:
     out_channels = weight.shape[0]
     if x.dim() != 4 or x.shape[1] != in_channels:
         raise ValueError(f"bitfx::binary_conv2d expects input N×{in_channels}×H×W, got {tuple(x.shape)}")
     if tuple(weight.shape) != (out_channels, in_channels // group, *kernel_shape):
-        raise ValueError(f"bitfx::binary_conv2d weight shape {tuple(weight.shape)} does not match in_channels={in_channels}, group={group}, kernel_shape={kernel_shape}")
+        raise ValueError(
+            f"bitfx::binary_conv2d weight shape {tuple(weight.shape)} does not match "
+            f"in_channels={in_channels}, group={group}, kernel_shape={kernel_shape}"
+        )
     if tuple(scale.shape) != (out_channels,) or tuple(bias.shape) != (out_channels,):
-        raise ValueError(f"bitfx::binary_conv2d scale and bias must have shape ({out_channels},), got {tuple(scale.shape)} and {tuple(bias.shape)}")
+        raise ValueError(
+            f"bitfx::binary_conv2d scale and bias must have shape ({out_channels},), "
+            f"got {tuple(scale.shape)} and {tuple(bias.shape)}"
+        )
     if len(pads) != 4 or pad_value not in PAD_VALUES:
-        raise ValueError(f"bitfx::binary_conv2d needs pads=[top, left, bottom, right] and pad_value in {PAD_VALUES}, got pads={pads}, pad_value={pad_value}")
+        raise ValueError(
+            f"bitfx::binary_conv2d needs pads=[top, left, bottom, right] and pad_value in {PAD_VALUES}, "
+            f"got pads={pads}, pad_value={pad_value}"
+        )
 
 
 def _check_signs(weight: Tensor, op: str) -> None:
@@ -69,7 +88,9 @@ def binary_conv2d(
 
 
 @binary_conv2d.register_fake
-def _binary_conv2d_fake(x, weight, scale, bias, kernel_shape, strides, pads, dilations, group, in_channels, pad_value, binarize_input):
+def _binary_conv2d_fake(
+    x, weight, scale, bias, kernel_shape, strides, pads, dilations, group, in_channels, pad_value, binarize_input
+):
     _check_conv(x, weight, scale, bias, kernel_shape, pads, group, in_channels, pad_value)
     height = conv_output_size(x.shape[2], kernel_shape[0], strides[0], pads[0], pads[2], dilations[0])
     width = conv_output_size(x.shape[3], kernel_shape[1], strides[1], pads[1], pads[3], dilations[1])
@@ -79,13 +100,21 @@ def _binary_conv2d_fake(x, weight, scale, bias, kernel_shape, strides, pads, dil
 def _check_gemm(x: Tensor, weight: Tensor, scale: Tensor, bias: Tensor, in_features: int) -> None:
     out_features = weight.shape[0]
     if x.dim() != 2 or x.shape[1] != in_features or tuple(weight.shape) != (out_features, in_features):
-        raise ValueError(f"bitfx::binary_gemm expects input N×{in_features} and weight C_out×{in_features}, got {tuple(x.shape)} and {tuple(weight.shape)}")
+        raise ValueError(
+            f"bitfx::binary_gemm expects input N×{in_features} and weight C_out×{in_features}, "
+            f"got {tuple(x.shape)} and {tuple(weight.shape)}"
+        )
     if tuple(scale.shape) != (out_features,) or tuple(bias.shape) != (out_features,):
-        raise ValueError(f"bitfx::binary_gemm scale and bias must have shape ({out_features},), got {tuple(scale.shape)} and {tuple(bias.shape)}")
+        raise ValueError(
+            f"bitfx::binary_gemm scale and bias must have shape ({out_features},), "
+            f"got {tuple(scale.shape)} and {tuple(bias.shape)}"
+        )
 
 
 @torch.library.custom_op("bitfx::binary_gemm", mutates_args=())
-def binary_gemm(x: Tensor, weight: Tensor, scale: Tensor, bias: Tensor, in_features: int, binarize_input: int) -> Tensor:
+def binary_gemm(
+    x: Tensor, weight: Tensor, scale: Tensor, bias: Tensor, in_features: int, binarize_input: int
+) -> Tensor:
     """Y[n, c] = scale[c] · Σ_k A[n, k] · W[c, k] + bias[c] for ±1 weights W, A = sign(X) (or X)."""
     _check_gemm(x, weight, scale, bias, in_features)
     _check_signs(weight, "binary_gemm")

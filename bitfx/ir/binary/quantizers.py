@@ -44,10 +44,20 @@ class WeightBinarizer(nn.Module):
     - `clip_latent`: after each optimizer step the latent weight is clipped to [−1, 1] (BNN).
     """
 
-    def __init__(self, scale: Scale, estimator: Estimator, *, standardize: bool = False, gradient_skips_scale: bool = False, clip_latent: bool = False) -> None:
+    def __init__(
+        self,
+        scale: Scale,
+        estimator: Estimator,
+        *,
+        standardize: bool = False,
+        gradient_skips_scale: bool = False,
+        clip_latent: bool = False,
+    ) -> None:
         super().__init__()
         if gradient_skips_scale and not scale.detached:
-            raise ValueError(f"scale {scale.name!r} takes a gradient, so the gradient cannot skip it; use gradient_skips_scale=False")
+            raise ValueError(
+                f"scale {scale.name!r} takes a gradient, so the gradient cannot skip it; use gradient_skips_scale=False"
+            )
         self.scale, self.estimator = scale, estimator
         self.standardize, self.gradient_skips_scale, self.clip_latent = standardize, gradient_skips_scale, clip_latent
 

@@ -1,5 +1,5 @@
 """RBNN's binary convolution: rotated, adjustable weights with learnable scale (Lin et al.,
-"Rotated Binary Neural Network", NeurIPS 2020; ../shared/reference/algorithms.md §2).
+"Rotated Binary Neural Network", NeurIPS 2020).
 
 For a layer with latent weight W (C_out×C_in×kh×kw), n = C_in·kh·kw = a·b:
 
@@ -28,10 +28,17 @@ from torch import Tensor, nn
 from bitfx.ir.binary.estimators import Estimator
 from bitfx.ir.binary.layers import BinaryConv2d
 from bitfx.ir.binary.quantizers import WeightBinarizer, standardize_filters
-from bitfx.ir.binary.rotation import as_filter_matrices, binarization_error, broadcast_from_first_rank, factor_pair, procrustes_update, rotate_filters
+from bitfx.ir.binary.rotation import (
+    as_filter_matrices,
+    binarization_error,
+    broadcast_from_first_rank,
+    factor_pair,
+    procrustes_update,
+    rotate_filters,
+)
 from bitfx.ir.binary.scales import make_scale
 from bitfx.ir.binary.sign import sign_with
-from bitfx.ir.training_hooks import TrainingHooks
+from bitfx.ir.protocol import TrainingHooks
 
 T_MIN, T_MAX = 1e-2, 10.0
 
@@ -87,11 +94,15 @@ class RotatedWeightBinarizer(WeightBinarizer):
         t_min: float = T_MIN,
         t_max: float = T_MAX,
     ) -> None:
-        super().__init__(make_scale("learned", weight.detach()), TrainingAwareSign(t_min=t_min, t_max=t_max), standardize=True)
+        super().__init__(
+            make_scale("learned", weight.detach()), TrainingAwareSign(t_min=t_min, t_max=t_max), standardize=True
+        )
         self.shape = factor_pair(weight[0].numel())
         if tuple(left_rotation.shape) != (self.shape[0],) * 2 or tuple(right_rotation.shape) != (self.shape[1],) * 2:
             raise ValueError(
-                f"filters of {weight[0].numel()} weights are {self.shape[0]}×{self.shape[1]} matrices: R1 must be {self.shape[0]}×{self.shape[0]} and R2 {self.shape[1]}×{self.shape[1]}, got {tuple(left_rotation.shape)} and {tuple(right_rotation.shape)}"
+                f"filters of {weight[0].numel()} weights are {self.shape[0]}×{self.shape[1]} matrices: "
+                f"R1 must be {self.shape[0]}×{self.shape[0]} and R2 {self.shape[1]}×{self.shape[1]}, "
+                f"got {tuple(left_rotation.shape)} and {tuple(right_rotation.shape)}"
             )
         if iterations < 0:
             raise ValueError(f"iterations must be ≥ 0, got {iterations}")
@@ -101,7 +112,9 @@ class RotatedWeightBinarizer(WeightBinarizer):
         if angle is None:
             angle = torch.full((weight.shape[0],), math.pi / 2)
         if tuple(angle.shape) != (weight.shape[0],):
-            raise ValueError(f"θ needs one angle per output channel ({weight.shape[0]}), got shape {tuple(angle.shape)}")
+            raise ValueError(
+                f"θ needs one angle per output channel ({weight.shape[0]}), got shape {tuple(angle.shape)}"
+            )
         self.angle = nn.Parameter(angle.detach().to(weight).clone())
 
     def filter_matrices(self, weight: Tensor) -> Tensor:
@@ -173,12 +186,21 @@ class RotatedBinaryConv2d(BinaryConv2d):
     weight_quantizer: RotatedWeightBinarizer
 
     @classmethod
-    def from_binary_conv(cls, layer: BinaryConv2d, weight_quantizer: RotatedWeightBinarizer, input_quantizer: nn.Module | None) -> RotatedBinaryConv2d:
+    def from_binary_conv(
+        cls, layer: BinaryConv2d, weight_quantizer: RotatedWeightBinarizer, input_quantizer: nn.Module | None
+    ) -> RotatedBinaryConv2d:
         """A rotated layer with `layer`'s latent weight, bias and geometry (copied)."""
         return cls(
-            layer.weight, layer.bias, weight_quantizer, input_quantizer,
-            stride=layer.stride, padding=layer.padding, dilation=layer.dilation, groups=layer.groups, pad_value=layer.pad_value,
-        ).train(layer.training)  # fmt: skip
+            layer.weight,
+            layer.bias,
+            weight_quantizer,
+            input_quantizer,
+            stride=layer.stride,
+            padding=layer.padding,
+            dilation=layer.dilation,
+            groups=layer.groups,
+            pad_value=layer.pad_value,
+        ).train(layer.training)
 
     def on_epoch_start(self, epoch: int, epochs: int) -> dict[str, float]:
         """The rotation update of the epoch (a collective under torch.distributed)."""

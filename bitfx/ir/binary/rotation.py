@@ -15,7 +15,7 @@ one SVD), so no step can increase E:
     D1  = Σ_i B_i R2ᵀ X_iᵀ = U S Vᵀ   →  R1 = V Uᵀ
     D2  = Σ_i X_iᵀ R1 B_i  = U S Vᵀ   →  R2 = U Vᵀ
 
-The exact statement is in ../shared/reference/algorithms.md §2.
+The exact statement is in the RBNN paper (Lin et al., NeurIPS 2020).
 """
 
 from __future__ import annotations

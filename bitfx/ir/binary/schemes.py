@@ -4,7 +4,7 @@ A scheme fixes the weight quantizer (scale, estimator, standardisation, how the 
 treats the scale, latent clipping), the activation quantizer (None: W1A32) and what replaces
 a ReLU in front of a binary layer: sign(ReLU(x)) is +1 everywhere, so binary networks put
 another nonlinearity there (or none). The math of each is in
-../shared/reference/algorithms.md §1 and in the module docstrings of `estimators`, `scales`
+the module docstrings of `estimators`, `scales`
 and `quantizers`. Register new schemes with `register_scheme` (RBNN does).
 
 | scheme      | weights                                    | activations            | ReLU in front becomes |
@@ -53,7 +53,13 @@ class BinaryScheme:
         transformed = standardize_filters(weight) if self.standardize else weight
         chosen = make_scale(scale or self.scale, transformed.detach())
         skips = self.gradient_skips_scale and chosen.detached
-        return WeightBinarizer(chosen, self.weight_estimator(), standardize=self.standardize, gradient_skips_scale=skips, clip_latent=self.clip_latent)
+        return WeightBinarizer(
+            chosen,
+            self.weight_estimator(),
+            standardize=self.standardize,
+            gradient_skips_scale=skips,
+            clip_latent=self.clip_latent,
+        )
 
     def input_quantizer(self, channels: int) -> nn.Module | None:
         return None if self.activation is None else self.activation(channels)
@@ -93,7 +99,10 @@ BNN = register_scheme(BinaryScheme(
 
 XNOR = register_scheme(BinaryScheme(
     name="xnor",
-    reference="Rastegari, Ordonez, Redmon, Farhadi. XNOR-Net: ImageNet Classification Using Binary Convolutional Neural Networks. ECCV 2016",
+    reference=(
+        "Rastegari, Ordonez, Redmon, Farhadi. "
+        "XNOR-Net: ImageNet Classification Using Binary Convolutional Neural Networks. ECCV 2016"
+    ),
     scale="mean", weight_estimator=ClippedSTE,
     activation=lambda channels: SignActivation(ClippedSTE()), relu_replacement=None,
 ))  # fmt: skip
@@ -107,21 +116,31 @@ BIREAL = register_scheme(BinaryScheme(
 
 REACTNET = register_scheme(BinaryScheme(
     name="reactnet",
-    reference="Liu, Shen, Savvides, Cheng. ReActNet: Towards Precise Binary Neural Network with Generalized Activation Functions. ECCV 2020",
+    reference=(
+        "Liu, Shen, Savvides, Cheng. "
+        "ReActNet: Towards Precise Binary Neural Network with Generalized Activation Functions. ECCV 2020"
+    ),
     scale="mean_detached", weight_estimator=ClippedSTE, gradient_skips_scale=True,
     activation=lambda channels: RSign(channels, ApproxSign()), relu_replacement=RPReLU,
 ))  # fmt: skip
 
 IRNET = register_scheme(BinaryScheme(
     name="irnet",
-    reference="Qin, Gong, Liu, Shen, Wei, Yu, Song. Forward and Backward Information Retention for Accurate Binary Neural Networks. CVPR 2020",
+    reference=(
+        "Qin, Gong, Liu, Shen, Wei, Yu, Song. "
+        "Forward and Backward Information Retention for Accurate Binary Neural Networks. CVPR 2020"
+    ),
     scale="pow2", weight_estimator=EDE, standardize=True,
     activation=lambda channels: SignActivation(EDE()), relu_replacement=_hardtanh,
 ))  # fmt: skip
 
 DOREFA_W1 = register_scheme(BinaryScheme(
     name="dorefa_w1",
-    reference="Zhou, Wu, Ni, Zhou, Wen, Zou. DoReFa-Net: Training Low Bitwidth Convolutional Neural Networks with Low Bitwidth Gradients. arXiv:1606.06160, 2016 (W1A32)",
+    reference=(
+        "Zhou, Wu, Ni, Zhou, Wen, Zou. "
+        "DoReFa-Net: Training Low Bitwidth Convolutional Neural Networks with Low Bitwidth Gradients. "
+        "arXiv:1606.06160, 2016 (W1A32)"
+    ),
     scale="layer_mean", weight_estimator=IdentitySTE, gradient_skips_scale=True,
     activation=None, relu_replacement=None,
 ))  # fmt: skip

@@ -93,6 +93,9 @@ typedef struct {
     int64_t pad_top, pad_left, out_h, out_w;
 } bitfx_fmaxpool_desc;
 
+/* What every kernel entry point returns: 0 when it did all its work, else why it did none. */
+enum bitfx_status { BITFX_OK = 0, BITFX_ERR_ALLOC = 1, BITFX_ERR_ARGUMENT = 2 };
+
 int bitfx_isa_supported(int64_t isa);
 int64_t bitfx_best_isa(void);
 int bitfx_set_isa(int64_t isa); /* 0, or −1 when this CPU cannot run it */
@@ -101,16 +104,16 @@ void bitfx_set_threads(int64_t threads);
 int64_t bitfx_get_threads(void);
 int64_t bitfx_max_threads(void);
 
-void bitfx_pack(const bitfx_pack_desc *d, const float *x, uint64_t *out);
-void bitfx_fill_border(const bitfx_packed_geom *g, const uint64_t *pad_pixel, uint64_t *buffer);
-void bitfx_binary_conv(const bitfx_bconv_desc *d, const uint64_t *x, const uint64_t *weights, const int32_t *pattern,
-                       const int64_t *kc, const float *scale, const float *bias, const float *residual,
-                       const int64_t *threshold, const uint32_t *flip, void *out);
-void bitfx_binary_maxpool(const bitfx_bmaxpool_desc *d, const uint64_t *x, uint64_t *out);
-void bitfx_float_conv(const bitfx_fconv_desc *d, const float *x, const float *weights, const float *scale,
-                      const float *bias, const float *residual, float *out);
-void bitfx_float_maxpool(const bitfx_fmaxpool_desc *d, const float *x, float *out);
-void bitfx_float_gemm(const bitfx_fgemm_desc *d, const float *x, const float *weights, const float *bias, float *out);
+int bitfx_pack(const bitfx_pack_desc *d, const float *x, uint64_t *out);
+int bitfx_fill_border(const bitfx_packed_geom *g, const uint64_t *pad_pixel, uint64_t *buffer);
+int bitfx_binary_conv(const bitfx_bconv_desc *d, const uint64_t *x, const uint64_t *weights, const int32_t *pattern,
+                      const int64_t *kc, const float *scale, const float *bias, const float *residual,
+                      const int64_t *threshold, const uint32_t *flip, void *out);
+int bitfx_binary_maxpool(const bitfx_bmaxpool_desc *d, const uint64_t *x, uint64_t *out);
+int bitfx_float_conv(const bitfx_fconv_desc *d, const float *x, const float *weights, const float *scale,
+                     const float *bias, const float *residual, float *out);
+int bitfx_float_maxpool(const bitfx_fmaxpool_desc *d, const float *x, float *out);
+int bitfx_float_gemm(const bitfx_fgemm_desc *d, const float *x, const float *weights, const float *bias, float *out);
 /* Runs `rounds` rounds of the XOR+popcount+add inner loop of the current ISA on every thread
  * (register operands only) and returns how many bit-MACs they did; time it to get the peak. */
 double bitfx_popcount_peak(int64_t rounds);

@@ -45,6 +45,10 @@ typedef struct {
     void (*fgemm_columns)(const bitfx_fgemm_desc *d, const float *x, const float *w, const float *bias, float *out, int64_t c0, int64_t c1);
 } bitfx_isa_ops;
 
+/* Rows and columns of a packed tensor including its border. */
+static inline int64_t bitfx_padded_h(const bitfx_packed_geom *g) { return g->pad_top + g->height + g->pad_bottom; }
+static inline int64_t bitfx_padded_w(const bitfx_packed_geom *g) { return g->pad_left + g->width + g->pad_right; }
+
 extern const bitfx_isa_ops bitfx_ops_scalar;
 #if defined(__x86_64__)
 extern const bitfx_isa_ops bitfx_ops_avx2;
@@ -67,13 +71,6 @@ static inline void bitfx_float_epilogue(const bitfx_fconv_job *job, const float 
         y = y < lo ? lo : y;
         out[p] = y > hi ? hi : y;
     }
-}
-
-/* The float epilogue of the binary convolution for one output channel: y from the exact
- * integer dot product d, as onnxruntime computes the op's function body (Mul, then Add). */
-static inline float bitfx_binary_float(int64_t d, float scale, float bias) {
-    float product = (float)d * scale;
-    return product + bias;
 }
 
 #endif

@@ -5,6 +5,8 @@
 #pragma GCC target("avx2,fma,popcnt")
 #include <immintrin.h>
 
+#include "output_transform.h"
+#include "portable.h"
 #include "tile.h"
 
 /* A byte lane gains at most 8 per step, so byte counters are flushed every 31 steps. */

@@ -7,6 +7,8 @@
 #pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx512vpopcntdq,fma,popcnt")
 #include <immintrin.h>
 
+#include "output_transform.h"
+#include "portable.h"
 #include "tile.h"
 
 #define XPOP(acc, xv, wv) acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_xor_si512(xv, wv)))
@@ -38,7 +40,8 @@ static inline void transpose8(const __m256 y[8], __m256 rows[8]) {
 }
 
 /* Float output of 8 consecutive pixels × 8 channels starting at channel `channel` of group g:
- * y = scale·d + bias, transposed to one NCHW row per channel, residual added, clamped. */
+ * y = scale·d + bias (Mul, then Add, as `bitfx_binary_float` in output_transform.h), transposed to
+ * one NCHW row per channel, residual added, clamped. */
 static inline void store_float(const bitfx_bconv_job *job, int64_t n, int64_t g, int64_t channel, int64_t lane, int64_t q0, int64_t count,
                                const __m512i d[TILE]) {
     const bitfx_bconv_desc *d_ = job->d;
@@ -103,14 +106,7 @@ static inline __attribute__((always_inline)) void bconv_tile(const bitfx_bconv_j
         store_float(job, n, g, block * BITFX_BLOCK + 16 * half, lane, q0, count, lo);
         store_float(job, n, g, block * BITFX_BLOCK + 16 * half + 8, lane + 8, q0, count, hi);
     }
-    if (d->out_mode == BITFX_OUT_PACKED) {
-        const uint32_t flip = job->flip[g * d->blocks + block];
-        for (int64_t j = 0; j < count; ++j) {
-            uint32_t *pixel = bitfx_packed_out_pixel(job, n, tile.oh[j], tile.ow[j]);
-            pixel[block] = bits[j] ^ flip;
-            if (block == d->blocks - 1 && (d->blocks & 1)) pixel[block + 1] = 0;
-        }
-    }
+    if (d->out_mode == BITFX_OUT_PACKED) bitfx_store_packed_bits(job, &tile, n, g, block, count, bits);
 }
 
 static void pack_row(const bitfx_pack_desc *d, const float *x, uint64_t *out, int64_t n, int64_t h) {

@@ -1,4 +1,6 @@
 /* The portable path: plain C that runs on any CPU (no popcount instruction assumed). */
+#include "output_transform.h"
+#include "portable.h"
 #include "tile.h"
 
 /* Bit-parallel popcount without a multiply, so the compiler can vectorise it with SSE2. */

@@ -5,7 +5,7 @@
 
 #include <omp.h>
 
-#include "tile.h"
+#include "internal.h"
 
 static int64_t current_isa = -1;
 static int64_t thread_count = 0; /* 0: OpenMP's default */
@@ -56,14 +56,17 @@ void bitfx_set_threads(int64_t threads) { thread_count = threads > 0 ? threads :
 int64_t bitfx_get_threads(void) { return thread_count > 0 ? thread_count : omp_get_max_threads(); }
 int64_t bitfx_max_threads(void) { return omp_get_num_procs(); }
 
-void bitfx_pack(const bitfx_pack_desc *d, const float *x, uint64_t *out) {
+int bitfx_pack(const bitfx_pack_desc *d, const float *x, uint64_t *out) {
+    if (!d || !x || !out || d->groups < 1 || d->channels % d->groups) return BITFX_ERR_ARGUMENT;
     const bitfx_isa_ops *isa = ops();
     const int64_t rows = d->out.batch * d->out.height;
 #pragma omp parallel for num_threads(bitfx_get_threads()) schedule(static)
     for (int64_t r = 0; r < rows; ++r) isa->pack_row(d, x, out, r / d->out.height, r % d->out.height);
+    return BITFX_OK;
 }
 
-void bitfx_fill_border(const bitfx_packed_geom *g, const uint64_t *pad_pixel, uint64_t *buffer) {
+int bitfx_fill_border(const bitfx_packed_geom *g, const uint64_t *pad_pixel, uint64_t *buffer) {
+    if (!g || !pad_pixel || !buffer) return BITFX_ERR_ARGUMENT;
     const int64_t hp = bitfx_padded_h(g), wp = bitfx_padded_w(g), words = g->words;
     for (int64_t n = 0; n < g->batch; ++n) {
         for (int64_t r = 0; r < hp; ++r) {
@@ -76,15 +79,20 @@ void bitfx_fill_border(const bitfx_packed_geom *g, const uint64_t *pad_pixel, ui
             }
         }
     }
+    return BITFX_OK;
 }
 
-void bitfx_binary_conv(const bitfx_bconv_desc *d, const uint64_t *x, const uint64_t *weights, const int32_t *pattern,
-                       const int64_t *kc, const float *scale, const float *bias, const float *residual,
-                       const int64_t *threshold, const uint32_t *flip, void *out) {
+int bitfx_binary_conv(const bitfx_bconv_desc *d, const uint64_t *x, const uint64_t *weights, const int32_t *pattern,
+                      const int64_t *kc, const float *scale, const float *bias, const float *residual,
+                      const int64_t *threshold, const uint32_t *flip, void *out) {
+    if (!d || !x || !weights || !pattern || !kc || !scale || !bias || !threshold || !flip || !out)
+        return BITFX_ERR_ARGUMENT;
+    if ((d->has_residual && !residual) || d->groups < 1 || (d->out_mode == BITFX_OUT_PACKED && d->groups != 1))
+        return BITFX_ERR_ARGUMENT;
     const bitfx_isa_ops *isa = ops();
     const int64_t wp = bitfx_padded_w(&d->in), taps = d->kernel_h * d->kernel_w;
     int64_t *offsets = malloc((size_t)(taps * d->group_words) * sizeof(int64_t));
-    if (!offsets) return;
+    if (!offsets) return BITFX_ERR_ALLOC;
     for (int64_t kh = 0, k = 0; kh < d->kernel_h; ++kh)
         for (int64_t kw = 0; kw < d->kernel_w; ++kw)
             for (int64_t w = 0; w < d->group_words; ++w, ++k)
@@ -108,9 +116,11 @@ void bitfx_binary_conv(const bitfx_bconv_desc *d, const uint64_t *x, const uint6
         }
     }
     free(offsets);
+    return BITFX_OK;
 }
 
-void bitfx_binary_maxpool(const bitfx_bmaxpool_desc *d, const uint64_t *x, uint64_t *out) {
+int bitfx_binary_maxpool(const bitfx_bmaxpool_desc *d, const uint64_t *x, uint64_t *out) {
+    if (!d || !x || !out) return BITFX_ERR_ARGUMENT;
     const int64_t words = d->in.words, hp = bitfx_padded_h(&d->in), wp = bitfx_padded_w(&d->in);
     const int64_t ohp = bitfx_padded_h(&d->out), owp = bitfx_padded_w(&d->out);
     const int64_t row0 = d->in.pad_top - d->pad_top, col0 = d->in.pad_left - d->pad_left;
@@ -131,21 +141,33 @@ void bitfx_binary_maxpool(const bitfx_bmaxpool_desc *d, const uint64_t *x, uint6
             }
         }
     }
+    return BITFX_OK;
 }
 
-void bitfx_float_conv(const bitfx_fconv_desc *d, const float *x, const float *weights, const float *scale,
-                      const float *bias, const float *residual, float *out) {
+int bitfx_float_conv(const bitfx_fconv_desc *d, const float *x, const float *weights, const float *scale,
+                     const float *bias, const float *residual, float *out) {
+    if (!d || !x || !weights || !scale || !bias || !out || (d->has_residual && !residual) || d->groups < 1)
+        return BITFX_ERR_ARGUMENT;
     const bitfx_isa_ops *isa = ops();
     const int64_t k = d->channels / d->groups * d->kernel_h * d->kernel_w;
     const bitfx_fconv_job job = {d, x, weights, scale, bias, residual, out, k};
     const int64_t plane = d->out_h * d->out_w;
     const int64_t chunks = (plane + BITFX_FLOAT_CHUNK - 1) / BITFX_FLOAT_CHUNK;
     const int64_t total = d->batch * d->groups * chunks;
-#pragma omp parallel num_threads(bitfx_get_threads())
-    {
-        float *panel = aligned_alloc(64, (size_t)(k * BITFX_FLOAT_CHUNK) * sizeof(float));
-        if (panel) {
-            memset(panel, 0, (size_t)(k * BITFX_FLOAT_CHUNK) * sizeof(float));
+    const int64_t threads = bitfx_get_threads();
+    const size_t panel_bytes = (size_t)(k * BITFX_FLOAT_CHUNK) * sizeof(float);
+    /* One im2col panel per thread, all allocated before any work so a failure skips none silently. */
+    float **panels = calloc((size_t)threads, sizeof(float *));
+    int status = panels ? BITFX_OK : BITFX_ERR_ALLOC;
+    for (int64_t t = 0; status == BITFX_OK && t < threads; ++t) {
+        panels[t] = aligned_alloc(64, panel_bytes);
+        if (!panels[t]) status = BITFX_ERR_ALLOC;
+        else memset(panels[t], 0, panel_bytes);
+    }
+    if (status == BITFX_OK) {
+#pragma omp parallel num_threads(threads)
+        {
+            float *panel = panels[omp_get_thread_num()];
 #pragma omp for schedule(static)
             for (int64_t t = 0; t < total; ++t) {
                 const int64_t chunk = t % chunks, g = (t / chunks) % d->groups, n = t / (chunks * d->groups);
@@ -153,25 +175,31 @@ void bitfx_float_conv(const bitfx_fconv_desc *d, const float *x, const float *we
                 const int64_t count = plane - p0 < BITFX_FLOAT_CHUNK ? plane - p0 : BITFX_FLOAT_CHUNK;
                 isa->fconv_chunk(&job, panel, n, g, p0, count);
             }
-            free(panel);
         }
     }
+    for (int64_t t = 0; panels && t < threads; ++t) free(panels[t]);
+    free(panels);
+    return status;
 }
 
-void bitfx_float_maxpool(const bitfx_fmaxpool_desc *d, const float *x, float *out) {
+int bitfx_float_maxpool(const bitfx_fmaxpool_desc *d, const float *x, float *out) {
+    if (!d || !x || !out) return BITFX_ERR_ARGUMENT;
     const bitfx_isa_ops *isa = ops();
     const int64_t rows = d->planes * d->out_h;
 #pragma omp parallel for num_threads(bitfx_get_threads()) schedule(static)
     for (int64_t r = 0; r < rows; ++r) isa->fmaxpool_row(d, x, out, r);
+    return BITFX_OK;
 }
 
-void bitfx_float_gemm(const bitfx_fgemm_desc *d, const float *x, const float *weights, const float *bias, float *out) {
+int bitfx_float_gemm(const bitfx_fgemm_desc *d, const float *x, const float *weights, const float *bias, float *out) {
+    if (!d || !x || !weights || !out || (d->has_bias && !bias)) return BITFX_ERR_ARGUMENT;
     const bitfx_isa_ops *isa = ops();
     const int64_t threads = bitfx_get_threads();
     const int64_t chunk = ((d->channels + threads - 1) / threads + 15) / 16 * 16;
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t c0 = 0; c0 < d->channels; c0 += chunk)
         isa->fgemm_columns(d, x, weights, bias, out, c0, c0 + chunk < d->channels ? c0 + chunk : d->channels);
+    return BITFX_OK;
 }
 
 double bitfx_popcount_peak(int64_t rounds) {

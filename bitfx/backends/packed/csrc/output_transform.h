@@ -1,0 +1,67 @@
+/* The output transform of the binary convolution, in one place for every ISA file: from the
+ * exact ±1 dot products d of a tile to the float output y = clamp(scale·d + bias [+ residual])
+ * (NCHW) or to packed bits (d < threshold) XOR flip (NHWC). The portable and AVX2 paths call
+ * `bitfx_bconv_epilogue`; the AVX-512 path computes the comparisons and the float values in
+ * registers (as `bitfx_binary_float` does) and stores bits with `bitfx_store_packed_bits`. */
+#ifndef BITFX_OUTPUT_TRANSFORM_H
+#define BITFX_OUTPUT_TRANSFORM_H
+
+#include "tile.h"
+
+/* The float epilogue of the binary convolution for one output channel: y from the exact
+ * integer dot product d, as onnxruntime computes the op's function body (Mul, then Add). */
+static inline float bitfx_binary_float(int64_t d, float scale, float bias) {
+    float product = (float)d * scale;
+    return product + bias;
+}
+
+/* Where output pixel (oh, ow) of image n starts in a packed output, in 32-bit half-words. */
+static inline uint32_t *bitfx_packed_out_pixel(const bitfx_bconv_job *job, int64_t n, int64_t oh, int64_t ow) {
+    const bitfx_bconv_desc *d = job->d;
+    const int64_t row = n * bitfx_padded_h(&d->out) + d->out.pad_top + oh;
+    return (uint32_t *)job->out + ((row * bitfx_padded_w(&d->out) + d->out.pad_left + ow) * d->out.words) * 2;
+}
+
+/* Packed output of `count` pixels of a tile: bits[j] holds (d < threshold) of the block's
+ * BITFX_BLOCK channels of pixel j, before the flip. groups == 1 here (checked by the caller), so
+ * block b is half-word b of the pixel; the half-word past an odd last block is cleared. */
+static inline void bitfx_store_packed_bits(const bitfx_bconv_job *job, const bitfx_tile *tile, int64_t n, int64_t g,
+                                           int64_t block, int64_t count, const uint32_t *bits) {
+    const bitfx_bconv_desc *d = job->d;
+    const uint32_t flip = job->flip[g * d->blocks + block];
+    for (int64_t j = 0; j < count; ++j) {
+        uint32_t *pixel = bitfx_packed_out_pixel(job, n, tile->oh[j], tile->ow[j]);
+        pixel[block] = bits[j] ^ flip;
+        if (block == d->blocks - 1 && (d->blocks & 1)) pixel[block + 1] = 0;
+    }
+}
+
+/* The output transform from exact dot products dots[j][lane] (any ISA may call it). */
+static inline void bitfx_bconv_epilogue(const bitfx_bconv_job *job, const bitfx_tile *tile, int64_t n, int64_t g, int64_t block, int64_t q0,
+                                        int64_t count, const int64_t dots[BITFX_TILE_PIXELS][BITFX_BLOCK]) {
+    const bitfx_bconv_desc *d = job->d;
+    const int64_t lane0 = (g * d->blocks + block) * BITFX_BLOCK;
+    if (d->out_mode == BITFX_OUT_PACKED) {
+        uint32_t bits[BITFX_TILE_PIXELS];
+        for (int64_t j = 0; j < count; ++j) {
+            bits[j] = 0;
+            for (int l = 0; l < BITFX_BLOCK; ++l) bits[j] |= (uint32_t)(dots[j][l] < job->threshold[lane0 + l]) << l;
+        }
+        bitfx_store_packed_bits(job, tile, n, g, block, count, bits);
+        return;
+    }
+    const int64_t per_group = d->out_channels / d->groups, plane = d->out_h * d->out_w;
+    const float lo = (float)d->clamp_lo, hi = (float)d->clamp_hi;
+    for (int l = 0; l < BITFX_BLOCK && block * BITFX_BLOCK + l < per_group; ++l) {
+        const int64_t index = (n * d->out_channels + g * per_group + block * BITFX_BLOCK + l) * plane + q0;
+        float *out = (float *)job->out + index;
+        for (int64_t j = 0; j < count; ++j) {
+            float y = bitfx_binary_float(dots[j][l], job->scale[lane0 + l], job->bias[lane0 + l]);
+            if (d->has_residual) y += job->residual[index + j];
+            y = y < lo ? lo : y;
+            out[j] = y > hi ? hi : y;
+        }
+    }
+}
+
+#endif

@@ -1,0 +1,52 @@
+"""The types the compiler produces (compiler.py): the `Program` (ordered steps, the graph, the
+report), the `CompileReport`, and the descriptions of fusions and layouts that its steps carry
+(`Epilogue`, `PackedLayout`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bitfx.backends.packed.graph import Graph
+from bitfx.backends.packed.kernels import NO_CLAMP, Pads
+from bitfx.backends.packed.steps import Step
+
+
+@dataclass
+class Epilogue:
+    """What a convolution step does to its output before writing it: add a `residual` value
+    (a fused Add) and clamp to `clamp` (a fused Relu or Clip). `fused` names the absorbed nodes."""
+
+    residual: str | None = None
+    clamp: tuple[float, float] = NO_CLAMP
+    fused: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PackedLayout:
+    """How a packed activation is stored: channel groups, border size and border value (±1)."""
+
+    groups: int = 1
+    border: Pads = (0, 0, 0, 0)
+    pad: int = 1
+
+
+@dataclass
+class CompileReport:
+    """What the compiler made of the graph (counts of nodes and of fusions)."""
+
+    binary_layers: int = 0
+    packed_outputs: int = 0  # binary layers whose output stays packed (thresholds)
+    packed_max_pools: int = 0
+    packs: int = 0  # float → packed conversions
+    fused_epilogues: int = 0  # convolutions that absorbed an Add and/or Relu/Clip
+    absorbed_nodes: int = 0
+    ops: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Program:
+    """What the executor runs: the steps in order, the graph they came from, and the report."""
+
+    steps: list[Step]
+    graph: Graph
+    report: CompileReport

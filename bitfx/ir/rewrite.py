@@ -1,0 +1,133 @@
+"""What passes need to read and rewrite an fx graph: the module behind a node, a node's only
+user, call counts, shared parameters, swapping a module at a qualified name, free attribute
+names, and the one vocabulary of activations.
+
+Activations come in three nested kinds, each for the question a rewrite asks:
+
+- `is_activation`: an element-wise nonlinearity (ReLU, ReLU6, GELU, sigmoid, …). Each output
+  element depends on one input element only, so channels pass through it unchanged; channel
+  pruning measures feature-map ranks there.
+- `is_rectifier`: ReLU or ReLU6, max(x, 0) possibly clipped above. The output is ≥ 0 and
+  exactly 0 for every x ≤ 0, so sign() of it is +1 everywhere: a binarized input after it
+  carries no information.
+- `is_relu`: exactly max(x, 0). Only this one folds into a symmetric quantizer (zero point 0),
+  because round(max(x, 0) / s) = max(round(x / s), 0); ReLU6's upper clip does not fold.
+
+`is_activation` and `is_rectifier` accept subclasses of the modules they list; `is_relu` wants
+`nn.ReLU` itself, since a fold relies on the exact math and a subclass may change `forward`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+ACTIVATION_MODULES: tuple[type[nn.Module], ...] = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Hardtanh,
+    nn.Sigmoid,
+    nn.Tanh,
+)
+ACTIVATION_FUNCTIONS = frozenset(
+    {
+        torch.relu,
+        F.relu,
+        F.relu6,
+        F.leaky_relu,
+        F.elu,
+        F.gelu,
+        F.silu,
+        F.mish,
+        F.hardswish,
+        F.hardsigmoid,
+        F.hardtanh,
+        torch.sigmoid,
+        torch.tanh,
+        F.sigmoid,
+        F.tanh,
+    }
+)
+ACTIVATION_METHODS = frozenset({"relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_"})
+
+RECTIFIER_MODULES: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)
+RECTIFIER_FUNCTIONS = frozenset({F.relu, torch.relu, F.relu6})
+RELU_FUNCTIONS = frozenset({F.relu, torch.relu})
+RELU_METHODS = frozenset({"relu"})
+
+
+def module_of(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
+    """The module a `call_module` node calls; None for any other node."""
+    return gm.get_submodule(node.target) if node.op == "call_module" else None
+
+
+def _matches(
+    gm: fx.GraphModule, node: fx.Node, modules: tuple[type, ...], functions: frozenset, methods: frozenset
+) -> bool:
+    if node.op == "call_module":
+        return isinstance(gm.get_submodule(node.target), modules)
+    if node.op == "call_function":
+        return node.target in functions
+    return node.op == "call_method" and node.target in methods
+
+
+def is_activation(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """True for an element-wise nonlinearity (module, function or method)."""
+    return _matches(gm, node, ACTIVATION_MODULES, ACTIVATION_FUNCTIONS, ACTIVATION_METHODS)
+
+
+def is_rectifier(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """True for ReLU or ReLU6: an activation whose output is ≥ 0 and 0 wherever its input is ≤ 0."""
+    return _matches(gm, node, RECTIFIER_MODULES, RECTIFIER_FUNCTIONS, RELU_METHODS)
+
+
+def is_relu(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """True for exactly max(x, 0) (module, function or method), the rectifier that folds into a quantizer."""
+    if node.op == "call_module":
+        return type(gm.get_submodule(node.target)) is nn.ReLU
+    return _matches(gm, node, (), RELU_FUNCTIONS, RELU_METHODS)
+
+
+def only_user(node: fx.Node) -> fx.Node | None:
+    """The single node that reads `node`'s output; None when it has no user or several."""
+    return next(iter(node.users)) if len(node.users) == 1 else None
+
+
+def call_counts(gm: fx.GraphModule) -> Counter[str]:
+    """How many `call_module` nodes call each module (by qualified name): a module called from
+    several places cannot be rewritten for one of them alone."""
+    return Counter(node.target for node in gm.graph.nodes if node.op == "call_module")
+
+
+def modules_sharing_parameters(gm: fx.GraphModule) -> set[str]:
+    """Qualified names of modules that own a parameter together with another module name (the same
+    module registered twice included): changing one would change the other."""
+    owners: dict[int, set[str]] = defaultdict(set)
+    for name, module in gm.named_modules(remove_duplicate=False):
+        for parameter in module.parameters(recurse=False):
+            owners[id(parameter)].add(name)
+    return {name for names in owners.values() if len(names) > 1 for name in names}
+
+
+def replace_module(gm: fx.GraphModule, target: str, module: nn.Module) -> None:
+    """Put `module` at the qualified name `target` (`layer1.0.conv1`); the nodes calling it stay."""
+    parent, _, name = target.rpartition(".")
+    setattr(gm.get_submodule(parent), name, module)
+
+
+def free_name(gm: fx.GraphModule, base: str) -> str:
+    """`base`, or `base_1`, `base_2`, …: the first that is not an attribute of `gm`."""
+    name, index = base, 1
+    while hasattr(gm, name):
+        name, index = f"{base}_{index}", index + 1
+    return name

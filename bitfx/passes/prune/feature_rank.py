@@ -1,0 +1,94 @@
+"""HRank statistics: the average matrix rank of every channel's feature map at chosen nodes.
+
+For each calibration image and channel, the H×W map at a tap node has a rank
+(`torch.linalg.matrix_rank`, batched over images and channels); the average over all
+images is the channel's score (Lin et al., "HRank", CVPR 2020). The model runs in eval
+mode without autograd. When a torch.distributed process group is initialised, the rank
+sums and image counts are all-reduced, so every process gets the statistics of all data.
+An (N, C, L) tap is ranked as C maps of 1×L, an (N, F) tap as F maps of 1×1, and an
+(N, C, D, H, W) tap as C maps of (D·H)×W.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Sequence, Sized
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import fx
+from tqdm import tqdm
+
+from bitfx.errors import PassError
+from bitfx.ir import eval_mode
+
+
+@dataclass(frozen=True)
+class FeatureRanks:
+    """Average rank per channel at each tap node, and how much data produced it (all ranks)."""
+
+    ranks: dict[str, torch.Tensor]
+    images: int
+    batches: int
+
+
+def average_feature_ranks(
+    gm: fx.GraphModule, taps: Sequence[str], data: Iterable[Any], *, max_batches: int
+) -> FeatureRanks:
+    """Run up to `max_batches` batches of `data` (tensors or (inputs, labels) tuples) through
+    `gm` and average the per-channel feature-map ranks at the nodes named in `taps`."""
+    recorder = _RankRecorder(gm, set(taps))
+    batches = 0
+    with eval_mode(gm), torch.no_grad():
+        total = min(max_batches, len(data)) if isinstance(data, Sized) else max_batches
+        for batch in tqdm(
+            itertools.islice(data, max_batches), total=total, desc="HRank calibration", unit="batch", leave=False
+        ):
+            inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
+            if not isinstance(inputs, torch.Tensor):
+                raise PassError(
+                    f"calibration batch {batches} is a {type(batch).__name__}; a batch must be a tensor "
+                    "or an (inputs, labels) tuple"
+                )
+            recorder.run(inputs)
+            recorder.images += inputs.shape[0]
+            batches += 1
+    if batches == 0:
+        raise PassError("the calibration data is empty: give at least one batch")
+    sums = [recorder.sums[name] for name in taps]
+    totals = torch.cat([*sums, torch.tensor([float(recorder.images), float(batches)], dtype=torch.float64)])
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(totals, op=dist.ReduceOp.SUM)
+    images, all_batches = int(totals[-2]), int(totals[-1])
+    averages = dict(zip(taps, (part / images for part in totals[:-2].split([len(s) for s in sums]))))
+    return FeatureRanks(averages, images, all_batches)
+
+
+def channel_ranks(maps: torch.Tensor) -> torch.Tensor:
+    """(N, C) matrix ranks of the per-channel maps of an (N, C, …) activation."""
+    if maps.dim() == 2:
+        maps = maps[:, :, None, None]
+    elif maps.dim() == 3:
+        maps = maps[:, :, None, :]
+    elif maps.dim() > 4:
+        maps = maps.flatten(2, -2)
+    return torch.linalg.matrix_rank(maps.float())
+
+
+class _RankRecorder(fx.Interpreter):
+    """Runs the graph and adds up the channel ranks of the tap nodes' outputs."""
+
+    def __init__(self, gm: fx.GraphModule, taps: set[str]) -> None:
+        super().__init__(gm)
+        self.taps = taps
+        self.sums: dict[str, torch.Tensor] = {}
+        self.images = 0
+
+    def run_node(self, n: fx.Node) -> Any:
+        value = super().run_node(n)
+        if n.name in self.taps:
+            total = channel_ranks(value).sum(dim=0).double()
+            self.sums[n.name] = self.sums[n.name] + total if n.name in self.sums else total
+        return value
