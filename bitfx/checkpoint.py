@@ -178,7 +178,7 @@ def _check_rebuilds(gm: fx.GraphModule, recipe: Recipe, inputs: tuple[torch.Tens
 def _first_difference(gm: fx.GraphModule, rebuilt: fx.GraphModule) -> str | None:
     types = {name: type(m).__name__ for name, m in gm.named_modules() if name}
     rebuilt_types = {name: type(m).__name__ for name, m in rebuilt.named_modules() if name}
-    for name in types.keys() | rebuilt_types.keys():
+    for name in [*types, *(n for n in rebuilt_types if n not in types)]:
         if types.get(name) != rebuilt_types.get(name):
             return f"module {name!r} is {types.get(name)} here and {rebuilt_types.get(name)} when rebuilt"
     if gm.code != rebuilt.code:
