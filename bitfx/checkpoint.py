@@ -22,6 +22,7 @@ written always loads.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib
 import os
 import tempfile
@@ -40,6 +41,7 @@ from bitfx.passes import LayerSelection, Pipeline, create_pass
 FORMAT = "bitfx-checkpoint"
 VERSION = 1
 RECIPE_KEY = "bitfx_recipe"
+_NO_PASSES: dict[str, Any] = {"passes": []}
 _REPLAY_PARAMS: dict[str, dict[str, Any]] = {"rank_prune": {"criterion": "random"}}
 
 
@@ -53,7 +55,7 @@ class Recipe:
     pipeline: dict[str, Any] = field(default_factory=lambda: {"passes": []})
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "model_kwargs": self.model_kwargs, "inputs": self.inputs, "pipeline": self.pipeline}
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -88,10 +90,14 @@ def save(
     """
     recorded: Recipe | None = gm.meta.get(RECIPE_KEY)
     if model is None and recorded is None:
-        raise CheckpointError("bitfx.save needs model='package.module:factory', the function that builds the float model")
+        raise CheckpointError(
+            "bitfx.save needs model='package.module:factory', the function that builds the float model"
+        )
     inputs = tuple(example_inputs) if example_inputs is not None else example_inputs_of(gm)
     if inputs is None:
-        raise CheckpointError("bitfx.save needs the capture inputs: capture the model with bitfx.ir.capture or pass example_inputs=")
+        raise CheckpointError(
+            "bitfx.save needs the capture inputs: capture the model with bitfx.ir.capture or pass example_inputs="
+        )
     if isinstance(pipeline, str):
         pipeline = Pipeline.from_spec(pipeline)
     if model is None:
@@ -100,7 +106,7 @@ def save(
         model=model,
         model_kwargs=_plain(dict(model_kwargs or {}), "model_kwargs"),
         inputs=[{"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")} for t in inputs],
-        pipeline=_plain_pipeline(pipeline) if pipeline is not None else recorded.pipeline if recorded else {"passes": []},
+        pipeline=_plain_pipeline(pipeline) if pipeline is not None else recorded.pipeline if recorded else _NO_PASSES,
     )
     if check:
         _check_rebuilds(gm, recipe, inputs)
@@ -137,7 +143,9 @@ def _rebuild(recipe: Recipe, inputs: tuple[torch.Tensor, ...], where: str) -> fx
     """Factory → capture → pipeline replayed without data; the recipe is recorded in `gm.meta`."""
     float_model = _factory(recipe.model, where)(**recipe.model_kwargs)
     if not isinstance(float_model, nn.Module):
-        raise CheckpointError(f"{where}: model factory {recipe.model!r} returned a {type(float_model).__name__}, not a torch.nn.Module")
+        raise CheckpointError(
+            f"{where}: model factory {recipe.model!r} returned a {type(float_model).__name__}, not a torch.nn.Module"
+        )
     gm = capture(float_model, inputs)
     passes = []
     for entry in recipe.pipeline.get("passes", []):
@@ -205,7 +213,8 @@ def _load_state(gm: fx.GraphModule, state: Any, recipe: Recipe, where: str) -> N
     problem = _state_mismatch(gm.state_dict(), state)
     if problem:
         raise CheckpointError(
-            f"{where}: the saved weights do not fit the model rebuilt from its recipe (model {recipe.model!r}): {problem}. "
+            f"{where}: the saved weights do not fit the model rebuilt from its recipe "
+            f"(model {recipe.model!r}): {problem}. "
             "Was the model factory changed since the file was written?"
         )
     gm.load_state_dict(state)
@@ -221,9 +230,14 @@ def _read(path: Path) -> dict[str, Any]:
         if "weights_only" in str(error) or "Unpickl" in type(error).__name__:
             hint = ("; it holds pickled objects (a torch.save of a whole model?): only if you trust the file, "
                     "load it with torch.load(path, weights_only=False)")
-        raise CheckpointError(f"{str(path)!r} is not a bitfx checkpoint: torch.load failed ({type(error).__name__}){hint}") from error
+        raise CheckpointError(
+            f"{str(path)!r} is not a bitfx checkpoint: torch.load failed ({type(error).__name__}){hint}"
+        ) from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{str(path)!r} is not a bitfx checkpoint (written by bitfx.save); for a plain state dict use model.load_state_dict(torch.load(path))")
+        raise CheckpointError(
+            f"{str(path)!r} is not a bitfx checkpoint (written by bitfx.save); "
+            "for a plain state dict use model.load_state_dict(torch.load(path))"
+        )
     version = payload.get("version")
     if version != VERSION:
         newer = isinstance(version, int) and version > VERSION
@@ -233,7 +247,8 @@ def _read(path: Path) -> dict[str, Any]:
         )
     missing = [k for k in ("recipe", "example_inputs", "state_dict") if k not in payload]
     if missing or not isinstance(payload["recipe"], dict) or set(payload["recipe"]) != set(Recipe.__dataclass_fields__):
-        raise CheckpointError(f"{str(path)!r} is a damaged bitfx checkpoint: missing or malformed {missing or ['recipe']}")
+        what = missing or ["recipe"]
+        raise CheckpointError(f"{str(path)!r} is a damaged bitfx checkpoint: missing or malformed {what}")
     return payload
 
 
@@ -259,7 +274,9 @@ def _factory(spec: str, where: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
-        raise CheckpointError(f"{where}: cannot import {module_name!r} for the model factory {spec!r} ({error}); put it on the Python path") from error
+        raise CheckpointError(
+            f"{where}: cannot import {module_name!r} for the model factory {spec!r} ({error}); put it on the path"
+        ) from error
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise CheckpointError(f"{where}: module {module_name!r} has no function {attr!r} (model spec {spec!r})")
@@ -283,7 +300,9 @@ def _plain(value: Any, what: str) -> Any:
         return [_plain(v, what) for v in value]
     if isinstance(value, dict) and all(isinstance(k, str) for k in value):
         return {k: _plain(v, what) for k, v in value.items()}
-    raise CheckpointError(f"bitfx.save: {what} must be plain data (numbers, strings, lists, dicts), not {value!r} ({type(value).__name__})")
+    raise CheckpointError(
+        f"bitfx.save: {what} must be plain data (numbers, strings, lists, dicts) not {value!r} ({type(value).__name__})"
+    )
 
 
 __all__ = ["Checkpoint", "Recipe", "load", "load_checkpoint", "save"]

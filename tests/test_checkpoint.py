@@ -1,8 +1,7 @@
 """`bitfx.save` / `bitfx.load`: rebuild from the recipe, load weights with weights_only=True, clear errors,
 and training that resumes bit-identically from a checkpoint."""
 
-import io
-import os
+import re
 from pathlib import Path
 
 import pytest
@@ -62,7 +61,8 @@ def test_a_saved_model_loads_back_with_the_same_weights_and_outputs(tmp_path: Pa
 def test_save_refuses_a_recipe_that_does_not_rebuild_the_model(tmp_path: Path) -> None:
     gm, _ = _captured()
     binarized = Pipeline.from_spec("binarize").run(gm).graph_module
-    with pytest.raises(CheckpointError, match=r"passes \[\]\) does not rebuild this model: module '\d+' is BinaryConv2d here and Conv2d when rebuilt"):
+    differs = r"passes \[\]\) does not rebuild this model: module '\d+' is BinaryConv2d here and Conv2d when rebuilt"
+    with pytest.raises(CheckpointError, match=differs):
         bitfx.save(binarized, tmp_path / "m.bitfx", model=SPEC)
     with pytest.raises(CheckpointError, match="state dict entry '0.weight' is"):
         bitfx.save(gm, tmp_path / "m.bitfx", model=SPEC, model_kwargs={"width": 4})
@@ -147,7 +147,8 @@ def _sgd(gm: fx.GraphModule) -> torch.optim.Optimizer:
 
 def test_training_resumes_bit_identically_from_a_checkpoint(tmp_path: Path) -> None:
     generator = torch.Generator().manual_seed(0)
-    batches = [(torch.randn(8, 3, 32, 32, generator=generator), torch.randint(0, 10, (8,), generator=generator)) for _ in range(6)]
+    batches = [(torch.randn(8, 3, 32, 32, generator=generator), torch.randint(0, 10, (8,), generator=generator))
+               for _ in range(6)]
     first, rest = batches[:3], batches[3:]
 
     def binarized() -> fx.GraphModule:
@@ -179,3 +180,13 @@ def test_training_resumes_bit_identically_from_a_checkpoint(tmp_path: Path) -> N
     for name, value in resumed.named_buffers():
         assert torch.equal(value, dict(straight.named_buffers())[name]), name
     assert not all(torch.equal(p, q) for p, q in zip(straight.parameters(), binarized().parameters()))  # it did train
+
+
+def test_the_save_and_load_guide_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    guide = Path(__file__).resolve().parent.parent / "docs" / "save-and-load.md"
+    code = "\n".join(re.findall(r"```python\n(.*?)```", guide.read_text(), re.S))
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, str(guide), "exec"), namespace)
+    assert (tmp_path / "resnet20-binary.bitfx").is_file()
+    assert namespace["checkpoint"].extra["epoch"] == 5

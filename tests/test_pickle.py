@@ -38,7 +38,9 @@ def _via_torch_save(gm: fx.GraphModule) -> fx.GraphModule:
 
 
 @pytest.mark.parametrize("spec", ["", "fuse_bn", "binarize", "binarize,rotate(seed=3)"])
-@pytest.mark.parametrize("round_trip", [lambda gm: pickle.loads(pickle.dumps(gm)), _via_torch_save], ids=["pickle", "torch.save"])
+@pytest.mark.parametrize(
+    "round_trip", [lambda gm: pickle.loads(pickle.dumps(gm)), _via_torch_save], ids=["pickle", "torch.save"]
+)
 def test_a_pickled_graph_loads_back_with_identical_outputs(spec: str, round_trip) -> None:
     gm, x = _graph(spec)
     loaded = round_trip(gm).eval()
