@@ -27,3 +27,7 @@ class LoweringError(BitfxError):
 
 class ModelSpecError(BitfxError):
     """A `package.module:factory` spec (model or data) could not be resolved."""
+
+
+class CheckpointError(BitfxError):
+    """A checkpoint could not be written, read, or rebuilt into its model."""

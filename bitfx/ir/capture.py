@@ -29,9 +29,13 @@ _CONSTRUCTS = (
 
 
 class _BitfxTracer(fx.Tracer):
-    """A Tracer that keeps chosen modules opaque and remembers where tracing failed."""
+    """A Tracer that keeps chosen modules opaque and remembers where tracing failed.
 
-    def __init__(self, leaf_modules: Sequence[LeafSpec]) -> None:
+    Unpickling a GraphModule re-traces its generated code with the recorded tracer class,
+    built without arguments, so `leaf_modules` has a default.
+    """
+
+    def __init__(self, leaf_modules: Sequence[LeafSpec] = ()) -> None:
         super().__init__()
         self.leaf_types = tuple(spec for spec in leaf_modules if isinstance(spec, type))
         self.leaf_names = {spec for spec in leaf_modules if isinstance(spec, str)}
