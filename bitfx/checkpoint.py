@@ -228,8 +228,10 @@ def _read(path: Path) -> dict[str, Any]:
     except Exception as error:
         hint = ""
         if "weights_only" in str(error) or "Unpickl" in type(error).__name__:
-            hint = ("; it holds pickled objects (a torch.save of a whole model?): only if you trust the file, "
-                    "load it with torch.load(path, weights_only=False)")
+            hint = (
+                "; it holds pickled objects (a torch.save of a whole model?): only if you trust the file, "
+                "load it with torch.load(path, weights_only=False)"
+            )
         raise CheckpointError(
             f"{str(path)!r} is not a bitfx checkpoint: torch.load failed ({type(error).__name__}){hint}"
         ) from error

@@ -27,6 +27,7 @@ ALLOWED = {
         "bitfx.format",
     },
     "bitfx.backends.packed": {"numpy", "onnx", "bitfx.format"},
+    "bitfx.checkpoint": {"torch", "bitfx.ir", "bitfx.passes"},
     "bitfx.zoo": {"torch", "numpy", "sklearn", "skimage"},
 }
 

@@ -21,10 +21,18 @@ SPEC = "tests.test_checkpoint:small_cnn"
 
 def small_cnn(width: int = 8) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
-        nn.Conv2d(width, 2 * width, 3, padding=1, bias=False), nn.BatchNorm2d(2 * width), nn.ReLU(),
-        nn.Conv2d(2 * width, 2 * width, 3, padding=1, bias=False), nn.BatchNorm2d(2 * width), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * width, 10),
+        nn.Conv2d(3, width, 3, padding=1),
+        nn.BatchNorm2d(width),
+        nn.ReLU(),
+        nn.Conv2d(width, 2 * width, 3, padding=1, bias=False),
+        nn.BatchNorm2d(2 * width),
+        nn.ReLU(),
+        nn.Conv2d(2 * width, 2 * width, 3, padding=1, bias=False),
+        nn.BatchNorm2d(2 * width),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(2 * width, 10),
     )
 
 
@@ -147,13 +155,15 @@ def _sgd(gm: fx.GraphModule) -> torch.optim.Optimizer:
 
 def test_training_resumes_bit_identically_from_a_checkpoint(tmp_path: Path) -> None:
     generator = torch.Generator().manual_seed(0)
-    batches = [(torch.randn(8, 3, 32, 32, generator=generator), torch.randint(0, 10, (8,), generator=generator))
-               for _ in range(6)]
+    batches = [
+        (torch.randn(8, 3, 32, 32, generator=generator), torch.randint(0, 10, (8,), generator=generator))
+        for _ in range(6)
+    ]
     first, rest = batches[:3], batches[3:]
 
     def binarized() -> fx.GraphModule:
         torch.manual_seed(0)
-        from examples.models import resnet20
+        from bitfx.zoo import resnet20
 
         gm = capture(resnet20().eval(), (batches[0][0][:1],))
         return Pipeline.from_spec("binarize").run(gm).graph_module
@@ -165,8 +175,13 @@ def test_training_resumes_bit_identically_from_a_checkpoint(tmp_path: Path) -> N
     interrupted = binarized()
     optimizer = _sgd(interrupted)
     _train(interrupted, optimizer, first)
-    path = bitfx.save(interrupted, tmp_path / "step3.bitfx", model="examples.models:resnet20", pipeline="binarize",
-                      extra={"optimizer": optimizer.state_dict()})
+    path = bitfx.save(
+        interrupted,
+        tmp_path / "step3.bitfx",
+        model="bitfx.zoo:resnet20",
+        pipeline="binarize",
+        extra={"optimizer": optimizer.state_dict()},
+    )
     checkpoint = load_checkpoint(path)
     resumed = checkpoint.model
     optimizer = _sgd(resumed)
