@@ -3,6 +3,7 @@
 from bitfx.passes.base import Pass, PassContext, PassResult
 from bitfx.passes.binarize import BinarizeConvs
 from bitfx.passes.fuse_bn import FuseBN
+from bitfx.passes.iff import InsertIFF
 from bitfx.passes.instruments import DumpAfterChange, Instrument, PrintAfterChange
 from bitfx.passes.pams import PAMSQuantize
 from bitfx.passes.pipeline import PassRecord, Pipeline, PipelineResult
@@ -16,6 +17,7 @@ __all__ = [
     "Decision",
     "DumpAfterChange",
     "FuseBN",
+    "InsertIFF",
     "InsertRotation",
     "Instrument",
     "LayerSelection",
