@@ -16,6 +16,7 @@ ALLOWED = {
     "bitfx.passes.core": {"torch", "tqdm", "bitfx.ir"},
     "bitfx.passes": {"torch", "numpy", "networkx", "tqdm", "bitfx.ir", "bitfx.passes.core"},
     "bitfx.train": {"torch", "bitfx.ir"},
+    "bitfx.eval": {"numpy"},
     "bitfx.backends.onnx": {
         "torch",
         "onnx",

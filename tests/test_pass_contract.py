@@ -19,6 +19,7 @@ from bitfx.passes import LayerSelection, Pass, Pipeline, available_passes, creat
 # a layer of `_model()` that the selection leaves unchanged, or None)
 CASES: dict[str, tuple[list[tuple[str, dict[str, Any]]], dict[str, Any], str | None]] = {
     "fuse_bn": ([], {}, None),
+    "iff": ([], {"features": "2", "outputs": "5"}, None),
     "binarize": ([], {"keep_first": False, "layers": {"default": True, "by_name": {"3": False}}}, "3"),
     "rotate": ([("binarize", {"keep_first": False})], {"layers": {"default": True, "by_name": {"0": False}}}, "0"),
     "pams": ([], {"float_ends": False, "layers": {"default": True, "by_name": {"3": False}}}, "3"),

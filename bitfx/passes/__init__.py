@@ -8,6 +8,7 @@ from bitfx.passes.core.pipeline import PassRecord, Pipeline, PipelineResult
 from bitfx.passes.core.registry import available_passes, create_pass, register_pass
 from bitfx.passes.core.selection import Decision, LayerSelection
 from bitfx.passes.fuse_bn import FuseBN
+from bitfx.passes.iff import InsertIFF
 from bitfx.passes.pams import PAMSQuantize
 from bitfx.passes.prune import RankPrune
 from bitfx.passes.rotate import InsertRotation
@@ -17,6 +18,7 @@ __all__ = [
     "Decision",
     "DumpAfterChange",
     "FuseBN",
+    "InsertIFF",
     "InsertRotation",
     "Instrument",
     "LayerSelection",
