@@ -91,7 +91,9 @@ def test_bnas_ucb_prefers_the_less_explored_arm():
     state.arms["e"]["a"] = Arm(mean=0.7, count=3)
     state.arms["e"]["b"] = Arm(mean=0.6, count=1)
     # s_U(a) = 0.7 + √(2 ln 4 / 3) = 1.661351…,  s_U(b) = 0.6 + √(2 ln 4) = 2.265109…
-    assert BNAS().scores(state, "e") == pytest.approx([0.7 + math.sqrt(2 * math.log(4) / 3), 0.6 + math.sqrt(2 * math.log(4))])
+    assert BNAS().scores(state, "e") == pytest.approx(
+        [0.7 + math.sqrt(2 * math.log(4) / 3), 0.6 + math.sqrt(2 * math.log(4))]
+    )
 
 
 def test_cp_scores_are_the_softmax_of_the_round_mean_indicator():
@@ -158,7 +160,9 @@ def test_anti_bandit_abandons_argmin_ucb_eq_4_13():
     state.arms["e"]["a"] = Arm(mean=0.7, count=3)
     state.arms["e"]["b"] = Arm(mean=0.6, count=1)
     policy = AntiBandit()
-    assert policy.scores(state, "e") == pytest.approx([0.7 + math.sqrt(2 * math.log(4) / 3), 0.6 + math.sqrt(2 * math.log(4))])
+    assert policy.scores(state, "e") == pytest.approx(
+        [0.7 + math.sqrt(2 * math.log(4) / 3), 0.6 + math.sqrt(2 * math.log(4))]
+    )
 
 
 def test_anti_bandit_round_lengths_and_counts():
@@ -175,7 +179,9 @@ def test_anti_bandit_round_lengths_and_counts():
     assert all(sum(a.count for a in state.arms[e].values()) == 13 for e in "ef")  # n counts every sample once
 
 
-@pytest.mark.parametrize("policy", [BNAS(rounds_t=2), ChildParent(beta_p=0.3, rounds_t=2), AntiBandit(lam=0.4, rounds_t=2)])
+@pytest.mark.parametrize(
+    "policy", [BNAS(rounds_t=2), ChildParent(beta_p=0.3, rounds_t=2), AntiBandit(lam=0.4, rounds_t=2)]
+)
 def test_search_resumed_from_plain_data_matches_an_uninterrupted_run(policy):
     edges = {f"n{i}": ["max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3"] for i in range(3)}
 

@@ -54,7 +54,7 @@ def test_gabor_kernel_follows_the_formula_at_a_point():
     raw = {k: torch.tensor([v]) for k, v in dict(theta=0.0, sigma=0.0, lam=0.0, psi=0.3, gamma=0.0).items()}
     kernel = gabor_kernel(raw["theta"], raw["sigma"], raw["lam"], raw["psi"], raw["gamma"], 3)
     # θ = π, σ = 0.3, λ = 0.5005, γ = 1; at (x, y) = (1, 0): x' = −1, y' = 0
-    expected = torch.exp(torch.tensor(-1 / (2 * 0.3 ** 2))) * torch.cos(torch.tensor(2 * torch.pi * -1 / 0.5005 + 0.3))
+    expected = torch.exp(torch.tensor(-1 / (2 * 0.3**2))) * torch.cos(torch.tensor(2 * torch.pi * -1 / 0.5005 + 0.3))
     assert kernel.shape == (1, 1, 3, 3)
     assert kernel[0, 0, 1, 2].item() == pytest.approx(expected.item(), rel=1e-5)
     assert kernel[0, 0, 1, 1].item() == pytest.approx(torch.cos(torch.tensor(0.3)).item(), rel=1e-6)
@@ -95,11 +95,31 @@ def test_built_model_captures_and_binarizes():
 
 
 def test_gabor_cells_capture_with_the_gabor_filter_as_one_node():
-    genotype = Genotype({"a": CellGene(((("gab_filt_3x3", 0),), (("dtp_blok_3x3", 1),)), (1, 2), inputs=1)},
-                        layout="sequential")
+    genotype = Genotype(
+        {"a": CellGene(((("gab_filt_3x3", 0),), (("dtp_blok_3x3", 1),)), (1, 2), inputs=1)}, layout="sequential"
+    )
     model = build(genotype, 4, 3, in_channels=1).eval()
     x = torch.randn(1, 1, 8, 8)
     gm = capture(model, x)
     assert torch.allclose(gm(x), model(x), atol=1e-6)
-    gabor_nodes = [n for n in gm.graph.nodes if n.op == "call_module" and isinstance(gm.get_submodule(n.target), GaborConv2d)]
+    gabor_nodes = [
+        n for n in gm.graph.nodes if n.op == "call_module" and isinstance(gm.get_submodule(n.target), GaborConv2d)
+    ]
     assert len(gabor_nodes) == 3
+
+
+def test_fold_gabor_bakes_the_kernels_into_plain_convs_and_preserves_outputs():
+    genotype = Genotype(
+        {"a": CellGene(((("gab_filt_3x3", 0),), (("gab_filt_3x3", 1),)), (1, 2), inputs=1)}, layout="sequential"
+    )
+    model = build(genotype, 4, 2, in_channels=1)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            nn.init.uniform_(module.weight, 0.5, 1.5)  # the denoising BN starts at zero: make the filter count
+    model.eval()
+    x = torch.randn(2, 1, 8, 8)
+    result = Pipeline.from_spec("fold_gabor").run(capture(model, x))
+    folded = result.graph_module
+    assert result.records[0].stats["folded"] == 4 and result.records[0].stats["skipped"] == {}
+    assert not any(isinstance(m, GaborConv2d) for m in folded.modules())
+    assert torch.allclose(folded(x), model(x), atol=1e-5)

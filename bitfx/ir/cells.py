@@ -31,11 +31,14 @@ class Cell(nn.Module):
         pre = []
         for index, c_in in enumerate(c_inputs):
             older = index == 0 and len(c_inputs) == 2
-            pre.append(FactorizedReduce(c_in, channels) if older and reduction_prev else ReLUConvBN(c_in, channels, 1, 1, 0))
+            pre.append(
+                FactorizedReduce(c_in, channels) if older and reduction_prev else ReLUConvBN(c_in, channels, 1, 1, 0)
+            )
         self.preprocess = nn.ModuleList(pre)
         self.edges = nn.ModuleList(
             nn.ModuleList(make_op(op, channels, 2 if reduction and src < gene.inputs else 1) for op, src in edges)
-            for edges in gene.nodes)
+            for edges in gene.nodes
+        )
         self.out_channels = len(self.concat) * channels
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
@@ -51,8 +54,15 @@ class Cell(nn.Module):
 class CellNetwork(nn.Module):
     """Stem, cells of a genotype, global pooling, classifier."""
 
-    def __init__(self, genotype, channels: int, layers: int, num_classes: int = 10, in_channels: int = 3,
-                 stem_multiplier: int = 3) -> None:
+    def __init__(
+        self,
+        genotype,
+        channels: int,
+        layers: int,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        stem_multiplier: int = 3,
+    ) -> None:
         super().__init__()
         c_stem = stem_multiplier * channels
         self.stem = nn.Sequential(nn.Conv2d(in_channels, c_stem, 3, padding=1, bias=False), nn.BatchNorm2d(c_stem))
@@ -82,8 +92,9 @@ class CellNetwork(nn.Module):
         return self.classifier(torch.flatten(self.pool(s1), 1))
 
 
-def build(genotype, channels: int, layers: int, *, num_classes: int = 10, in_channels: int = 3,
-          stem_multiplier: int = 3) -> nn.Module:
+def build(
+    genotype, channels: int, layers: int, *, num_classes: int = 10, in_channels: int = 3, stem_multiplier: int = 3
+) -> nn.Module:
     """The network of `genotype` with `channels` initial channels and `layers` cells (a plain nn.Module)."""
     if layers < 1 or channels < 1:
         raise ValueError(f"build needs channels >= 1 and layers >= 1, got channels={channels}, layers={layers}")

@@ -33,16 +33,23 @@ class ReLUConvBN(nn.Sequential):
     """ReLU → Conv2d (no bias) → BatchNorm."""
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int, dilation: int = 1) -> None:
-        super().__init__(nn.ReLU(), nn.Conv2d(c_in, c_out, kernel, stride, padding, dilation=dilation, bias=False),
-                         nn.BatchNorm2d(c_out))
+        super().__init__(
+            nn.ReLU(),
+            nn.Conv2d(c_in, c_out, kernel, stride, padding, dilation=dilation, bias=False),
+            nn.BatchNorm2d(c_out),
+        )
 
 
 class DilConv(nn.Sequential):
     """ReLU → depthwise k×k (dilated) → pointwise 1×1 → BatchNorm."""
 
     def __init__(self, c: int, kernel: int, stride: int, padding: int, dilation: int) -> None:
-        super().__init__(nn.ReLU(), nn.Conv2d(c, c, kernel, stride, padding, dilation=dilation, groups=c, bias=False),
-                         nn.Conv2d(c, c, 1, bias=False), nn.BatchNorm2d(c))
+        super().__init__(
+            nn.ReLU(),
+            nn.Conv2d(c, c, kernel, stride, padding, dilation=dilation, groups=c, bias=False),
+            nn.Conv2d(c, c, 1, bias=False),
+            nn.BatchNorm2d(c),
+        )
 
 
 class SepConv(nn.Sequential):
@@ -60,7 +67,7 @@ class Zero(nn.Module):
         self.stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x[:, :, ::self.stride, ::self.stride] * 0.0
+        return x[:, :, :: self.stride, :: self.stride] * 0.0
 
 
 class FactorizedReduce(nn.Module):
@@ -79,8 +86,9 @@ class FactorizedReduce(nn.Module):
         return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
 
 
-def gabor_kernel(theta: torch.Tensor, sigma: torch.Tensor, lam: torch.Tensor, psi: torch.Tensor, gamma: torch.Tensor,
-                 size: int) -> torch.Tensor:
+def gabor_kernel(
+    theta: torch.Tensor, sigma: torch.Tensor, lam: torch.Tensor, psi: torch.Tensor, gamma: torch.Tensor, size: int
+) -> torch.Tensor:
     """Per-channel Gabor kernels (C, 1, size, size) on the grid [−1, 1]², from raw parameters of shape (C,).
 
     θ = 2π·sigmoid(θ'), σ = 0.1 + 0.4·sigmoid(σ'), λ = 0.001 + 0.999·sigmoid(λ'), γ = 1 + 0.5·γ';
@@ -95,7 +103,7 @@ def gabor_kernel(theta: torch.Tensor, sigma: torch.Tensor, lam: torch.Tensor, ps
     y, x = torch.meshgrid(axis, axis, indexing="ij")
     xr = x * torch.cos(t) + y * torch.sin(t)
     yr = -x * torch.sin(t) + y * torch.cos(t)
-    kernel = torch.exp(-(xr ** 2 + g ** 2 * yr ** 2) / (2 * s ** 2)) * torch.cos(2 * math.pi * xr / w + psi[:, None, None])
+    kernel = torch.exp(-(xr**2 + g**2 * yr**2) / (2 * s**2)) * torch.cos(2 * math.pi * xr / w + psi[:, None, None])
     return kernel[:, None]
 
 

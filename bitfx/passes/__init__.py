@@ -2,6 +2,7 @@
 
 from bitfx.passes.base import Pass, PassContext, PassResult
 from bitfx.passes.binarize import BinarizeConvs
+from bitfx.passes.fold_gabor import FoldGabor
 from bitfx.passes.fuse_bn import FuseBN
 from bitfx.passes.instruments import DumpAfterChange, Instrument, PrintAfterChange
 from bitfx.passes.pams import PAMSQuantize
@@ -15,6 +16,7 @@ __all__ = [
     "BinarizeConvs",
     "Decision",
     "DumpAfterChange",
+    "FoldGabor",
     "FuseBN",
     "InsertRotation",
     "Instrument",

@@ -13,11 +13,14 @@ samples taken so far. The confidence bounds (ABanditNAS Eq. 4.9 and 4.12) are
 
 Policies (each decides how a round is sampled, how a reward updates an arm, which arm goes):
 
-| policy        | samples per round                         | reward → arm                        | abandoned per edge            |
-|---------------|-------------------------------------------|-------------------------------------|-------------------------------|
-| `bnas`        | T blocks of K, each block without replacement | running mean of all rewards     | argmin s_U among the ⌈K/2⌉ arms of least potential (all arms without potentials) |
-| `cp`          | T blocks of K, each block without replacement | z = β_P(A_P − A_C) + A_C (Eq. 4.15) | argmin softmax_k(z̄_k) (Eq. 4.16), z̄_k the round's mean of z |
-| `anti_bandit` | K·T draws from p(o_k) ∝ exp(−s_L(o_k)) (Eq. 4.10), after one block without replacement that initialises m | m ← (1 − λ)m + λ·a | argmin s_U (Eq. 4.13) |
+- `bnas`: a round is T blocks of K samples, each block without replacement; an arm's score is the
+  running mean of all its rewards; each edge abandons argmin s_U among its ⌈K/2⌉ operations of
+  least potential (among all of them when no potentials are given).
+- `cp`: T blocks of K samples without replacement; the evaluation returns the child's and the
+  parent's accuracy and the reward is z = β_P(A_P − A_C) + A_C (Eq. 4.15); each edge abandons
+  argmin softmax_k(z̄_k) (Eq. 4.16), z̄_k the mean of z over the round.
+- `anti_bandit`: one block without replacement initialises m; a round is K·T draws from
+  p(o_k) ∝ exp(−s_L(o_k)) (Eq. 4.10); m ← (1 − λ)m + λ·a; each edge abandons argmin s_U (Eq. 4.13).
 
 "Without replacement" means: in a block of K samples every remaining operation of every edge
 is sampled exactly once (each edge draws its own random order). Ties are broken towards the
@@ -117,25 +120,42 @@ class SearchState:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON-able)."""
-        arms = {e: {k: {"mean": a.mean, "count": a.count, "round_rewards": list(a.round_rewards)} for k, a in ops.items()}
-                for e, ops in self.arms.items()}
+        arms = {
+            e: {k: {"mean": a.mean, "count": a.count, "round_rewards": list(a.round_rewards)} for k, a in ops.items()}
+            for e, ops in self.arms.items()
+        }
         return {
-            "policy": dict(self.policy), "edges": {e: list(v) for e, v in self.edges.items()}, "arms": arms,
-            "total": self.total, "round": self.round, "round_samples": self.round_samples,
-            "pending": [dict(s) for s in self.pending], "initialised": self.initialised,
+            "policy": dict(self.policy),
+            "edges": {e: list(v) for e, v in self.edges.items()},
+            "arms": arms,
+            "total": self.total,
+            "round": self.round,
+            "round_samples": self.round_samples,
+            "pending": [dict(s) for s in self.pending],
+            "initialised": self.initialised,
             "potentials": {e: dict(p) for e, p in self.potentials.items()},
-            "abandoned": [dict(a) for a in self.abandoned], "rng_state": list(self.rng_state),
+            "abandoned": [dict(a) for a in self.abandoned],
+            "rng_state": list(self.rng_state),
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SearchState:
         """Inverse of `to_dict`."""
-        arms = {e: {k: Arm(a["mean"], a["count"], list(a["round_rewards"])) for k, a in ops.items()}
-                for e, ops in data["arms"].items()}
+        arms = {
+            e: {k: Arm(a["mean"], a["count"], list(a["round_rewards"])) for k, a in ops.items()}
+            for e, ops in data["arms"].items()
+        }
         return cls(
-            dict(data["policy"]), {e: list(v) for e, v in data["edges"].items()}, arms, data["total"], data["round"],
-            data["round_samples"], [dict(s) for s in data["pending"]], data["initialised"],
-            {e: dict(p) for e, p in data["potentials"].items()}, [dict(a) for a in data["abandoned"]],
+            dict(data["policy"]),
+            {e: list(v) for e, v in data["edges"].items()},
+            arms,
+            data["total"],
+            data["round"],
+            data["round_samples"],
+            [dict(s) for s in data["pending"]],
+            data["initialised"],
+            {e: dict(p) for e, p in data["potentials"].items()},
+            [dict(a) for a in data["abandoned"]],
             list(data["rng_state"]),
         )
 
@@ -219,7 +239,9 @@ class ChildParent(Policy):
 
     def reward(self, result: float | tuple[float, float]) -> float:
         if not isinstance(result, (tuple, list)) or len(result) != 2:
-            raise ValueError(f"the cp policy needs (child_accuracy, parent_accuracy) from the evaluation, got {result!r}")
+            raise ValueError(
+                f"the cp policy needs (child_accuracy, parent_accuracy) from the evaluation, got {result!r}"
+            )
         return cp_indicator(float(result[0]), float(result[1]), self.beta_p)
 
     def scores(self, state: SearchState, edge: str) -> list[float]:
@@ -328,8 +350,10 @@ def step(state: SearchState, evaluate: Evaluate) -> dict[str, str]:
     return removed
 
 
-def run(state: SearchState, evaluate: Evaluate, on_step: Callable[[SearchState, dict[str, str]], None] | None = None) -> Sample:
-    """Step until one operation is left per edge; `on_step` sees the state after every sample (progress, checkpoints)."""
+def run(
+    state: SearchState, evaluate: Evaluate, on_step: Callable[[SearchState, dict[str, str]], None] | None = None
+) -> Sample:
+    """Step until one operation is left per edge; `on_step` sees the state after every sample (progress, saving)."""
     while not state.done:
         removed = step(state, evaluate)
         if on_step is not None:

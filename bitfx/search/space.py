@@ -47,7 +47,9 @@ class CellGene:
             node = self.inputs + index
             for op, source in edges:
                 if not 0 <= source < node:
-                    raise ValueError(f"node {node} takes input from node {source}; sources must be earlier nodes (0..{node - 1})")
+                    raise ValueError(
+                        f"node {node} takes input from node {source}; sources must be earlier nodes (0..{node - 1})"
+                    )
         last = self.inputs + len(self.nodes)
         if not self.concat or any(not 0 <= i < last for i in self.concat):
             raise ValueError(f"concat {list(self.concat)} must name nodes 0..{last - 1}")
@@ -59,7 +61,11 @@ class CellGene:
         return cls(nodes, tuple(int(i) for i in data["concat"]), int(data.get("inputs", 2)))
 
     def to_data(self) -> dict[str, Any]:
-        return {"inputs": self.inputs, "concat": list(self.concat), "nodes": [[[op, src] for op, src in e] for e in self.nodes]}
+        return {
+            "inputs": self.inputs,
+            "concat": list(self.concat),
+            "nodes": [[[op, src] for op, src in e] for e in self.nodes],
+        }
 
 
 @dataclass(frozen=True)
@@ -92,7 +98,9 @@ class Genotype:
 
     @classmethod
     def from_data(cls, data: Mapping[str, Any]) -> Genotype:
-        return cls({name: CellGene.from_data(c) for name, c in data["cells"].items()}, data.get("layout", "normal_reduce"))
+        return cls(
+            {name: CellGene.from_data(c) for name, c in data["cells"].items()}, data.get("layout", "normal_reduce")
+        )
 
     def to_json(self) -> str:
         return json.dumps(self.to_data(), indent=1)
@@ -103,12 +111,22 @@ class Genotype:
 
     def to_toml(self) -> str:
         """TOML text that `from_toml` reads back to an equal genotype."""
-        lines = ["# bitfx genotype; build with bitfx.ir.cells.build(Genotype.load(THIS_FILE), channels, layers)",
-                 f"layout = {json.dumps(self.layout)}", ""]
+        lines = [
+            "# bitfx genotype; build with bitfx.ir.cells.build(Genotype.load(THIS_FILE), channels, layers)",
+            f"layout = {json.dumps(self.layout)}",
+            "",
+        ]
         for name, cell in self.cells.items():
-            nodes = ", ".join("[" + ", ".join(f"[{json.dumps(op)}, {src}]" for op, src in edges) + "]" for edges in cell.nodes)
-            lines += [f"[cells.{json.dumps(name)}]", f"inputs = {cell.inputs}", f"concat = {list(cell.concat)}",
-                      f"nodes = [{nodes}]", ""]
+            nodes = ", ".join(
+                "[" + ", ".join(f"[{json.dumps(op)}, {src}]" for op, src in edges) + "]" for edges in cell.nodes
+            )
+            lines += [
+                f"[cells.{json.dumps(name)}]",
+                f"inputs = {cell.inputs}",
+                f"concat = {list(cell.concat)}",
+                f"nodes = [{nodes}]",
+                "",
+            ]
         return "\n".join(lines)
 
     @classmethod
@@ -143,8 +161,12 @@ class Space:
 
     def edges(self) -> dict[str, list[str]]:
         """Edge name `cell/node<-source` → candidate operations (the arms of the bandit core)."""
-        return {f"{cell}/{node}<-{src}": list(self.ops)
-                for cell in self.cells for node in range(self.inputs, self.inputs + self.nodes) for src in range(node)}
+        return {
+            f"{cell}/{node}<-{src}": list(self.ops)
+            for cell in self.cells
+            for node in range(self.inputs, self.inputs + self.nodes)
+            for src in range(node)
+        }
 
     def genotype(self, choice: Mapping[str, str]) -> Genotype:
         """The genotype of one operation per edge; edges on "none" are left out."""
