@@ -17,6 +17,7 @@ ALLOWED = {
     "bitfx.passes": {"torch", "numpy", "networkx", "tqdm", "bitfx.ir", "bitfx.passes.core"},
     "bitfx.train": {"torch", "bitfx.ir"},
     "bitfx.eval": {"numpy"},
+    "bitfx.search": {"torch", "bitfx.ir", "bitfx.train"},
     "bitfx.backends.onnx": {
         "torch",
         "onnx",

@@ -18,6 +18,7 @@ from bitfx.passes import LayerSelection, Pass, Pipeline, available_passes, creat
 # pass name → (passes run before it, its parameters with every selection written as a plain dict,
 # a layer of `_model()` that the selection leaves unchanged, or None)
 CASES: dict[str, tuple[list[tuple[str, dict[str, Any]]], dict[str, Any], str | None]] = {
+    "fold_gabor": ([], {}, None),
     "fuse_bn": ([], {}, None),
     "iff": ([], {"features": "2", "outputs": "5"}, None),
     "binarize": ([], {"keep_first": False, "layers": {"default": True, "by_name": {"3": False}}}, "3"),

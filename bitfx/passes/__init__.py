@@ -7,6 +7,7 @@ from bitfx.passes.core.instruments import DumpAfterChange, Instrument, PrintAfte
 from bitfx.passes.core.pipeline import PassRecord, Pipeline, PipelineResult
 from bitfx.passes.core.registry import available_passes, create_pass, register_pass
 from bitfx.passes.core.selection import Decision, LayerSelection
+from bitfx.passes.fold_gabor import FoldGabor
 from bitfx.passes.fuse_bn import FuseBN
 from bitfx.passes.iff import InsertIFF
 from bitfx.passes.pams import PAMSQuantize
@@ -17,6 +18,7 @@ __all__ = [
     "BinarizeConvs",
     "Decision",
     "DumpAfterChange",
+    "FoldGabor",
     "FuseBN",
     "InsertIFF",
     "InsertRotation",
