@@ -1,6 +1,7 @@
 """Training rewritten graphs: schedule and constraint hooks, distillation from the float model
 (logits, features, PAMS's SKT attention loss) and optimizer groups for learned quantizer scales."""
 
+from bitfx.train.cogd import CoGD, GatedWeight
 from bitfx.train.distill import Distillation
 from bitfx.train.hooks import after_optimizer_step, on_epoch_start
 from bitfx.train.param_groups import pams_parameter_groups
@@ -8,7 +9,9 @@ from bitfx.train.skt import DEFAULT_SKT_WEIGHT, attention_map, skt_loss, with_ta
 
 __all__ = [
     "DEFAULT_SKT_WEIGHT",
+    "CoGD",
     "Distillation",
+    "GatedWeight",
     "after_optimizer_step",
     "attention_map",
     "on_epoch_start",
