@@ -1,6 +1,8 @@
 """Training rewritten graphs: schedule and constraint hooks, distillation from the float model
-(logits, features, PAMS's SKT attention loss) and optimizer groups for learned quantizer scales."""
+(logits, features, PAMS's SKT attention loss), CP-NAS's Child-Parent kernel loss, optimizer groups for
+learned quantizer scales and the CoGD optimizer for gated weights."""
 
+from bitfx.train.child_parent import ChildParentLoss
 from bitfx.train.cogd import CoGD, GatedWeight
 from bitfx.train.distill import Distillation
 from bitfx.train.hooks import after_optimizer_step, on_epoch_start
@@ -9,6 +11,7 @@ from bitfx.train.skt import DEFAULT_SKT_WEIGHT, attention_map, skt_loss, with_ta
 
 __all__ = [
     "DEFAULT_SKT_WEIGHT",
+    "ChildParentLoss",
     "CoGD",
     "Distillation",
     "GatedWeight",
