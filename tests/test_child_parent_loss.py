@@ -96,7 +96,7 @@ def test_layers_without_a_float_counterpart_are_reported_and_no_pair_is_an_error
     reasons = r"no binary layer of the child pairs.*3: kernel shapes differ.*6: no module of that name"
     with pytest.raises(ValueError, match=reasons):
         ChildParentLoss(other, child)
-    with pytest.raises(ValueError, match="the child has no binary layers"):
+    with pytest.raises(ValueError, match="it has no binary layers"):
         ChildParentLoss(parent, parent)
     partial = _parent()
     partial.add_module("6", nn.Identity())

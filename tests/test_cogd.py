@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from bitfx.train import CoGD, GatedWeight
+from bitfx.train import CoGD, GatedWeight, gate_l1_penalty
 
 RADIUS, LAMBDA, MAX_IT = 2, 1.0, 20
 
@@ -170,3 +170,27 @@ def test_pairs_must_be_optimised_and_shapes_must_match() -> None:
         CoGD(conv.parameters(), [GatedWeight(conv.weight, gate)], lr=0.1, total_steps=1)
     with pytest.raises(ValueError, match="shape"):
         GatedWeight(conv.weight, gate, dim=1)
+
+
+def test_gate_penalty_and_a_gate_shared_by_two_convolutions() -> None:
+    """Two convolutions whose outputs one gate scales (a channel group) are both drawn back on its largest entries;
+    the ℓ1 penalty shrinks the gates."""
+    torch.manual_seed(0)
+    first, second, gate = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 1), nn.Parameter(torch.tensor([1.0, 3.0, 2.0, 0.5]))
+    x = torch.randn(2, 3, 5, 5)
+    pairs = [GatedWeight(first.weight, gate), GatedWeight(second.weight, gate)]
+    optimizer = CoGD([*first.parameters(), *second.parameters(), gate], pairs, lr=0.1, total_steps=2)
+    weights_before = [first.weight.detach().clone(), second.weight.detach().clone()]
+    loss = ((first(x) + second(x)) * gate.view(1, -1, 1, 1)).pow(2).mean() + gate_l1_penalty([gate], 0.5)
+    loss.backward()
+    assert gate_l1_penalty([gate], 0.5).item() == pytest.approx(0.5 * 6.5)
+    sgd = [w - 0.1 * conv.weight.grad for w, conv in zip(weights_before, (first, second))]
+    gate_sgd = gate.detach() - 0.1 * gate.grad
+    optimizer.step()
+    for before, stepped, conv in zip(weights_before, sgd, (first, second)):
+        expected = stepped.clone()
+        expected[1] = before[1] + 0.01 * (stepped[1] - before[1])  # α_1 = 1/4 of 4 channels: the largest gate
+        torch.testing.assert_close(conv.weight.detach(), expected)
+    torch.testing.assert_close(gate.detach(), gate_sgd)
+    with pytest.raises(ValueError, match="at least one"):
+        gate_l1_penalty([], 1.0)

@@ -5,6 +5,7 @@ learned quantizer scales and the CoGD optimizer for gated weights."""
 from bitfx.train.child_parent import ChildParentLoss
 from bitfx.train.cogd import CoGD, GatedWeight
 from bitfx.train.distill import Distillation
+from bitfx.train.gate_penalty import gate_l1_penalty
 from bitfx.train.hooks import after_optimizer_step, on_epoch_start
 from bitfx.train.param_groups import pams_parameter_groups
 from bitfx.train.skt import DEFAULT_SKT_WEIGHT, attention_map, skt_loss, with_taps
@@ -17,6 +18,7 @@ __all__ = [
     "GatedWeight",
     "after_optimizer_step",
     "attention_map",
+    "gate_l1_penalty",
     "on_epoch_start",
     "pams_parameter_groups",
     "skt_loss",

@@ -46,9 +46,8 @@ class ChildParentLoss:
             else:
                 self.pairs.append((name, parent_modules[name], layer))
         if not self.pairs:
-            found = "; ".join(f"{name}: {why}" for name, why in self.unpaired.items())
-            raise ValueError("Child-Parent loss: no binary layer of the child pairs with a float layer of the parent "
-                             f"({found or 'the child has no binary layers'})")
+            found = "; ".join(f"{name}: {why}" for name, why in self.unpaired.items()) or "it has no binary layers"
+            raise ValueError(f"Child-Parent loss: no binary layer of the child pairs with a float one ({found})")
 
     @property
     def paired(self) -> list[str]:

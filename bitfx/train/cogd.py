@@ -66,13 +66,11 @@ class GatedWeight:
         weight, gate = self.weight.shape, self.gate.shape
         if self.dim is None:
             if len(gate) < len(weight) or tuple(gate[len(gate) - len(weight) :]) != tuple(weight):
-                raise ValueError(f"an entry-wise gate must end with the weight's shape {tuple(weight)}, "
-                                 f"got {tuple(gate)}")
+                raise ValueError(f"an entry-wise gate must end with the weight's shape, got {tuple(gate)}")
         elif not -len(weight) <= self.dim < len(weight):
             raise ValueError(f"dim {self.dim} is not an axis of a weight of shape {tuple(weight)}")
         elif tuple(gate) != (weight[self.dim],):
-            raise ValueError(f"a gate along weight axis {self.dim} must have shape ({weight[self.dim]},), "
-                             f"got {tuple(gate)}")
+            raise ValueError(f"a gate along axis {self.dim} needs shape ({weight[self.dim]},), got {tuple(gate)}")
 
     def score(self, gate: Tensor) -> Tensor:
         """One score per drawn-back unit: per weight entry (dim=None) or per slice along `dim`."""
@@ -112,18 +110,17 @@ class CoGD(Optimizer):
         fraction: float = 0.5,
     ) -> None:
         if lr <= 0 or momentum < 0 or weight_decay < 0:
-            raise ValueError(f"CoGD needs lr > 0, momentum ≥ 0, weight_decay ≥ 0; "
-                             f"got {lr}, {momentum}, {weight_decay}")
-        if total_steps < 1 or not 0 <= backtrack <= 1 or not 0 <= fraction <= 1:
-            raise ValueError(f"CoGD needs total_steps ≥ 1 and backtrack, fraction in [0, 1]; "
-                             f"got {total_steps}, {backtrack}, {fraction}")
+            raise ValueError(f"CoGD needs lr > 0, momentum, weight_decay ≥ 0; got {lr}, {momentum}, {weight_decay}")
+        if total_steps < 1:
+            raise ValueError(f"CoGD needs total_steps ≥ 1, got {total_steps}")
+        if not 0 <= backtrack <= 1 or not 0 <= fraction <= 1:
+            raise ValueError(f"CoGD needs backtrack and fraction in [0, 1]; got {backtrack=}, {fraction=}")
         super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay})
         optimised = {id(p) for group in self.param_groups for p in group["params"]}
         roles = [(name, p) for pair in pairs for name, p in (("weight", pair.weight), ("gate", pair.gate))]
         missing = [name for name, p in roles if id(p) not in optimised]
         if missing:
-            raise ValueError("every paired weight and gate must be among the optimised parameters; "
-                             f"missing: {', '.join(missing)}")
+            raise ValueError(f"every paired weight and gate must be optimised; missing: {', '.join(missing)}")
         self.pairs = tuple(pairs)
         self.total_steps, self.backtrack, self.fraction = total_steps, backtrack, fraction
         self.steps_taken = 0
