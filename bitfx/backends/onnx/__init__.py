@@ -3,7 +3,7 @@
 import bitfx.backends.onnx.binary_custom  # noqa: F401  (registers the custom lowering of the binary ops)
 import bitfx.backends.onnx.binary_float  # noqa: F401  (the float translation of the binary ops)
 import bitfx.backends.onnx.binary_int8  # noqa: F401  (registers the int8 lowering of the binary ops)
-import bitfx.backends.onnx.integer  # noqa: F401  (registers the integer lowering of the binary ops)
+from bitfx.backends.onnx import integer, verify_integer  # noqa: F401  (register the integer lowering and its check)
 from bitfx.backends.onnx import lower_qdq, verify_qdq  # noqa: F401  (register the qdq lowering and its check)
 from bitfx.backends.onnx.export import export
 from bitfx.backends.onnx.fusion import quantized_layer_fusion

@@ -47,7 +47,7 @@ def _padded(a: Tensor, pads: list[int], pad_value: int) -> Tensor:
     return F.pad(a, (left, right, top, bottom), value=float(pad_value)) if any(pads) else a
 
 
-def _conv_sum(codes: Tensor, weight: Tensor, strides: list[int], pads: list[int], dilations: list[int], group: int, pad_value: int) -> Tensor:
+def conv_sum(codes: Tensor, weight: Tensor, strides: list[int], pads: list[int], dilations: list[int], group: int, pad_value: int) -> Tensor:
     """k: the exact ±1 convolution of the activations stored as `codes` with ±1 `weight`."""
     return F.conv2d(_padded(_signs(codes), pads, pad_value), weight.to(torch.float32), None, strides, 0, dilations, group)
 
@@ -73,7 +73,7 @@ def conv_float(
     codes: Tensor, w_codes: Tensor, scale: Tensor, bias: Tensor, kernel_shape: list[int], strides: list[int],
     pads: list[int], dilations: list[int], group: int, pad_value: int, layer: str,
 ) -> Tensor:  # fmt: skip
-    k = _conv_sum(codes, _signs(w_codes) + 1, strides, pads, dilations, group, pad_value)
+    k = conv_sum(codes, _signs(w_codes) + 1, strides, pads, dilations, group, pad_value)
     return k * scale.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1)
 
 
@@ -87,7 +87,7 @@ def conv_sign(
     codes: Tensor, weight: Tensor, bias: Tensor, w_scale: Tensor, w_zero: Tensor, kernel_shape: list[int],
     strides: list[int], pads: list[int], dilations: list[int], group: int, pad_value: int, layer: str,
 ) -> Tensor:  # fmt: skip
-    k = _conv_sum(codes, weight, strides, pads, dilations, group, pad_value)
+    k = conv_sum(codes, weight, strides, pads, dilations, group, pad_value)
     return torch.where(k + bias.view(1, -1, 1, 1).to(torch.float32) >= 0, ZERO_POINT + 1, ZERO_POINT - 1).to(torch.uint8)
 
 
