@@ -54,13 +54,14 @@ def lower_integer(gm: fx.GraphModule, example_inputs: tuple[torch.Tensor, ...], 
 
 def sign_thresholds(scale: torch.Tensor, bias: torch.Tensor, fan_in: int) -> tuple[np.ndarray, np.ndarray] | None:
     """(t, flip) per output channel with sign(scale·k + bias) = +1 ⇔ (−k if flip else k) ≥ t for
-    every integer k in [−fan_in, fan_in], evaluated in float32 as torch computes it; None when
-    some channel's sign is not monotone in k (a NaN scale or bias)."""
+    every integer k in [−fan_in, fan_in], evaluated in float32 as torch computes it (NaN counts
+    as +1, as in `Where(x < 0, −1, 1)`); None when some channel's sign is not monotone in k, which
+    float32 rounding (monotone) rules out but the check keeps honest."""
     k = np.arange(-fan_in, fan_in + 1, dtype=np.float32)
     s = scale.detach().numpy().astype(np.float32)[:, None]
     b = bias.detach().numpy().astype(np.float32)[:, None]
     positive = ~((k[None, :] * s + b) < 0)
-    flip = (s[:, 0] < 0) | (np.isnan(s[:, 0]))
+    flip = s[:, 0] < 0
     oriented = np.where(flip[:, None], positive[:, ::-1], positive)  # as a function of −k when flipped
     if np.any(oriented[:, 1:] < oriented[:, :-1]):
         return None
@@ -110,7 +111,7 @@ def _sign_form(gm: fx.GraphModule, node: fx.Node) -> str | None:
             return f"read through the input transform of {user.target}"
     layer = gm.get_submodule(node.target)
     if sign_thresholds(layer.scale, layer.bias, layer.weight[0].numel()) is None:
-        return "its sign is not monotone in the integer sum (NaN scale or bias)"
+        return "its sign is not monotone in the integer sum"
     return None
 
 
