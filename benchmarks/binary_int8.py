@@ -28,7 +28,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quant_pre_process,
+    quantize_static,
+)
 
 import examples.models as zoo
 from bitfx.backends.onnx import export, optimized_op_counts, run_session, session, verifier_for
@@ -38,12 +45,17 @@ from bitfx.passes import Pipeline
 from examples.data import digits
 
 # name → (zoo model, input shape, calibration inputs)
-MODELS: dict[str, tuple[str, tuple[int, ...]]] = {"resnet18": ("resnet18", (1, 3, 224, 224)), "resnet20_digits": ("resnet20", (1, 3, 16, 16))}
+MODELS: dict[str, tuple[str, tuple[int, ...]]] = {
+    "resnet18": ("resnet18", (1, 3, 224, 224)),
+    "resnet20_digits": ("resnet20", (1, 3, 16, 16)),
+}
 BINARY = (("binary integer", "integer"), ("binary int8", "int8"))
 INTEGER_CONVS = ("QLinearConv", "com.microsoft.QLinearConv", "ConvInteger")
 
 
-def interleaved_median_ms(runs: list[Callable[[], object]], *, repeats: int, clock: Callable[[], float] = time.perf_counter, warmup: int = 5) -> list[float]:
+def interleaved_median_ms(
+    runs: list[Callable[[], object]], *, repeats: int, clock: Callable[[], float] = time.perf_counter, warmup: int = 5
+) -> list[float]:
     """Median time in ms of each of `runs` by `clock`, timed in turn round after round, so that
     the load of a shared machine falls on all of them alike."""
     for run in runs:
@@ -86,7 +98,9 @@ def measure(name: str, threads: list[int], repeats: int, workdir: Path) -> list[
     for label, lowering in BINARY:
         path = export(binary_gm, x, workdir / f"{name}-{lowering}.onnx", lowering=lowering)
         check = verifier_for(lowering)(path, binary_gm, x)
-        rows.append(({"variant": label, "check": "ok" if check.ok else "FAILED", "max_rel_error": check.max_rel_error}, path))
+        rows.append(
+            ({"variant": label, "check": "ok" if check.ok else "FAILED", "max_rel_error": check.max_rel_error}, path)
+        )
     prepared, quantized = workdir / f"{name}-prepared.onnx", workdir / f"{name}-u8s8.onnx"
     quant_pre_process(float_path, prepared)
     quantize_static(
@@ -96,7 +110,9 @@ def measure(name: str, threads: list[int], repeats: int, workdir: Path) -> list[
     rows.append(({"variant": "quantize_static U8S8", "check": "approximate"}, quantized))
     for row, path in rows:
         optimized = optimized_op_counts(path)
-        row.update(model=name, onnx_bytes=path.stat().st_size, integer_convs=sum(optimized.get(op, 0) for op in INTEGER_CONVS))
+        row.update(
+            model=name, onnx_bytes=path.stat().st_size, integer_convs=sum(optimized.get(op, 0) for op in INTEGER_CONVS)
+        )
         row["qlinear_convs"] = optimized.get("QLinearConv", 0) + optimized.get("com.microsoft.QLinearConv", 0)
     for count in threads:
         runs = [lambda sess=session(path, threads=count): run_session(sess, [x.numpy()]) for _, path in rows]
@@ -124,7 +140,15 @@ def main() -> None:
     load_after = os.getloadavg()
     print(f"batch 1, median of {args.repeats} interleaved runs (1 thread: thread CPU time; 2 threads: wall time); "
           f"load average before {', '.join(f'{v:.2f}' for v in load_before)}, after {', '.join(f'{v:.2f}' for v in load_after)}\n")  # fmt: skip
-    headers = ("model", "variant", "check", "integer convs (QLinearConv)", *(f"ms ({t} thr)" for t in threads), *(f"float ÷ this ({t} thr)" for t in threads), "MB")
+    headers = (
+        "model",
+        "variant",
+        "check",
+        "integer convs (QLinearConv)",
+        *(f"ms ({t} thr)" for t in threads),
+        *(f"float ÷ this ({t} thr)" for t in threads),
+        "MB",
+    )
     body = [
         (r["model"], r["variant"], r["check"], f"{r['integer_convs']} ({r['qlinear_convs']})",
          *(f"{r[f'ms_{t}']:.2f}" for t in threads), *(f"{r[f'speedup_{t}']:.2f}×" for t in threads), f"{r['onnx_bytes'] / 1e6:.2f}")
@@ -132,7 +156,18 @@ def main() -> None:
     ]  # fmt: skip
     print(format_table(headers, body, (False, False, False, True, *([True] * 2 * len(threads)), True)))
     if args.json:
-        Path(args.json).write_text(json.dumps({"load_average": [load_before, load_after], "threads": threads, "repeats": args.repeats, "results": rows}, indent=2) + "\n")
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "load_average": [load_before, load_after],
+                    "threads": threads,
+                    "repeats": args.repeats,
+                    "results": rows,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

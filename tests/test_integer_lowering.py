@@ -37,7 +37,9 @@ def test_every_model_is_exact_layer_by_layer_and_every_binary_conv_fused(name: s
     torch.manual_seed(0)
     model = getattr(models, name)().eval()
     x = _seeded((2, *model.example_input_shape[1:]), 1)
-    gm = Pipeline.from_spec("fuse_bn,binarize").run(capture(model, x)).graph_module  # fresh: biases 0, sign ties at k = 0
+    gm = (
+        Pipeline.from_spec("fuse_bn,binarize").run(capture(model, x)).graph_module
+    )  # fresh: biases 0, sign ties at k = 0
     path = export(gm, x, tmp_path / "m.onnx", lowering="integer")
     report = verifier_for("integer")(path, gm, _seeded((3, *x.shape[1:]), 2))
     assert report.ok and report.mismatches == 0, report.describe()
@@ -65,7 +67,12 @@ def test_every_layer_configuration_is_exact(tmp_path: Path) -> None:
     report = verifier_for("integer")(path, gm, _seeded((3, 3, 11, 11), 5))
     assert report.ok, report.describe()
     kernels = {layer.name: layer.kernel for layer in report.layers}
-    assert kernels == {"one_padding": "ConvInteger", "minus_one_padding": "QLinearConv", "depthwise": "ConvInteger", "hidden": "MatMulInteger"}
+    assert kernels == {
+        "one_padding": "ConvInteger",
+        "minus_one_padding": "QLinearConv",
+        "depthwise": "ConvInteger",
+        "hidden": "MatMulInteger",
+    }
     assert _fused_kernels(path) == (1, 2)
 
 
@@ -80,10 +87,18 @@ class SignedScales(nn.Module):
         sign = lambda shape: torch.where(torch.rand(shape, generator=generator) < 0.5, -1.0, 1.0)  # noqa: E731
         scale = torch.randn(16, generator=generator) * 0.1
         scale[:2] = 0.0
-        bias = torch.randint(-6, 7, (16,), generator=generator).float() * 0.05 + torch.randn(16, generator=generator) * 0.01
+        bias = (
+            torch.randint(-6, 7, (16,), generator=generator).float() * 0.05
+            + torch.randn(16, generator=generator) * 0.01
+        )
         bias[5] = 0.0
         self.first = DeployedBinaryConv2d(geometry, sign((16, 8, 3, 3)), scale, bias)
-        self.second = DeployedBinaryConv2d(ConvGeometry((3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1, 16, 1, True), sign((4, 16, 3, 3)), torch.ones(4), torch.zeros(4))
+        self.second = DeployedBinaryConv2d(
+            ConvGeometry((3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1, 16, 1, True),
+            sign((4, 16, 3, 3)),
+            torch.ones(4),
+            torch.zeros(4),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.second(self.first(x))

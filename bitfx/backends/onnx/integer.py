@@ -73,7 +73,11 @@ def integer_sign_layers(gm: fx.GraphModule) -> dict[str, str]:
     """For every binarizing conv of `deployed(gm)`: "sign" (written as QLinearConv) or the reason
     it keeps a float output (ConvInteger)."""
     work = deployed(gm)
-    return {node.target: _sign_form(work, node) or "sign" for node in work.graph.nodes if _binarizing(work, node, DeployedBinaryConv2d)}
+    return {
+        node.target: _sign_form(work, node) or "sign"
+        for node in work.graph.nodes
+        if _binarizing(work, node, DeployedBinaryConv2d)
+    }
 
 
 def prepare_integer(gm: fx.GraphModule) -> fx.GraphModule:
@@ -129,11 +133,28 @@ def _lower_layer(gm: fx.GraphModule, node: fx.Node, codes_of: dict[fx.Node, fx.N
             codes = codes_of[source]
         if isinstance(layer, DeployedBinaryLinear):
             w_codes = _buffer(gm, f"{prefix}_w_codes", (layer.weight + 1).to(torch.uint8))
-            out = graph.call_function(_GEMM_FLOAT, (codes, w_codes, _buffer(gm, f"{prefix}_scale", layer.scale), _buffer(gm, f"{prefix}_bias", layer.bias), node.target))
+            out = graph.call_function(
+                _GEMM_FLOAT,
+                (
+                    codes,
+                    w_codes,
+                    _buffer(gm, f"{prefix}_scale", layer.scale),
+                    _buffer(gm, f"{prefix}_bias", layer.bias),
+                    node.target,
+                ),
+            )
             node.replace_all_uses_with(out)
             return
         g = layer.geometry
-        attrs = (list(g.kernel_shape), list(g.strides), list(g.pads), list(g.dilations), g.group, g.pad_value, node.target)
+        attrs = (
+            list(g.kernel_shape),
+            list(g.strides),
+            list(g.pads),
+            list(g.dilations),
+            g.group,
+            g.pad_value,
+            node.target,
+        )
         if _sign_form(gm, node) is None:
             threshold, flip = sign_thresholds(layer.scale, layer.bias, layer.weight[0].numel())
             signs = torch.where(torch.from_numpy(flip).view(-1, 1, 1, 1), -layer.weight, layer.weight)
@@ -144,7 +165,16 @@ def _lower_layer(gm: fx.GraphModule, node: fx.Node, codes_of: dict[fx.Node, fx.N
             ))  # fmt: skip
             return
         w_codes = _buffer(gm, f"{prefix}_w_codes", (layer.weight + 1).to(torch.uint8))
-        out = graph.call_function(_CONV_FLOAT, (codes, w_codes, _buffer(gm, f"{prefix}_scale", layer.scale), _buffer(gm, f"{prefix}_bias", layer.bias), *attrs))
+        out = graph.call_function(
+            _CONV_FLOAT,
+            (
+                codes,
+                w_codes,
+                _buffer(gm, f"{prefix}_scale", layer.scale),
+                _buffer(gm, f"{prefix}_bias", layer.bias),
+                *attrs,
+            ),
+        )
         node.replace_all_uses_with(out)
 
 

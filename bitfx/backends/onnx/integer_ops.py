@@ -47,9 +47,13 @@ def _padded(a: Tensor, pads: list[int], pad_value: int) -> Tensor:
     return F.pad(a, (left, right, top, bottom), value=float(pad_value)) if any(pads) else a
 
 
-def conv_sum(codes: Tensor, weight: Tensor, strides: list[int], pads: list[int], dilations: list[int], group: int, pad_value: int) -> Tensor:
+def conv_sum(
+    codes: Tensor, weight: Tensor, strides: list[int], pads: list[int], dilations: list[int], group: int, pad_value: int
+) -> Tensor:
     """k: the exact ±1 convolution of the activations stored as `codes` with ±1 `weight`."""
-    return F.conv2d(_padded(_signs(codes), pads, pad_value), weight.to(torch.float32), None, strides, 0, dilations, group)
+    return F.conv2d(
+        _padded(_signs(codes), pads, pad_value), weight.to(torch.float32), None, strides, 0, dilations, group
+    )
 
 
 @torch.library.custom_op("bitfx_int::sign_codes", mutates_args=())
@@ -62,7 +66,9 @@ def _(x: Tensor) -> Tensor:
     return torch.empty_like(x, dtype=torch.uint8)
 
 
-def _conv_shape(codes: Tensor, weight: Tensor, kernel_shape: list[int], strides: list[int], pads: list[int], dilations: list[int]) -> list[int]:
+def _conv_shape(
+    codes: Tensor, weight: Tensor, kernel_shape: list[int], strides: list[int], pads: list[int], dilations: list[int]
+) -> list[int]:
     height = conv_output_size(codes.shape[2], kernel_shape[0], strides[0], pads[0], pads[2], dilations[0])
     width = conv_output_size(codes.shape[3], kernel_shape[1], strides[1], pads[1], pads[3], dilations[1])
     return [codes.shape[0], weight.shape[0], height, width]
@@ -88,7 +94,9 @@ def conv_sign(
     strides: list[int], pads: list[int], dilations: list[int], group: int, pad_value: int, layer: str,
 ) -> Tensor:  # fmt: skip
     k = conv_sum(codes, weight, strides, pads, dilations, group, pad_value)
-    return torch.where(k + bias.view(1, -1, 1, 1).to(torch.float32) >= 0, ZERO_POINT + 1, ZERO_POINT - 1).to(torch.uint8)
+    return torch.where(k + bias.view(1, -1, 1, 1).to(torch.float32) >= 0, ZERO_POINT + 1, ZERO_POINT - 1).to(
+        torch.uint8
+    )
 
 
 @conv_sign.register_fake
@@ -125,7 +133,9 @@ def _pad_codes(codes, pads: list[int], pad_value: int) -> tuple[object, list[int
 
 
 def _translate_sign_codes(x):
-    return op.Where(op.Less(x, op.CastLike(0.0, x)), _scalar(ZERO_POINT - 1, np.uint8), _scalar(ZERO_POINT + 1, np.uint8))
+    return op.Where(
+        op.Less(x, op.CastLike(0.0, x)), _scalar(ZERO_POINT - 1, np.uint8), _scalar(ZERO_POINT + 1, np.uint8)
+    )
 
 
 def _translate_conv_float(codes, w_codes, scale, bias, kernel_shape, strides, pads, dilations, group, pad_value, layer):
@@ -138,7 +148,9 @@ def _translate_conv_float(codes, w_codes, scale, bias, kernel_shape, strides, pa
     return op.Add(op.DequantizeLinear(k, scale, axis=1), op.Unsqueeze(bias, op.Constant(value_ints=[1, 2])))
 
 
-def _translate_conv_sign(codes, weight, bias, w_scale, w_zero, kernel_shape, strides, pads, dilations, group, pad_value, layer):
+def _translate_conv_sign(
+    codes, weight, bias, w_scale, w_zero, kernel_shape, strides, pads, dilations, group, pad_value, layer
+):
     codes, conv_pads = _pad_codes(codes, pads, pad_value)
     y = op.QLinearConv(
         codes, _scalar(1.0, np.float32), _scalar(ZERO_POINT, np.uint8), weight, w_scale, w_zero,

@@ -90,7 +90,9 @@ class IntegerVerifyReport(VerifyReport):
 
 
 @register_verifier("integer")
-def verify_integer(path: str | Path, module: nn.Module, inputs: Inputs, *, rtol: float = DEFAULT_VERIFY_RTOL) -> IntegerVerifyReport:
+def verify_integer(
+    path: str | Path, module: nn.Module, inputs: Inputs, *, rtol: float = DEFAULT_VERIFY_RTOL
+) -> IntegerVerifyReport:
     """Check the `integer` file at `path` against the binarized `module` (see the module docstring)."""
     inputs = as_inputs(inputs)
     model = load_model(path)
@@ -99,8 +101,15 @@ def verify_integer(path: str | Path, module: nn.Module, inputs: Inputs, *, rtol:
     layers = {name: m for name, m in target.named_modules() if _binarizing(m)}
     missing = sorted(set(layers) - set(probes))
     if missing:
-        raise LoweringError(f"{str(path)!r} has no integer node for the binary layers {missing}; was it written by the 'integer' lowering from this module?")
-    extra = [(name, kind, tensor) for name, (kernel, codes, sums) in probes.items() for kind, tensor in (("codes", codes), ("sums", sums)) if tensor]
+        raise LoweringError(
+            f"{str(path)!r} has no integer node for the binary layers {missing}; was it written by the 'integer' lowering from this module?"
+        )
+    extra = [
+        (name, kind, tensor)
+        for name, (kernel, codes, sums) in probes.items()
+        for kind, tensor in (("codes", codes), ("sums", sums))
+        if tensor
+    ]
     n_outputs = len(model.graph.output)
     with tempfile.TemporaryDirectory() as tmp:
         probe = Path(tmp) / "probe.onnx"
@@ -109,7 +118,9 @@ def verify_integer(path: str | Path, module: nn.Module, inputs: Inputs, *, rtol:
     outputs = results[:n_outputs]
     observed = {(name, kind): value for (name, kind, _), value in zip(extra, results[n_outputs:])}
     free_running = compare_outputs(run_eval(module, inputs), outputs)
-    forced, checks = _run_with_codes(target, inputs, layers, {name: kernel for name, (kernel, _, _) in probes.items()}, observed)
+    forced, checks = _run_with_codes(
+        target, inputs, layers, {name: kernel for name, (kernel, _, _) in probes.items()}, observed
+    )
     return IntegerVerifyReport(compare_outputs(forced, outputs), rtol, tuple(checks), tuple(free_running))
 
 
@@ -149,11 +160,17 @@ def _integer_sum(layer: nn.Module, codes: torch.Tensor) -> torch.Tensor:
     if isinstance(layer, DeployedBinaryLinear):
         return ((codes.to(torch.float32) - ZERO_POINT) @ layer.weight.t()).to(torch.int32)
     g = layer.geometry
-    return conv_sum(codes, layer.weight, list(g.strides), list(g.pads), list(g.dilations), g.group, g.pad_value).to(torch.int32)
+    return conv_sum(codes, layer.weight, list(g.strides), list(g.pads), list(g.dilations), g.group, g.pad_value).to(
+        torch.int32
+    )
 
 
 def _run_with_codes(
-    target: nn.Module, inputs: tuple[torch.Tensor, ...], layers: dict[str, nn.Module], kernels: dict[str, str], observed: dict[tuple[str, str], np.ndarray]
+    target: nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    layers: dict[str, nn.Module],
+    kernels: dict[str, str],
+    observed: dict[tuple[str, str], np.ndarray],
 ) -> tuple[Any, list[BinaryLayerCheck]]:
     """Run `target` with every binary layer fed onnxruntime's codes; compare integer results."""
     checks: list[BinaryLayerCheck] = []
@@ -167,7 +184,9 @@ def _run_with_codes(
             expected = _integer_sum(layer, theirs)
             got = torch.from_numpy(observed[(name, "sums")].astype(np.int32)).reshape(expected.shape)
             sums, mismatched_sums = expected.numel(), int((expected != got).sum())
-        checks.append(BinaryLayerCheck(name, kernels[name], int((ours != theirs).sum()), ours.numel(), mismatched_sums, sums))
+        checks.append(
+            BinaryLayerCheck(name, kernels[name], int((ours != theirs).sum()), ours.numel(), mismatched_sums, sums)
+        )
         return theirs.to(torch.float32) - ZERO_POINT
 
     for name, layer in layers.items():
