@@ -1,13 +1,18 @@
-"""onnxruntime latency of binarized networks against their float baseline, measured in one run.
+"""onnxruntime latency of binarized networks against their float file and onnxruntime's own int8 model, one run.
 
-For each model: the float model (`fuse_bn`, `float` lowering) and the binarized one
-(`fuse_bn,binarize`) lowered in the `int8` style (±1 ConvInteger), and, for context, in the
-`float` and `custom` styles (the custom file runs its function bodies, i.e. float convs, in
-stock onnxruntime). Batch 1, median of repeated runs, at each thread count; ratios are float
-baseline ÷ binarized. Also checks every file against torch and counts the integer convs
-onnxruntime runs.
+For each model: the float file (`fuse_bn`, `float` lowering); the binarized network
+(`fuse_bn,binarize`) in the `integer` style (QLinearConv where a layer's output only feeds
+the next sign, ConvInteger where a float value is needed) and, for comparison, the `int8`
+style (ConvInteger everywhere); and `quantize_static` of the float file (QDQ, per-channel
+int8 weights, uint8 activations = U8S8, MinMax on 8 calibration inputs; an approximation of
+the float model, not of the binary one). Batch 1; at 1 thread the time is the thread's CPU
+time (`time.thread_time`: onnxruntime runs on the calling thread, so other processes on a
+shared machine do not inflate it), at 2 threads wall time; the contenders are timed in turn
+round after round and the median is reported. Ratios are float file ÷ this. The binary
+files are checked against torch (layer by layer for `integer`), and the convs onnxruntime
+runs on integer kernels (QLinearConv / ConvInteger in its optimized graph) are counted.
 
-    python benchmarks/binary_int8.py [--models resnet18] [--threads 1,2] [--repeats 50] [--json PATH]
+    python benchmarks/binary_int8.py [--models resnet18,resnet20_digits] [--threads 1,2] [--repeats 30] [--json PATH]
 """
 
 from __future__ import annotations
@@ -21,103 +26,163 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quant_pre_process,
+    quantize_static,
+)
 
-from bitfx import zoo
-from bitfx.backends.onnx import export, optimized_op_counts, run_session, session, verify
+import bitfx.zoo as zoo
+from bitfx.backends.onnx import export, optimized_op_counts, run_session, session, verifier_for
 from bitfx.ir import capture
 from bitfx.ir.table import format_table
 from bitfx.passes import Pipeline
+from bitfx.zoo import digits
 
-VARIANTS = (
-    ("float model", "fuse_bn", "float"),
-    ("binary int8", "fuse_bn,binarize", "int8"),
-    ("binary float", "fuse_bn,binarize", "float"),
-    ("binary custom", "fuse_bn,binarize", "custom"),
-)
+# name → (zoo model, input shape, calibration inputs)
+MODELS: dict[str, tuple[str, tuple[int, ...]]] = {
+    "resnet18": ("resnet18", (1, 3, 224, 224)),
+    "resnet20_digits": ("resnet20", (1, 3, 16, 16)),
+}
+BINARY = (("binary integer", "integer"), ("binary int8", "int8"))
+INTEGER_CONVS = ("QLinearConv", "com.microsoft.QLinearConv", "ConvInteger")
 
 
-def interleaved_median_ms(runs: list[Callable[[], object]], *, repeats: int, warmup: int = 5) -> list[float]:
-    """Median wall time in ms of each of `runs`, timed in turn round after round, so that the
-    load of a shared machine falls on all of them alike."""
+def interleaved_median_ms(
+    runs: list[Callable[[], object]], *, repeats: int, clock: Callable[[], float] = time.perf_counter, warmup: int = 5
+) -> list[float]:
+    """Median time in ms of each of `runs` by `clock`, timed in turn round after round, so that
+    the load of a shared machine falls on all of them alike."""
     for run in runs:
         for _ in range(warmup):
             run()
     times: list[list[float]] = [[] for _ in runs]
     for _ in range(repeats):
         for run, samples in zip(runs, times):
-            start = time.perf_counter()
+            start = clock()
             run()
-            samples.append((time.perf_counter() - start) * 1000)
+            samples.append((clock() - start) * 1000)
     return [statistics.median(samples) for samples in times]
 
 
+class _Inputs(CalibrationDataReader):
+    def __init__(self, name: str, inputs: list[np.ndarray]) -> None:
+        self.items = iter([{name: x} for x in inputs])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self.items, None)
+
+
+def _calibration(name: str, shape: tuple[int, ...]) -> list[np.ndarray]:
+    if name == "resnet20_digits":
+        images = digits(shape, split="train", batch_size=1)
+        return [images[i][0].numpy() for i in range(8)]
+    return [torch.randn(shape, generator=torch.Generator().manual_seed(i)).numpy() for i in range(8)]
+
+
 def measure(name: str, threads: list[int], repeats: int, workdir: Path) -> list[dict]:
+    zoo_name, shape = MODELS[name]
     torch.manual_seed(0)
-    model = getattr(zoo, name)().eval()
-    x = torch.randn(model.example_input_shape, generator=torch.Generator().manual_seed(0))
-    gm = capture(model, x)
-    graphs = {passes: Pipeline.from_spec(passes).run(gm).graph_module for passes in {v[1] for v in VARIANTS}}
-    rows = []
-    for label, passes, lowering in VARIANTS:
-        path = export(
-            graphs[passes], x, workdir / f"{name}-{lowering}-{passes.replace(',', '+')}.onnx", lowering=lowering
+    model = getattr(zoo, zoo_name)().eval()
+    calibration = _calibration(name, shape)
+    x = torch.from_numpy(calibration[0])
+    float_gm = Pipeline.from_spec("fuse_bn").run(capture(model, x)).graph_module
+    binary_gm = Pipeline.from_spec("fuse_bn,binarize").run(capture(model, x)).graph_module
+    float_path = export(float_gm, x, workdir / f"{name}-float.onnx", lowering="float")
+    rows = [({"variant": "float file", "check": "reference"}, float_path)]
+    for label, lowering in BINARY:
+        path = export(binary_gm, x, workdir / f"{name}-{lowering}.onnx", lowering=lowering)
+        check = verifier_for(lowering)(path, binary_gm, x)
+        rows.append(
+            ({"variant": label, "check": "ok" if check.ok else "FAILED", "max_rel_error": check.max_rel_error}, path)
         )
-        check = verify(path, graphs[passes], x)
+    prepared, quantized = workdir / f"{name}-prepared.onnx", workdir / f"{name}-u8s8.onnx"
+    quant_pre_process(float_path, prepared)
+    reader = _Inputs(session(float_path).get_inputs()[0].name, calibration)
+    quantize_static(
+        prepared,
+        quantized,
+        reader,
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        calibrate_method=CalibrationMethod.MinMax,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
+    rows.append(({"variant": "quantize_static U8S8", "check": "approximate"}, quantized))
+    for row, path in rows:
         optimized = optimized_op_counts(path)
-        row = {
-            "model": name,
-            "variant": label,
-            "passes": passes,
-            "lowering": lowering,
-            "verify_ok": check.ok,
-            "max_rel_error": check.max_rel_error,
-        }
-        row["integer_convs"] = optimized.get("ConvInteger", 0)
-        row["onnx_bytes"] = path.stat().st_size
-        rows.append((row, path))
+        row.update(
+            model=name, onnx_bytes=path.stat().st_size, integer_convs=sum(optimized.get(op, 0) for op in INTEGER_CONVS)
+        )
+        row["qlinear_convs"] = optimized.get("QLinearConv", 0) + optimized.get("com.microsoft.QLinearConv", 0)
     for count in threads:
         runs = [lambda sess=session(path, threads=count): run_session(sess, [x.numpy()]) for _, path in rows]
-        for (row, _), ms in zip(rows, interleaved_median_ms(runs, repeats=repeats), strict=True):
+        clock = time.thread_time if count == 1 else time.perf_counter
+        for (row, _), ms in zip(rows, interleaved_median_ms(runs, repeats=repeats, clock=clock), strict=True):
             row[f"ms_{count}"] = ms
     rows = [row for row, _ in rows]
-    baseline = rows[0]
     for row in rows:
         for count in threads:
-            row[f"speedup_{count}"] = baseline[f"ms_{count}"] / row[f"ms_{count}"]
+            row[f"speedup_{count}"] = rows[0][f"ms_{count}"] / row[f"ms_{count}"]
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="resnet18")
+    parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--threads", default="1,2")
-    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
     threads = sorted({int(t) for t in args.threads.split(",")})
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         rows = [row for name in args.models.split(",") for row in measure(name, threads, args.repeats, Path(tmp))]
-    load = os.getloadavg()
-    print(f"batch 1, median of {args.repeats} runs; load average {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f}\n")
+    load_after = os.getloadavg()
+    before, after = (", ".join(f"{v:.2f}" for v in load) for load in (load_before, load_after))
+    print(
+        f"batch 1, median of {args.repeats} interleaved runs (1 thread: thread CPU time; 2 threads: wall time); "
+        f"load average before {before}, after {after}\n"
+    )
     headers = (
         "model",
         "variant",
-        "lowering",
-        "verify",
-        "integer convs",
+        "check",
+        "integer convs (QLinearConv)",
         *(f"ms ({t} thr)" for t in threads),
-        *(f"× vs float ({t} thr)" for t in threads),
+        *(f"float ÷ this ({t} thr)" for t in threads),
+        "MB",
     )
     body = [
-        (r["model"], r["variant"], r["lowering"], "ok" if r["verify_ok"] else "FAILED", r["integer_convs"],
-         *(f"{r[f'ms_{t}']:.2f}" for t in threads), *(f"{r[f'speedup_{t}']:.2f}×" for t in threads))
+        (
+            r["model"],
+            r["variant"],
+            r["check"],
+            f"{r['integer_convs']} ({r['qlinear_convs']})",
+            *(f"{r[f'ms_{t}']:.2f}" for t in threads),
+            *(f"{r[f'speedup_{t}']:.2f}×" for t in threads),
+            f"{r['onnx_bytes'] / 1e6:.2f}",
+        )
         for r in rows
-    ]  # fmt: skip
-    print(format_table(headers, body, (False, False, False, False, True, *([True] * 2 * len(threads)))))
+    ]
+    print(format_table(headers, body, (False, False, False, True, *([True] * 2 * len(threads)), True)))
     if args.json:
         Path(args.json).write_text(
-            json.dumps({"load_average": load, "threads": threads, "repeats": args.repeats, "results": rows}, indent=2)
+            json.dumps(
+                {
+                    "load_average": [load_before, load_after],
+                    "threads": threads,
+                    "repeats": args.repeats,
+                    "results": rows,
+                },
+                indent=2,
+            )
             + "\n"
         )
 

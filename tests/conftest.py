@@ -42,6 +42,12 @@ SLOW = {
     "test_pams_distributed.py::test_two_ranks_calibrate_like_one_process_over_all_the_data": None,
     "test_feature_rank_distributed.py::test_two_processes_agree_with_one_process_over_all_the_data": None,
     "test_pams_sr_example.py::test_train_quantize_finetune_and_score_in_onnxruntime": None,
+    "test_integer_lowering.py::test_every_model_is_exact_layer_by_layer_and_every_binary_conv_fused": {
+        "resnet56",
+        "resnet18",
+        "mobilenet_v2",
+        "densenet_tiny",
+    },
 }
 
 
