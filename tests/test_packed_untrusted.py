@@ -21,9 +21,7 @@ from bitfx.errors import BitfxError
 INPUT = (1, 8, 6, 6)
 
 
-def model(
-    nodes: list[onnx.NodeProto], initializers: dict[str, np.ndarray], shape: tuple = INPUT
-) -> onnx.ModelProto:
+def model(nodes: list[onnx.NodeProto], initializers: dict[str, np.ndarray], shape: tuple = INPUT) -> onnx.ModelProto:
     graph = helper.make_graph(
         nodes,
         "untrusted",
@@ -120,7 +118,7 @@ CORPUS: dict[str, tuple[Callable[[], onnx.ModelProto], tuple[str, ...]]] = {
     "maxpool-negative-pads": (lambda: max_pool(pads=[0, 0, -3, -3]), ("pool0", "pads", ">= 0")),
     "maxpool-zero-stride": (lambda: max_pool(strides=[0, 0]), ("pool0", "strides", ">= 1")),
     "maxpool-negative-dilations": (lambda: max_pool(dilations=[-1, 1]), ("pool0", "dilations", ">= 1")),
-    "maxpool-no-kernel-shape": (lambda: max_pool(kernel_shape=[]), ("pool0", "kernel_shape", "2 values")),
+    "maxpool-no-kernel-shape": (lambda: max_pool(kernel_shape=None), ("pool0", "kernel_shape", "missing")),
     "maxpool-kernel-larger-than-input": (lambda: max_pool(kernel_shape=[7, 7]), ("pool0", "6×6")),
     "averagepool-negative-pads": (lambda: average_pool(pads=[-1, 0, 0, 0]), ("avg0", "pads", ">= 0")),
     "binary-conv-negative-pads": (lambda: binary_conv(pads=[-1, -1, 0, 0]), ("bconv0", "pads", ">= 0")),
