@@ -15,7 +15,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from bitfx.backends.packed import PackedModelError, load, reference
+from bitfx.backends.packed import PackedModelError, compiler, load, reference
 from bitfx.errors import BitfxError
 
 INPUT = (1, 8, 6, 6)
@@ -83,6 +83,21 @@ def binary_gemm(out_features: int = 4, scale: int = 4, bias: int = 4, weights_ra
     return model([node], constants, shape=(1, 8))
 
 
+def threshold_chain_of_wrong_width() -> onnx.ModelProto:
+    """Two binary layers joined by a Mul whose per-channel constant has 3 channels, not 4."""
+    first = binary_conv()
+    second = binary_conv(in_channels=4)
+    nodes = [first.graph.node[0], helper.make_node("Mul", ["y", "M"], ["m"], name="mul0"), second.graph.node[0]]
+    nodes[0].output[0], nodes[2].input[0], nodes[2].name = "y", "m", "bconv1"
+    nodes[2].input[1], nodes[2].output[0] = "W1", "out"
+    constants = {i.name: numpy_helper.to_array(i) for i in first.graph.initializer}
+    constants["W1"] = numpy_helper.to_array(second.graph.initializer[0])
+    constants["M"] = np.ones((1, 3, 1, 1), np.float32)
+    proto = model(nodes, constants)
+    proto.graph.output[0].name = "out"
+    return proto
+
+
 def short_raw_initializer() -> onnx.ModelProto:
     """A Conv whose weight initializer declares 4×8×3×3 but holds the bytes of fewer values."""
     proto = conv()
@@ -147,6 +162,7 @@ CORPUS: dict[str, tuple[Callable[[], onnx.ModelProto], tuple[str, ...]]] = {
         lambda: binary_gemm(bias=2, binarize_input=0),
         ("bgemm0", "bias", "4"),
     ),
+    "threshold-chain-constant-of-wrong-width": (threshold_chain_of_wrong_width, ("mul0", "broadcast")),
     "initializer-shorter-than-its-dims": (short_raw_initializer, ("'W'", "4×8×3×3")),
     "initializer-huge-dims": (huge_initializer, ("'W'", "at most")),
 }
@@ -197,13 +213,15 @@ def test_the_corpus_cannot_crash_the_interpreter() -> None:
     assert result.stdout.split() == [word for case in cases for word in ("refused", case)], result.stdout
 
 
-def test_the_loaders_own_messages_are_not_hidden_behind_a_key_error() -> None:
-    """A binary layer whose kernel cannot be prepared is reported as such, with the others."""
-    proto = binary_conv(words=2)
-    with pytest.raises(PackedModelError, match="bconv0") as raised:
-        load(proto)
+@pytest.mark.parametrize("checked", [True, False])
+def test_the_loaders_own_messages_are_not_hidden_behind_a_key_error(checked: bool, monkeypatch) -> None:
+    """A binary layer whose kernel cannot be prepared is reported as such (by the load-time checks,
+    or without them by the kernel's own check), never as a KeyError of its name."""
+    if not checked:
+        monkeypatch.setattr(compiler, "check_graph", lambda graph: [])
+    with pytest.raises(PackedModelError, match=r"bconv0.*\(4, 3, 3, 2\)") as raised:
+        load(binary_conv(words=2))
     assert not isinstance(raised.value.__context__, KeyError)
-    assert "KeyError" not in str(raised.value)
 
 
 def small_conv() -> onnx.ModelProto:
