@@ -251,6 +251,19 @@ def test_non_contiguous_inputs_are_read_correctly_on_every_run() -> None:
         np.testing.assert_array_equal(packed.run([x])[0], load(small_conv()).run([np.ascontiguousarray(x)])[0])
 
 
+def test_a_kernel_reading_a_value_of_another_dtype_reads_it_on_every_run() -> None:
+    """A Conv after a Cast to float16 converts its input on each run, not once when it is bound."""
+    proto = small_conv()
+    proto.graph.node[0].input[0] = "half"
+    proto.graph.node.insert(0, helper.make_node("Cast", ["x"], ["half"], name="cast0", to=TensorProto.FLOAT16))
+    packed, reference_model = load(proto), load(small_conv())
+    rng = np.random.default_rng(4)
+    for _ in range(3):
+        x = rng.normal(size=INPUT).astype(np.float32)
+        expected = reference_model.run([x.astype(np.float16).astype(np.float32)])[0]
+        np.testing.assert_array_equal(packed.run([x])[0], expected)
+
+
 @pytest.mark.parametrize("value", [np.ones(INPUT, np.complex64), np.full(INPUT, "a"), np.ones(INPUT, object)])
 def test_inputs_that_are_not_numbers_are_refused(value: np.ndarray) -> None:
     with pytest.raises(PackedModelError, match="'x'.*float32"):
