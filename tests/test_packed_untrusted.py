@@ -98,6 +98,12 @@ def threshold_chain_of_wrong_width() -> onnx.ModelProto:
     return proto
 
 
+def unknown_input_type() -> onnx.ModelProto:
+    proto = conv()
+    proto.graph.input[0].type.tensor_type.elem_type = 999
+    return proto
+
+
 def short_raw_initializer() -> onnx.ModelProto:
     """A Conv whose weight initializer declares 4×8×3×3 but holds the bytes of fewer values."""
     proto = conv()
@@ -163,6 +169,7 @@ CORPUS: dict[str, tuple[Callable[[], onnx.ModelProto], tuple[str, ...]]] = {
         ("bgemm0", "bias", "4"),
     ),
     "threshold-chain-constant-of-wrong-width": (threshold_chain_of_wrong_width, ("mul0", "broadcast")),
+    "input-of-unknown-element-type": (unknown_input_type, ("'x'", "element type 999")),
     "initializer-shorter-than-its-dims": (short_raw_initializer, ("'W'", "4×8×3×3")),
     "initializer-huge-dims": (huge_initializer, ("'W'", "at most")),
 }

@@ -170,7 +170,12 @@ def _constant_value(node: Node) -> np.ndarray:
 def _declared_dtype(value: onnx.ValueInfoProto) -> np.dtype:
     """The element type the file declares for a graph input (float32 when it declares none)."""
     elem_type = value.type.tensor_type.elem_type
-    return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type)) if elem_type else np.dtype(np.float32)
+    if not elem_type:
+        return np.dtype(np.float32)
+    try:
+        return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
+    except (KeyError, TypeError, ValueError) as error:
+        raise PackedModelError(f"graph input {value.name!r} declares an unknown element type {elem_type}") from error
 
 
 def _declared_shape(value: onnx.ValueInfoProto) -> tuple:
