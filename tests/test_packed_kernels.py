@@ -21,7 +21,12 @@ from bitfx.backends.packed import reference as ref
 from bitfx.errors import BitfxError
 
 ISAS = available_isas()
-SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# BITFX_HYPOTHESIS_EXAMPLES lowers the example count (`./dev sanitize` runs these under the sanitizers).
+SETTINGS = settings(
+    max_examples=int(os.environ.get("BITFX_HYPOTHESIS_EXAMPLES", 25)),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,8 @@ The library is built by `pip install` as the extension module `bitfx.backends.pa
 argument and return types; every kernel entry point returns a status (csrc/bitfx_kernels.h) that
 is checked on each call, so a failed call raises `PackedKernelError` instead of leaving its output
 unwritten. Environment variables read at import: `BITFX_PACKED_ISA` (scalar | avx2 | avx512)
-forces an instruction set, `BITFX_PACKED_THREADS` sets the thread count.
+forces an instruction set, `BITFX_PACKED_THREADS` sets the thread count, `BITFX_PACKED_LIBRARY`
+loads the kernels from another build of the same sources (`./dev sanitize` uses it).
 """
 
 from __future__ import annotations
@@ -109,6 +110,11 @@ class FloatMaxPoolDesc(ctypes.Structure):
 
 
 def _library_path() -> str:
+    override = os.environ.get("BITFX_PACKED_LIBRARY")
+    if override:
+        if not os.path.isfile(override):
+            raise BitfxError(f"BITFX_PACKED_LIBRARY names {override!r}, which is not a file")
+        return override
     spec = importlib.util.find_spec("bitfx.backends.packed._kernels")
     if spec is None or spec.origin is None:
         raise BitfxError(

@@ -36,6 +36,7 @@ from bitfx.backends.packed.kernels import BinaryConv
 from bitfx.backends.packed.numpy_ops import NUMPY_OPS
 from bitfx.backends.packed.program import CompileReport, Epilogue, PackedLayout, Program
 from bitfx.backends.packed.steps import Step
+from bitfx.backends.packed.validate import check_graph
 from bitfx.format import BINARY_GEMM, BINARY_OPS, DOMAIN, qualified
 
 NATIVE_FUNCTIONS = frozenset((DOMAIN, op) for op in BINARY_OPS)
@@ -49,6 +50,9 @@ def supported_ops() -> list[str]:
 
 def compile_graph(graph: Graph) -> Program:
     _check_supported(graph)
+    unsafe = check_graph(graph)
+    if unsafe:
+        raise PackedModelError("the packed runtime refuses this model:\n  " + "\n  ".join(unsafe))
     readers_of = graph.consumers()
     report = CompileReport(ops=dict(Counter(n.qualified for n in graph.nodes)))
     problems: list[str] = []
@@ -68,8 +72,8 @@ def compile_graph(graph: Graph) -> Program:
 
     at: dict[str, list[Step]] = defaultdict(list)  # steps to emit at a node's position
     for node in graph.nodes:
-        if node.name in absorbed:
-            continue
+        if node.name in absorbed or (binarizes(node) and node.name not in kernels):
+            continue  # a binary layer whose kernel could not be prepared is already among the problems
         try:
             anchor, steps = _steps_for(node, graph, kernels, chains, epilogues, packs, packed_inputs)
         except PackedModelError as error:

@@ -3,12 +3,18 @@
 The first run for an input shape executes every step into fresh arrays, which gives every
 value's size; the planner then packs the values into a few reusable buffers by lifetime
 (greedy best fit) and binds every step to its buffers. Later runs with that shape only copy
-the inputs in, call the bound steps, and copy the outputs out.
+the inputs in, call the bound steps, and copy the outputs out. The plans are kept in a
+least-recently-used cache of `plan_cache_size` input signatures (`plan_cache_info()` reports
+its entries and bytes).
+
+Inputs are converted to the dtype the file declares (numbers and booleans; anything else is
+refused) and made C-contiguous on every run, before they are copied into the plan.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,13 +24,15 @@ import onnx
 
 from bitfx.backends.packed._native import get_threads, set_threads
 from bitfx.backends.packed.compiler import NATIVE_FUNCTIONS, compile_graph
-from bitfx.backends.packed.errors import PackedModelError
+from bitfx.backends.packed.errors import PackedKernelError, PackedModelError
 from bitfx.backends.packed.graph import load_graph
 from bitfx.backends.packed.kernels import PackedTensor
 from bitfx.backends.packed.program import CompileReport, Program
-from bitfx.backends.packed.steps import Value
+from bitfx.backends.packed.steps import Step, Value
+from bitfx.errors import BitfxError
 
 _ALIGN = 64
+DEFAULT_PLAN_CACHE_SIZE = 8  # input signatures whose plans (buffers and bound calls) are kept
 
 
 @dataclass
@@ -55,13 +63,24 @@ class PackedModel:
     `PackedModel(path)` reads the file, checks every op is supported (one error lists those that
     are not) and prepares the binary kernels; `run(inputs)` returns the outputs as numpy arrays.
     `threads` fixes the kernels' thread count for this model's runs (default: the global setting).
+    `plan_cache_size` is how many input signatures (shapes and dtypes) keep their plan; the least
+    recently used plan is dropped when another is needed.
     """
 
-    def __init__(self, model: str | Path | onnx.ModelProto, *, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        model: str | Path | onnx.ModelProto,
+        *,
+        threads: int | None = None,
+        plan_cache_size: int = DEFAULT_PLAN_CACHE_SIZE,
+    ) -> None:
+        if not isinstance(plan_cache_size, int) or isinstance(plan_cache_size, bool) or plan_cache_size < 1:
+            raise BitfxError(f"plan_cache_size must be an integer >= 1, got {plan_cache_size!r}")
         self.graph = load_graph(model, NATIVE_FUNCTIONS)
         self.program: Program = compile_graph(self.graph)
         self.threads = threads
-        self._plans: dict[tuple, Plan] = {}
+        self.plan_cache_size = plan_cache_size
+        self._plans: OrderedDict[tuple, Plan] = OrderedDict()
 
     @property
     def input_names(self) -> list[str]:
@@ -78,6 +97,14 @@ class PackedModel:
     def weight_bytes(self) -> int:
         """Bytes of the constants the file holds (packed binary weights count as stored)."""
         return sum(value.nbytes for value in self.graph.constants.values())
+
+    def plan_cache_info(self) -> dict[str, int]:
+        """The plan cache: `entries` kept, `max_entries` allowed, and the `bytes` of their buffers."""
+        return {
+            "entries": len(self._plans),
+            "max_entries": self.plan_cache_size,
+            "bytes": sum(plan.activation_bytes for plan in self._plans.values()),
+        }
 
     def activation_bytes(self, *inputs: np.ndarray) -> int:
         """Planned activation memory for inputs of these shapes (plans them if needed)."""
@@ -98,7 +125,10 @@ class PackedModel:
             if plan is None:
                 plan, outputs = self._plan(arrays)
                 self._plans[signature] = plan
+                while len(self._plans) > self.plan_cache_size:
+                    self._plans.popitem(last=False)
                 return outputs
+            self._plans.move_to_end(signature)
             return plan.run(arrays)
         finally:
             if self.threads is not None:
@@ -122,20 +152,20 @@ class PackedModel:
             raise PackedModelError(f"the model takes {len(names)} input(s) {names}, got {len(inputs)}")
         arrays = []
         for name, value in zip(names, inputs):
-            array = np.ascontiguousarray(value)
+            array = _converted(name, value, self.graph.input_dtypes.get(name, np.dtype(np.float32)))
             declared = self.graph.input_shapes.get(name, ())
             if declared and (
                 array.ndim != len(declared) or any(isinstance(d, int) and d != s for d, s in zip(declared, array.shape))
             ):
                 raise PackedModelError(f"input {name!r} has shape {array.shape}; the model declares {declared}")
-            arrays.append(array.astype(np.float32, copy=False) if array.dtype == np.float64 else array)
+            arrays.append(array)
         return arrays
 
     def _plan(self, arrays: list[np.ndarray]) -> tuple[Plan, list[np.ndarray]]:
         steps, graph = self.program.steps, self.graph
         values: dict[str, Value] = {**graph.constants, **dict(zip(graph.inputs, arrays))}
         for step in steps:
-            outs = step.eager(_lookup(values, step.inputs, step))
+            outs = _first_run(step, _lookup(values, step.inputs, step))
             values.update(zip(step.outputs, outs))
         first_outputs = [np.array(values[name], copy=True) for name in graph.outputs]
 
@@ -186,6 +216,28 @@ class PackedModel:
         return plan, first_outputs
 
 
+def _converted(name: str, value: object, dtype: np.dtype) -> np.ndarray:
+    """`value` as a C-contiguous array of the declared `dtype`; numbers and booleans convert, nothing else does."""
+    array = np.asarray(value)
+    if array.dtype != dtype and not np.can_cast(array.dtype, dtype, casting="same_kind"):
+        raise PackedModelError(
+            f"input {name!r} has dtype {array.dtype}; the model takes {dtype} "
+            "(numbers and booleans of another dtype are converted, other values are refused)"
+        )
+    return np.ascontiguousarray(array, dtype)
+
+
+def _first_run(step: Step, inputs: list[Value]) -> list[Value]:
+    """`step.eager(inputs)`, with the step named in the error when these inputs do not fit it."""
+    try:
+        return step.eager(inputs)
+    except (PackedModelError, PackedKernelError):
+        raise
+    except (BitfxError, ValueError, TypeError, IndexError, MemoryError) as error:
+        shapes = ", ".join(str(getattr(v, "shape", "packed")) for v in inputs if v is not None)
+        raise PackedModelError(f"{step.name} cannot run on inputs of shape {shapes}: {error}") from error
+
+
 def _lookup(values: dict[str, Value], names: list[str], step: object) -> list[Value]:
     try:
         return [values[name] if name else None for name in names]
@@ -207,6 +259,8 @@ def _in_buffer(template: Value, buffer: np.ndarray) -> Value:
     return dataclasses.replace(template, data=array) if isinstance(template, PackedTensor) else array
 
 
-def load(path: str | Path | onnx.ModelProto, *, threads: int | None = None) -> PackedModel:
-    """Load a lowered ONNX file on the packed runtime."""
-    return PackedModel(path, threads=threads)
+def load(
+    path: str | Path | onnx.ModelProto, *, threads: int | None = None, plan_cache_size: int = DEFAULT_PLAN_CACHE_SIZE
+) -> PackedModel:
+    """Load a lowered ONNX file on the packed runtime (arguments: see `PackedModel`)."""
+    return PackedModel(path, threads=threads, plan_cache_size=plan_cache_size)

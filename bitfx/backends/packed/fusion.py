@@ -113,7 +113,9 @@ def find_threshold_chain(
         reader = readers[0]
         if reader.qualified == "MaxPool" and pool is None and not gemm and _plain_max_pool(reader):
             pool = reader
-        elif reader.qualified not in CHAIN_OPS or not _per_channel_constants(reader, value, graph, gemm):
+        elif reader.qualified not in CHAIN_OPS or not _per_channel_constants(
+            reader, value, graph, gemm, kernel.out_channels
+        ):
             return None
         nodes.append(reader)
         value = reader.outputs[0]
@@ -151,8 +153,8 @@ def _position(node: Node, value: str) -> int:
     return node.inputs.index(value)
 
 
-def _per_channel_constants(node: Node, value: str, graph: Graph, gemm: bool) -> bool:
-    """Every input except the chain value is a constant that varies at most per channel."""
+def _per_channel_constants(node: Node, value: str, graph: Graph, gemm: bool, channels: int) -> bool:
+    """Every input except the chain value is a constant that varies at most per channel (of `channels`)."""
     if node.inputs.count(value) != 1:
         return False
     if node.op_type == "Clip" or node.op_type == "Relu":
@@ -169,7 +171,7 @@ def _per_channel_constants(node: Node, value: str, graph: Graph, gemm: bool) -> 
         if constant is None or constant.ndim > rank:
             return False
         shape = (1,) * (rank - constant.ndim) + constant.shape
-        if any(size != 1 for axis, size in enumerate(shape) if axis != 1):
+        if any(size != 1 for axis, size in enumerate(shape) if axis != 1) or shape[1] not in (1, channels):
             return False
     return True
 

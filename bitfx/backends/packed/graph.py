@@ -7,6 +7,7 @@ domain: their function bodies are what onnxruntime runs instead). Constant nodes
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from onnx import helper, inliner, numpy_helper
 from bitfx.backends.packed.errors import PackedModelError
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
+MAX_ELEMENTS = 1 << 31  # the most elements a constant tensor of the file may declare
 
 
 @dataclass
@@ -51,6 +53,7 @@ class Graph:
     outputs: list[str]
     input_shapes: dict[str, tuple]
     opset: int
+    input_dtypes: dict[str, np.dtype] = field(default_factory=dict)
 
     def consumers(self) -> dict[str, list[Node]]:
         """Value name → the nodes that read it, in graph order."""
@@ -88,11 +91,15 @@ def load_graph(
     model = _inline_functions(model, native_functions)
     opset = next((o.version for o in model.opset_import if o.domain in DEFAULT_DOMAINS), 0)
     graph = model.graph
-    constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    nodes = []
+    constants = {init.name: tensor_array(init, f"initializer {init.name!r}") for init in graph.initializer}
+    nodes, names = [], set()
     for index, proto in enumerate(graph.node):
+        name = proto.name or f"{proto.op_type}_{index}"
+        if name in names:  # names key the prepared kernels: each node needs its own
+            name = f"{name}_{index}"
+        names.add(name)
         node = Node(
-            proto.name or f"{proto.op_type}_{index}",
+            name,
             proto.op_type,
             proto.domain,
             list(proto.input),
@@ -105,7 +112,26 @@ def load_graph(
             nodes.append(node)
     inputs = [v.name for v in graph.input if v.name not in constants]
     shapes = {v.name: _declared_shape(v) for v in graph.input}
-    return Graph(nodes, constants, inputs, [v.name for v in graph.output], shapes, opset)
+    dtypes = {v.name: _declared_dtype(v) for v in graph.input}
+    return Graph(nodes, constants, inputs, [v.name for v in graph.output], shapes, opset, dtypes)
+
+
+def tensor_array(tensor: onnx.TensorProto, what: str) -> np.ndarray:
+    """A tensor of the file as a numpy array, refused when its declared size is absurd or its data
+    does not hold exactly the declared number of values."""
+    dims = list(tensor.dims)
+    shape = "×".join(map(str, dims)) or "scalar"
+    if any(d < 0 for d in dims) or math.prod(dims) > MAX_ELEMENTS:
+        raise PackedModelError(
+            f"{what} declares shape {shape}; dimensions must be >= 0 with at most {MAX_ELEMENTS} elements in all"
+        )
+    try:
+        return numpy_helper.to_array(tensor)
+    except Exception as error:
+        raise PackedModelError(
+            f"{what} declares shape {shape} ({math.prod(dims)} values) but its data does not hold them "
+            f"({type(error).__name__}: {error})"
+        ) from error
 
 
 def _inline_functions(model: onnx.ModelProto, native_functions: frozenset[tuple[str, str]]) -> onnx.ModelProto:
@@ -121,7 +147,7 @@ def _attribute(attribute: onnx.AttributeProto) -> Any:
     if isinstance(value, bytes):
         return value.decode()
     if isinstance(value, onnx.TensorProto):
-        return numpy_helper.to_array(value)
+        return tensor_array(value, f"attribute {attribute.name!r}")
     if isinstance(value, list):
         return [v.decode() if isinstance(v, bytes) else v for v in value]
     return value
@@ -139,6 +165,17 @@ def _constant_value(node: Node) -> np.ndarray:
     raise PackedModelError(
         f"{node.describe()}: only tensor, float and int Constant values are supported, got {sorted(node.attributes)}"
     )
+
+
+def _declared_dtype(value: onnx.ValueInfoProto) -> np.dtype:
+    """The element type the file declares for a graph input (float32 when it declares none)."""
+    elem_type = value.type.tensor_type.elem_type
+    if not elem_type:
+        return np.dtype(np.float32)
+    try:
+        return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
+    except (KeyError, TypeError, ValueError) as error:
+        raise PackedModelError(f"graph input {value.name!r} declares an unknown element type {elem_type}") from error
 
 
 def _declared_shape(value: onnx.ValueInfoProto) -> tuple:

@@ -49,10 +49,28 @@ def window_of(node: Node, input_shape: Sequence[int], kernel: Sequence[int]) -> 
 
 def _residual_call(residual: np.ndarray | None, shape: tuple) -> tuple[np.ndarray | None, Callable[[], None] | None]:
     """The residual as the kernel reads it: the value itself, or a broadcast copy refreshed each run."""
-    if residual is None or residual.shape == shape:
+    if residual is None or (residual.shape == shape and _is_float32(residual)):
         return residual, None
     scratch = np.empty(shape, np.float32)
     return scratch, lambda: np.copyto(scratch, residual)
+
+
+def _is_float32(x: np.ndarray) -> bool:
+    return x.dtype == np.float32 and x.flags.c_contiguous
+
+
+def _float32_call(x: np.ndarray) -> tuple[np.ndarray, Callable[[], None] | None]:
+    """`x` as a kernel reads it (C-contiguous float32): the value itself, or a converted copy
+    refreshed on every run (a copy made once would hold the first run's values)."""
+    if _is_float32(x):
+        return x, None
+    scratch = np.empty(x.shape, np.float32)
+    return scratch, lambda: np.copyto(scratch, x)
+
+
+def _bound(refreshes: Sequence[Callable[[], None] | None], call: Callable[[], None]) -> Callable[[], None]:
+    """The kernel call preceded by the refreshes of its converted inputs."""
+    return kernel_call(*[r for r in refreshes if r is not None], call)
 
 
 class FloatConvStep(Step):
@@ -80,7 +98,12 @@ class FloatConvStep(Step):
         window = window_of(self.node, shape, self.kernel)
         if window not in self._convs:
             self._convs[window] = self.make(window)
-        return self._convs[window]
+        conv = self._convs[window]
+        if shape[1] != conv.in_channels:
+            raise PackedModelError(
+                f"{self.name}: the input has {shape[1]} channels; W (with group={conv.group}) needs {conv.in_channels}"
+            )
+        return conv
 
     def eager(self, inputs: Sequence[Value]) -> list[Value]:
         x = inputs[0]
@@ -92,10 +115,8 @@ class FloatConvStep(Step):
     def bind(self, inputs: Sequence[Value], outputs: Sequence[Value]) -> Callable[[], None]:
         x, out = inputs[0], outputs[0]
         residual, refresh = _residual_call(inputs[1] if len(inputs) > 1 else None, out.shape)
-        call = self.conv(x.shape).bind(
-            np.ascontiguousarray(x, np.float32), out, residual=residual, clamp=self.epilogue.clamp
-        )
-        return kernel_call(refresh, call) if refresh else call
+        x, convert = _float32_call(x)
+        return _bound((convert, refresh), self.conv(x.shape).bind(x, out, residual=residual, clamp=self.epilogue.clamp))
 
 
 class FloatMaxPoolStep(Step):
@@ -117,10 +138,9 @@ class FloatMaxPoolStep(Step):
         return [out]
 
     def bind(self, inputs: Sequence[Value], outputs: Sequence[Value]) -> Callable[[], None]:
-        x = inputs[0]
-        return bind_float_maxpool(
-            x, outputs[0], window_of(self.node, x.shape, self.node.attr("kernel_shape")), self.ceil_mode
-        )
+        x, convert = _float32_call(inputs[0])
+        window = window_of(self.node, x.shape, self.node.attr("kernel_shape"))
+        return _bound((convert,), bind_float_maxpool(x, outputs[0], window, self.ceil_mode))
 
 
 class FloatGemmStep(Step):
@@ -134,7 +154,8 @@ class FloatGemmStep(Step):
         return [self.gemm(inputs[0])]
 
     def bind(self, inputs: Sequence[Value], outputs: Sequence[Value]) -> Callable[[], None]:
-        return self.gemm.bind(np.ascontiguousarray(inputs[0], np.float32), outputs[0])
+        x, convert = _float32_call(inputs[0])
+        return _bound((convert,), self.gemm.bind(x, outputs[0]))
 
 
 def float_gemm(node: Node, graph: Graph) -> FloatGemm | None:
@@ -192,7 +213,8 @@ class PackStep(Step):
         return [out]
 
     def bind(self, inputs: Sequence[Value], outputs: Sequence[Value]) -> Callable[[], None]:
-        return bind_pack(np.ascontiguousarray(self._as_nchw(inputs[0]), np.float32), outputs[0])
+        x, convert = _float32_call(inputs[0])
+        return _bound((convert,), bind_pack(self._as_nchw(x), outputs[0]))
 
 
 class BinaryConvStep(Step):
