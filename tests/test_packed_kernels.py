@@ -255,6 +255,32 @@ def test_float_conv_matches_reference(isa, case, threads, fused) -> None:
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(expected).max())))
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(
+    "in_channels, out_channels, kernel, stride, pads, size",
+    [
+        (3, 64, 7, 2, (3, 3, 3, 3), (45, 38)),
+        (2, 70, 3, 1, (1, 0, 2, 1), (9, 31)),
+        (5, 16, 5, 3, (0, 2, 1, 0), (20, 33)),
+    ],
+)
+def test_float_conv_on_wide_rows_matches_reference(isa, threads, in_channels, out_channels, kernel, stride, pads, size):
+    """Rows wide enough for the direct kernel's 6-pixel tiles, a stem-like 7×7/2 conv and channel
+    counts that are not a multiple of its 64-channel blocks, with the fused epilogue."""
+    use(isa, threads)
+    rng = np.random.default_rng(in_channels * 100 + out_channels)
+    window = k.Window((kernel, kernel), (stride, stride), pads)
+    x = rng.normal(size=(2, in_channels, *size)).astype(np.float32)
+    weight = rng.normal(size=(out_channels, in_channels, kernel, kernel)).astype(np.float32)
+    scale, bias = rng.uniform(0.5, 2, out_channels).astype(np.float32), rng.normal(size=out_channels).astype(np.float32)
+    expected = float_conv_reference(x, weight, window, 1, 0.0) * scale[None, :, None, None] + bias[None, :, None, None]
+    residual = rng.normal(size=expected.shape).astype(np.float32)
+    expected = np.clip(expected + residual, 0.0, 6.0)
+    out = k.FloatConv(weight, bias, scale, window=window)(x, residual=residual, clamp=(0.0, 6.0))
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(expected).max())))
+
+
 def test_isa_can_be_forced_and_refuses_unknown_names() -> None:
     for isa in ISAS:
         set_isa(isa)

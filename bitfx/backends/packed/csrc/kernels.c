@@ -180,21 +180,27 @@ int bitfx_binary_maxpool(const bitfx_bmaxpool_desc *d, const uint64_t *x, uint64
 typedef struct {
     const bitfx_isa_ops *isa;
     const bitfx_fconv_job *job;
-    float **panels; /* one im2col panel per thread */
-    int64_t chunks, plane;
+    const float *block_weights; /* non-null: the direct kernel, one item per (image, row, block) */
+    float **panels;             /* one scratch buffer per thread: im2col panel or direct stage */
+    int64_t chunks, plane, blocks;
 } fconv_task;
 
 static void fconv_item(void *ctx, int64_t item, int64_t worker) {
     const fconv_task *t = ctx;
     const bitfx_fconv_desc *d = t->job->d;
+    if (t->block_weights) {
+        const int64_t block = item % t->blocks, oh = (item / t->blocks) % d->out_h, n = item / (t->blocks * d->out_h);
+        t->isa->fconv_row(t->job, t->block_weights, t->panels[worker], n, oh, block);
+        return;
+    }
     const int64_t chunk = item % t->chunks, g = (item / t->chunks) % d->groups, n = item / (t->chunks * d->groups);
     const int64_t p0 = chunk * BITFX_FLOAT_CHUNK;
     const int64_t count = t->plane - p0 < BITFX_FLOAT_CHUNK ? t->plane - p0 : BITFX_FLOAT_CHUNK;
     t->isa->fconv_chunk(t->job, t->panels[worker], n, g, p0, count);
 }
 
-int bitfx_float_conv(const bitfx_fconv_desc *d, const float *x, const float *weights, const float *scale,
-                     const float *bias, const float *residual, float *out) {
+int bitfx_float_conv(const bitfx_fconv_desc *d, const float *x, const float *weights, const float *block_weights,
+                     const float *scale, const float *bias, const float *residual, float *out) {
     if (!d || !x || !weights || !scale || !bias || !out || (d->has_residual && !residual) || d->groups < 1)
         return BITFX_ERR_ARGUMENT;
     const bitfx_isa_ops *isa = ops();
@@ -202,10 +208,13 @@ int bitfx_float_conv(const bitfx_fconv_desc *d, const float *x, const float *wei
     const bitfx_fconv_job job = {d, x, weights, scale, bias, residual, out, k};
     const int64_t plane = d->out_h * d->out_w;
     const int64_t chunks = (plane + BITFX_FLOAT_CHUNK - 1) / BITFX_FLOAT_CHUNK;
-    const int64_t total = d->batch * d->groups * chunks;
+    const int64_t blocks = (d->out_channels + BITFX_FLOAT_BLOCK - 1) / BITFX_FLOAT_BLOCK;
+    const int direct = isa->fconv_row && block_weights && d->groups == 1 && d->pad_value == 0.0;
+    const int64_t total = direct ? d->batch * d->out_h * blocks : d->batch * d->groups * chunks;
     const int64_t threads = bitfx_get_threads();
-    const size_t panel_bytes = (size_t)(k * BITFX_FLOAT_CHUNK) * sizeof(float);
-    /* One im2col panel per thread, all allocated before any work so a failure skips none silently. */
+    const int64_t stage = 2 * BITFX_FLOAT_BLOCK * ((d->out_w + 15) / 16 * 16); /* direct: pixel-major tiles + channel rows */
+    const size_t panel_bytes = (size_t)(direct ? stage : k * BITFX_FLOAT_CHUNK) * sizeof(float);
+    /* One scratch buffer per thread, all allocated before any work so a failure skips none silently. */
     float **panels = calloc((size_t)threads, sizeof(float *));
     int status = panels ? BITFX_OK : BITFX_ERR_ALLOC;
     for (int64_t t = 0; status == BITFX_OK && t < threads; ++t) {
@@ -214,7 +223,7 @@ int bitfx_float_conv(const bitfx_fconv_desc *d, const float *x, const float *wei
         else memset(panels[t], 0, panel_bytes);
     }
     if (status == BITFX_OK) {
-        fconv_task task = {isa, &job, panels, chunks, plane};
+        fconv_task task = {isa, &job, direct ? block_weights : 0, panels, chunks, plane, blocks};
         bitfx_parallel_for(total, threads, fconv_item, &task);
     }
     for (int64_t t = 0; panels && t < threads; ++t) free(panels[t]);
