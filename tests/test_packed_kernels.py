@@ -209,6 +209,25 @@ def test_max_pools_match_reference(
     np.testing.assert_array_equal(out.to_signs(), ref.sign(pooled))
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("width", [112, 1030])
+def test_float_max_pool_on_long_rows_matches_reference(isa, width) -> None:
+    """The stem's 3×3/2 pool on rows reduced row-first (≤ 1024 floats) and on longer rows."""
+    use(isa, 2)
+    x = np.random.default_rng(width).normal(size=(1, 3, 7, width)).astype(np.float32)
+    window = k.Window((3, 3), (2, 2), (1, 1, 1, 1))
+    out_h, out_w = window.out_size(7, width)
+    pooled = np.empty((1, 3, out_h, out_w), np.float32)
+    k.bind_float_maxpool(x, pooled, window)()
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
+    expected = np.stack(
+        [np.stack([padded[:, :, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3].max(axis=(2, 3)) for j in range(out_w)], -1)
+         for i in range(out_h)],
+        -2,
+    )  # fmt: skip
+    np.testing.assert_array_equal(pooled, expected)
+
+
 def float_conv_reference(
     x: np.ndarray, weight: np.ndarray, window: k.Window, group: int, pad_value: float
 ) -> np.ndarray:
