@@ -148,17 +148,10 @@ def measure_layer(pixels: int, channels: int, threads: int, isa: str, peak: floa
         with torch.no_grad():
             torch.nn.functional.conv2d(tx, tw, padding=1)
 
-    times = interleaved_ms(
-        {
-            "packed": packed_layer,
-            "conv": run,
-            "chain": run_chain,
-            "torch": torch_conv,
-            "ort": lambda: sess.run(None, {"x": x}),
-        },
-        repeats,
-        threads,
-    )
+    # two interleaved groups: the packed variants share weights and input, which torch and
+    # onnxruntime would evict from the caches between them
+    times = interleaved_ms({"packed": packed_layer, "conv": run, "chain": run_chain}, repeats, threads)
+    times |= interleaved_ms({"torch": torch_conv, "ort": lambda: sess.run(None, {"x": x})}, repeats, threads)
     packed_ms, conv_ms, chain_ms, torch_ms, ort_ms = (times[key] for key in ("packed", "conv", "chain", "torch", "ort"))
     bit_macs = pixels * pixels * channels * channels * 9
     return {
@@ -556,7 +549,7 @@ def main() -> None:
             set_threads(count)
             for pixels, channels in LAYERS:
                 # the peak is measured right before each layer, so both see the same machine state
-                peak = popcount_peak(0.1 if args.quick else 0.5, trials=10)
+                peak = popcount_peak(0.1 if args.quick else 0.5, trials=10, clock=clock_for(count))
                 peaks[(isa, count)] = max(peaks.get((isa, count), 0.0), peak)
                 layers.append(measure_layer(pixels, channels, count, isa, peak, repeats))
     set_isa(best)
