@@ -118,8 +118,9 @@ int bitfx_float_conv(const bitfx_fconv_desc *d, const float *x, const float *wei
                      const float *scale, const float *bias, const float *residual, float *out);
 int bitfx_float_maxpool(const bitfx_fmaxpool_desc *d, const float *x, float *out);
 int bitfx_float_gemm(const bitfx_fgemm_desc *d, const float *x, const float *weights, const float *bias, float *out);
-/* Runs `rounds` rounds of the XOR+popcount+add inner loop of the current ISA on every thread
- * (register operands only) and returns how many bit-MACs they did; time it to get the peak. */
+/* Runs `rounds` rounds of the XOR+popcount+add inner loop of the current ISA once per thread
+ * (register operands only; work-shared like the kernels) and returns how many bit-MACs were
+ * done; time it to get the peak. */
 double bitfx_popcount_peak(int64_t rounds);
 
 #endif

@@ -276,10 +276,25 @@ int bitfx_float_gemm(const bitfx_fgemm_desc *d, const float *x, const float *wei
     return BITFX_OK;
 }
 
+typedef struct {
+    const bitfx_isa_ops *isa;
+    int64_t rounds;
+    double work[64]; /* bit-MACs done per item */
+} peak_task;
+
+static void peak_item(void *ctx, int64_t item, int64_t worker) {
+    peak_task *t = ctx;
+    (void)worker;
+    t->work[item] = t->isa->popcount_peak(t->rounds, 0x9e3779b97f4a7c15ull + (uint64_t)item);
+}
+
 double bitfx_popcount_peak(int64_t rounds) {
-    const bitfx_isa_ops *isa = ops();
+    /* One item per thread; on a busy machine a thread that is not scheduled leaves its item to the
+     * others, so the rate measured is what the threads actually got. */
+    const int64_t threads = bitfx_get_threads() < 64 ? bitfx_get_threads() : 64;
+    peak_task task = {ops(), rounds, {0}};
+    bitfx_parallel_for(threads, threads, peak_item, &task);
     double total = 0;
-#pragma omp parallel num_threads(bitfx_get_threads()) reduction(+ : total)
-    total += isa->popcount_peak(rounds, 0x9e3779b97f4a7c15ull + (uint64_t)omp_get_thread_num());
+    for (int64_t i = 0; i < threads; ++i) total += task.work[i];
     return total;
 }
