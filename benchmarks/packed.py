@@ -9,14 +9,25 @@ batch 1), at 1 thread and at all threads, with the best ISA and with AVX2 forced
   ort_ms       onnxruntime float32 Conv on the same shape
   pct_of_peak  bit-MACs/s of packed_ms as a share of the XOR+popcount peak measured just before
                (pct_of_best_peak: of the best peak seen in the run, the conservative figure)
+  conv_ms      the convolution alone, packed input → float output (no packing)
 End to end: ResNet-18 (first conv and fc float, every other conv binary; fuse_bn,binarize →
-custom lowering) in the packed executor vs the float ResNet-18 in onnxruntime and torch;
-model file sizes; peak memory of a process that loads and runs each model.
+custom lowering) in the packed executor vs the float ResNet-18 in onnxruntime and torch, and vs
+onnxruntime int8 (`quantize_static`, QDQ, U8S8, per channel, of the same float model); model
+file sizes; peak memory of a process that loads and runs each model.
+Breakdown: the time of every step of the packed end-to-end run (1 thread), summed by kind, and
+the ResNet-18 3×3 layers in the network next to the same shapes measured alone.
+Contended: a second process keeps one core busy while the packed model runs at 1 and 2 threads
+(and onnxruntime int8 for comparison); `two_thread_over_one_thread` is the 2-thread latency over
+the 1-thread latency (≤ 1 means the second thread helps even when its core is taken).
 
     python benchmarks/packed.py [--quick] [--json PATH] [--threads 1,2] [--skip-end-to-end]
+                                [--breakdown] [--contended]
 
-The machine's load average is recorded next to the numbers: on a shared machine other
-processes steal cycles; ratios measured within one run are the trustworthy figures.
+`--breakdown` prints every step; `--contended` runs only the contended measurement (the full run
+includes it). 1-thread figures are the calling thread's CPU time (`time.thread_time`), which the
+other processes of a busy machine do not inflate; multi-thread figures are wall time. Candidates
+are interleaved (one call of each per round) and the median is reported. The machine's load
+average is recorded next to the numbers.
 """
 
 from __future__ import annotations
@@ -28,6 +39,8 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +48,19 @@ import onnxruntime as ort
 import torch
 from common import median_ms
 from onnx import TensorProto, helper, numpy_helper
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quant_pre_process,
+    quantize_static,
+)
 
 from bitfx.backends.packed import PackedModel, available_isas, cpu_count, get_isa, popcount_peak, set_isa, set_threads
 from bitfx.backends.packed import kernels as k
 from bitfx.backends.packed import reference as ref
+from bitfx.backends.packed.kernel_steps import BinaryConvStep
 from bitfx.ir.table import format_table
 
 LAYERS = [(56, 64), (28, 128), (14, 256), (7, 512)]  # (pixels, channels) of ResNet-18's 3×3 binary convs
@@ -46,6 +68,30 @@ LAYERS = [(56, 64), (28, 128), (14, 256), (7, 512)]  # (pixels, channels) of Res
 
 def load_average() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def clock_for(threads: int) -> Callable[[], float]:
+    """The calling thread's CPU time for 1-thread runs (every kernel then runs on that thread),
+    wall time otherwise."""
+    return time.thread_time if threads == 1 else time.perf_counter
+
+
+def interleaved_ms(
+    fns: dict[str, Callable[[], object]], repeats: int, threads: int, warmup: int = 2
+) -> dict[str, float]:
+    """Median time of each function in ms, one call of each per round (so a burst of load hits
+    every candidate alike), by `clock_for(threads)`."""
+    clock = clock_for(threads)
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = clock()
+            fn()
+            times[name].append((clock() - start) * 1000)
+    return {name: float(np.median(values)) for name, values in times.items()}
 
 
 def ort_conv_session(channels: int, weight: np.ndarray, threads: int) -> ort.InferenceSession:
@@ -94,14 +140,19 @@ def measure_layer(pixels: int, channels: int, threads: int, isa: str, peak: floa
         pack()
         run()
 
-    packed_ms = median_ms(packed_layer, repeats=repeats)
-    chain_ms = median_ms(run_chain, repeats=repeats)
     torch.set_num_threads(threads)
     tx, tw = torch.from_numpy(x), torch.from_numpy(weight)
-    with torch.no_grad():
-        torch_ms = median_ms(lambda: torch.nn.functional.conv2d(tx, tw, padding=1), repeats=repeats)
     sess = ort_conv_session(channels, weight, threads)
-    ort_ms = median_ms(lambda: sess.run(None, {"x": x}), repeats=repeats)
+
+    def torch_conv() -> None:
+        with torch.no_grad():
+            torch.nn.functional.conv2d(tx, tw, padding=1)
+
+    # two interleaved groups: the packed variants share weights and input, which torch and
+    # onnxruntime would evict from the caches between them
+    times = interleaved_ms({"packed": packed_layer, "conv": run, "chain": run_chain}, repeats, threads)
+    times |= interleaved_ms({"torch": torch_conv, "ort": lambda: sess.run(None, {"x": x})}, repeats, threads)
+    packed_ms, conv_ms, chain_ms, torch_ms, ort_ms = (times[key] for key in ("packed", "conv", "chain", "torch", "ort"))
     bit_macs = pixels * pixels * channels * channels * 9
     return {
         "shape": f"{channels}x{pixels}x{pixels} 3x3",
@@ -110,6 +161,7 @@ def measure_layer(pixels: int, channels: int, threads: int, isa: str, peak: floa
         "threads": threads,
         "isa": isa,
         "packed_ms": packed_ms,
+        "conv_ms": conv_ms,
         "chain_ms": chain_ms,
         "torch_ms": torch_ms,
         "ort_ms": ort_ms,
@@ -118,6 +170,7 @@ def measure_layer(pixels: int, channels: int, threads: int, isa: str, peak: floa
         "chain_speedup_vs_torch": torch_ms / chain_ms,
         "pct_of_peak": 100 * bit_macs / (packed_ms * 1e-3) / peak,
         "chain_pct_of_peak": 100 * bit_macs / (chain_ms * 1e-3) / peak,
+        "conv_pct_of_peak": 100 * bit_macs / (conv_ms * 1e-3) / peak,
         "peak_bit_macs_per_s": peak,
     }
 
@@ -161,14 +214,167 @@ def peak_memory_mb(kind: str, path: Path) -> dict:
     return {"peak_rss_mb": peak, "model_rss_mb": peak - before}
 
 
-def measure_end_to_end(threads: list[int], repeats: int, workdir: Path) -> dict:
-    from bitfx.backends.onnx import available_lowerings, export, run_session, session
+class _Inputs(CalibrationDataReader):
+    """Feeds onnxruntime's calibrator a few inputs of the benchmark's shape."""
+
+    def __init__(self, name: str, inputs: list[np.ndarray]) -> None:
+        self.items = iter([{name: x} for x in inputs])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self.items, None)
+
+
+def quantize_int8(float_path: Path, workdir: Path, input_name: str) -> Path:
+    """onnxruntime's own int8 model of the float file: `quantize_static`, QDQ, uint8 activations,
+    int8 per-channel weights (U8S8), MinMax calibration on 8 random inputs."""
+    prepared, path = workdir / "resnet18_float_prepared.onnx", workdir / "resnet18_int8.onnx"
+    quant_pre_process(float_path, prepared)
+    rng = np.random.default_rng(2)
+    calibration = [rng.normal(size=(1, 3, 224, 224)).astype(np.float32) for _ in range(8)]
+    quantize_static(
+        prepared,
+        path,
+        _Inputs(input_name, calibration),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        calibrate_method=CalibrationMethod.MinMax,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
+    return path
+
+
+def step_kind(step: object) -> str:
+    """What a step of the packed program is, for the breakdown."""
+    name = type(step).__name__
+    if isinstance(step, BinaryConvStep):
+        return "binary conv (packed out)" if step.packed_out is not None else "binary conv (float out)"
+    return {
+        "FloatConvStep": "float conv",
+        "FloatMaxPoolStep": "float max pool",
+        "BinaryMaxPoolStep": "binary max pool",
+        "PackStep": "pack",
+        "FloatGemmStep": "float gemm",
+    }.get(name, "other (numpy)")
+
+
+def breakdown(packed: PackedModel, x: np.ndarray, repeats: int) -> list[dict]:
+    """Median thread CPU time of every bound step of the packed plan (1 thread), in run order,
+    with each step's kind and, for binary convolutions, its input channels, output size and stride."""
+    packed.run([x])
+    (plan,) = packed._plans.values()
+    steps = [step for step in packed.program.steps if not step.is_view]
+    times = [[] for _ in plan.calls]
+    for buffer, array in zip(plan.inputs, [x]):
+        np.copyto(buffer, array)
+    for _ in range(repeats + 2):
+        for index, call in enumerate(plan.calls):
+            start = time.thread_time()
+            call()
+            times[index].append((time.thread_time() - start) * 1000)
+    rows = []
+    for step, values in zip(steps, times):
+        row = {"step": step.name, "kind": step_kind(step), "ms": float(np.median(values[2:]))}
+        if isinstance(step, BinaryConvStep) and not step.gemm:
+            conv = step.conv
+            (height, width) = next(iter(conv._tables))
+            row.update(
+                in_channels=conv.in_channels,
+                out_channels=conv.out_channels,
+                pixels=conv.out_size(height, width)[0],
+                kernel=list(conv.window.kernel),
+                stride=list(conv.window.strides),
+            )
+        rows.append(row)
+    return rows
+
+
+def in_network_layers(steps: list[dict], layers: list[dict]) -> list[dict]:
+    """The ResNet-18 3×3 stride-1 layers inside the network (median over the layers of that shape
+    and output kind) next to the same shape alone (chain_ms for packed output, conv_ms for float)."""
+    isolated = {r["pixels"]: r for r in layers if r["threads"] == 1 and r["isa"] == layers[0]["isa"]}
+    rows = []
+    for pixels, channels in LAYERS:
+        for kind, key in (("binary conv (packed out)", "chain_ms"), ("binary conv (float out)", "conv_ms")):
+            found = [
+                s["ms"]
+                for s in steps
+                if s["kind"] == kind
+                and s.get("pixels") == pixels
+                and s.get("in_channels") == channels == s.get("out_channels")
+                and s.get("stride") == [1, 1]
+                and s.get("kernel") == [3, 3]
+            ]
+            if not found or pixels not in isolated:
+                continue
+            alone = isolated[pixels]
+            network_ms = float(np.median(found))
+            rows.append(
+                {
+                    "shape": f"{channels}x{pixels}x{pixels} 3x3",
+                    "output": kind.split("(")[1].rstrip(")"),
+                    "count": len(found),
+                    "in_network_ms": network_ms,
+                    "isolated_ms": alone[key],
+                    "in_network_over_isolated": network_ms / alone[key],
+                    "in_network_pct_of_peak": alone["pct_of_peak"] * alone["packed_ms"] / network_ms,
+                }
+            )
+    return rows
+
+
+BUSY_LOOP = "while True:\n    pass\n"
+
+
+def measure_contended(
+    packed: PackedModel, int8: ort.InferenceSession, int8_2: ort.InferenceSession, x: np.ndarray, repeats: int
+) -> dict:
+    """Latency (wall time) at 1 and 2 threads while another process keeps one core busy."""
+    from bitfx.backends.onnx import run_session
+
+    busy = subprocess.Popen([sys.executable, "-c", BUSY_LOOP])
+    try:
+        time.sleep(0.5)
+        load = load_average()
+
+        def packed_at(count: int) -> Callable[[], object]:
+            def run() -> None:
+                set_threads(count)
+                packed.run([x])
+
+            return run
+
+        times = interleaved_ms(
+            {
+                "packed_1": packed_at(1),
+                "packed_2": packed_at(2),
+                "ort_int8_1": lambda: run_session(int8, [x]),
+                "ort_int8_2": lambda: run_session(int8_2, [x]),
+            },
+            repeats,
+            threads=2,  # wall time for all: the point is the latency the caller sees
+        )
+    finally:
+        busy.kill()
+        busy.wait()
+    return {
+        "load_average": load,
+        "packed_1_thread_ms": times["packed_1"],
+        "packed_2_threads_ms": times["packed_2"],
+        "ort_int8_1_thread_ms": times["ort_int8_1"],
+        "ort_int8_2_threads_ms": times["ort_int8_2"],
+        "two_thread_over_one_thread": times["packed_2"] / times["packed_1"],
+        "ort_int8_two_thread_over_one_thread": times["ort_int8_2"] / times["ort_int8_1"],
+    }
+
+
+def build_models(workdir: Path) -> tuple[torch.nn.Module, torch.Tensor, Path, Path, Path]:
+    """ResNet-18 (seeded) and its float, binary (custom lowering) and onnxruntime int8 files."""
+    from bitfx.backends.onnx import export, session
     from bitfx.ir import capture
     from bitfx.passes import Pipeline
     from bitfx.zoo import resnet18
 
-    if "custom" not in available_lowerings():
-        return {"skipped": "the custom lowering is not available"}
     torch.manual_seed(0)
     model = resnet18().eval()
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
@@ -180,6 +386,16 @@ def measure_end_to_end(threads: list[int], repeats: int, workdir: Path) -> dict:
         workdir / "resnet18_binary.onnx",
         lowering="custom",
     )
+    int8_path = quantize_int8(float_path, workdir, session(float_path).get_inputs()[0].name)
+    return model, x, float_path, binary_path, int8_path
+
+
+def measure_end_to_end(threads: list[int], repeats: int, workdir: Path, layers: list[dict]) -> dict:
+    from bitfx.backends.onnx import available_lowerings, run_session, session
+
+    if "custom" not in available_lowerings():
+        return {"skipped": "the custom lowering is not available"}
+    model, x, float_path, binary_path, int8_path = build_models(workdir)
     packed = PackedModel(binary_path)
     xn = x.numpy()
     reference_out = run_session(session(binary_path), [xn])[0]
@@ -188,33 +404,58 @@ def measure_end_to_end(threads: list[int], repeats: int, workdir: Path) -> dict:
     for count in threads:
         torch.set_num_threads(count)
         set_threads(count)
-        ort_float = session(float_path, threads=count)
-        with torch.no_grad():
-            torch_ms = median_ms(lambda: model(x), repeats=repeats)
-        ort_ms = median_ms(lambda: run_session(ort_float, [xn]), repeats=repeats)
-        packed_ms = median_ms(lambda: packed.run([xn]), repeats=repeats)
+        ort_float, ort_int8 = session(float_path, threads=count), session(int8_path, threads=count)
+
+        def torch_float() -> None:
+            with torch.no_grad():
+                model(x)
+
+        times = interleaved_ms(
+            {
+                "packed": lambda: packed.run([xn]),
+                "ort_float": lambda: run_session(ort_float, [xn]),
+                "ort_int8": lambda: run_session(ort_int8, [xn]),
+                "torch_float": torch_float,
+            },
+            repeats,
+            count,
+        )
         rows.append(
             {
                 "threads": count,
-                "packed_ms": packed_ms,
-                "ort_float_ms": ort_ms,
-                "torch_float_ms": torch_ms,
-                "speedup_vs_ort": ort_ms / packed_ms,
-                "speedup_vs_torch": torch_ms / packed_ms,
+                "clock": "thread CPU time" if count == 1 else "wall time",
+                "packed_ms": times["packed"],
+                "ort_float_ms": times["ort_float"],
+                "ort_int8_ms": times["ort_int8"],
+                "torch_float_ms": times["torch_float"],
+                "speedup_vs_ort": times["ort_float"] / times["packed"],
+                "speedup_vs_ort_int8": times["ort_int8"] / times["packed"],
+                "speedup_vs_torch": times["torch_float"] / times["packed"],
                 "load_average": load_average(),
             }
         )
+    if len(rows) > 1:
+        rows[0]["two_threads_speedup"] = rows[0]["packed_ms"] / rows[1]["packed_ms"]
+    set_threads(1)
+    steps = breakdown(packed, xn, max(repeats, 10))
+    contended = measure_contended(
+        packed, session(int8_path, threads=1), session(int8_path, threads=2), xn, max(repeats, 10)
+    )
     ort_binary = session(binary_path, threads=threads[0])
     ort_custom_ms = median_ms(lambda: run_session(ort_binary, [xn]), repeats=3, warmup=1)
     return {
         **rows[0],
         "per_threads": rows,
+        "contended": contended,
+        "breakdown": steps,
+        "layers_in_network": in_network_layers(steps, layers),
         "ort_on_binary_file_ms": ort_custom_ms,
         "packed_vs_ort_same_file_rel_error": float(
             np.abs(packed_out - reference_out).max() / np.abs(reference_out).max()
         ),
         "float_file_bytes": float_path.stat().st_size,
         "binary_file_bytes": binary_path.stat().st_size,
+        "int8_file_bytes": int8_path.stat().st_size,
         "file_size_ratio": float_path.stat().st_size / binary_path.stat().st_size,
         "packed_weight_bytes": packed.weight_bytes(),
         "packed_activation_bytes": packed.activation_bytes(xn),
@@ -224,15 +465,70 @@ def measure_end_to_end(threads: list[int], repeats: int, workdir: Path) -> dict:
     }
 
 
+def contended_run(repeats: int, workdir: Path) -> dict:
+    """The contended measurement on its own models (1 and 2 threads, one core kept busy)."""
+    from bitfx.backends.onnx import session
+
+    _, x, _, binary_path, int8_path = build_models(workdir)
+    packed = PackedModel(binary_path)
+    return measure_contended(packed, session(int8_path, threads=1), session(int8_path, threads=2), x.numpy(), repeats)
+
+
+def print_breakdown(steps: list[dict], every_step: bool) -> None:
+    total = sum(s["ms"] for s in steps)
+    kinds: dict[str, list[float]] = {}
+    for s in steps:
+        kinds.setdefault(s["kind"], []).append(s["ms"])
+    print(f"\nwhere the packed run's time goes (1 thread, thread CPU time per step; sum {total:.2f} ms)")
+    print(
+        format_table(
+            ("kind", "steps", "ms", "share"),
+            [
+                (kind, len(ms), f"{sum(ms):.3f}", f"{100 * sum(ms) / total:.0f}%")
+                for kind, ms in sorted(kinds.items(), key=lambda item: -sum(item[1]))
+            ],
+            (False, True, True, True),
+        )
+    )
+    if every_step:
+        print(
+            format_table(
+                ("step", "kind", "ms"),
+                [(s["step"], s["kind"], f"{s['ms']:.3f}") for s in steps],
+                (False, False, True),
+            )
+        )
+
+
+def print_contended(c: dict) -> None:
+    print(f"\ncontended (another process keeps one core busy; wall time; load average {c['load_average']})")
+    print(
+        f"packed: 1 thread {c['packed_1_thread_ms']:.2f} ms, 2 threads {c['packed_2_threads_ms']:.2f} ms "
+        f"(2 / 1 = {c['two_thread_over_one_thread']:.2f}); onnxruntime int8: 1 thread "
+        f"{c['ort_int8_1_thread_ms']:.2f} ms, 2 threads {c['ort_int8_2_threads_ms']:.2f} ms "
+        f"(2 / 1 = {c['ort_int8_two_thread_over_one_thread']:.2f})"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few repeats (under a minute)")
     parser.add_argument("--threads", default=f"1,{cpu_count()}", help="thread counts (default: 1 and all cores)")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--skip-end-to-end", action="store_true", help="only the per-layer measurements")
+    parser.add_argument("--breakdown", action="store_true", help="print the time of every end-to-end step")
+    parser.add_argument("--contended", action="store_true", help="only the contended measurement")
     args = parser.parse_args()
     threads = sorted({int(t) for t in args.threads.split(",")})
     repeats = 15 if args.quick else 100
+    if args.contended:
+        print(f"load average {load_average()} before the busy process starts")
+        with tempfile.TemporaryDirectory() as tmp:
+            contended = contended_run(15 if args.quick else 40, Path(tmp))
+        print_contended(contended)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"contended": contended}, indent=2) + "\n")
+        return
     best = get_isa()
     isas = [best] + [isa for isa in ("avx2",) if isa in available_isas() and isa != best]
     start_load = load_average()
@@ -253,7 +549,7 @@ def main() -> None:
             set_threads(count)
             for pixels, channels in LAYERS:
                 # the peak is measured right before each layer, so both see the same machine state
-                peak = popcount_peak(0.1 if args.quick else 0.5, trials=10)
+                peak = popcount_peak(0.1 if args.quick else 0.5, trials=10, clock=clock_for(count))
                 peaks[(isa, count)] = max(peaks.get((isa, count), 0.0), peak)
                 layers.append(measure_layer(pixels, channels, count, isa, peak, repeats))
     set_isa(best)
@@ -306,29 +602,64 @@ def main() -> None:
     }
     if not args.skip_end_to_end:
         with tempfile.TemporaryDirectory() as tmp:
-            end = measure_end_to_end(threads, 5 if args.quick else 30, Path(tmp))
+            end = measure_end_to_end(threads, 5 if args.quick else 30, Path(tmp), layers)
         result["end_to_end"] = end
+        result["contended"] = end.get("contended")
         if "skipped" in end:
             print(f"\nend to end skipped: {end['skipped']}")
         else:
             print("\nResNet-18, batch 1, 224×224 (binary: every conv but the first, fc float)")
             print(
                 format_table(
-                    ("threads", "packed ms", "ort float ms", "torch float ms", "vs ort", "vs torch"),
+                    (
+                        "threads",
+                        "clock",
+                        "packed ms",
+                        "ort int8 ms",
+                        "ort float ms",
+                        "torch float ms",
+                        "vs ort int8",
+                        "vs ort",
+                        "vs torch",
+                    ),
                     [
                         (
                             r["threads"],
+                            r["clock"],
                             f"{r['packed_ms']:.2f}",
+                            f"{r['ort_int8_ms']:.2f}",
                             f"{r['ort_float_ms']:.2f}",
                             f"{r['torch_float_ms']:.2f}",
+                            f"{r['speedup_vs_ort_int8']:.2f}×",
                             f"{r['speedup_vs_ort']:.2f}×",
                             f"{r['speedup_vs_torch']:.2f}×",
                         )
                         for r in end["per_threads"]
                     ],
-                    (True, True, True, True, True, True),
+                    (True, False, True, True, True, True, True, True, True),
                 )
             )
+            print_breakdown(end["breakdown"], every_step=args.breakdown)
+            print("\nResNet-18 3×3 layers in the network vs alone (1 thread, thread CPU time)")
+            print(
+                format_table(
+                    ("layer", "output", "layers", "in network ms", "alone ms", "network / alone", "% of peak"),
+                    [
+                        (
+                            r["shape"],
+                            r["output"],
+                            r["count"],
+                            f"{r['in_network_ms']:.3f}",
+                            f"{r['isolated_ms']:.3f}",
+                            f"{r['in_network_over_isolated']:.2f}",
+                            f"{r['in_network_pct_of_peak']:.0f}%",
+                        )
+                        for r in end["layers_in_network"]
+                    ],
+                    (False, False, True, True, True, True, True),
+                )
+            )
+            print_contended(end["contended"])
             mem_p, mem_o = end["memory_packed"], end["memory_ort_float"]
             print(
                 f"file: float {end['float_file_bytes'] / 1e6:.1f} MB, "

@@ -214,6 +214,25 @@ def test_max_pools_match_reference(
     np.testing.assert_array_equal(out.to_signs(), ref.sign(pooled))
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("width", [112, 1030])
+def test_float_max_pool_on_long_rows_matches_reference(isa, width) -> None:
+    """The stem's 3×3/2 pool on rows reduced row-first (≤ 1024 floats) and on longer rows."""
+    use(isa, 2)
+    x = np.random.default_rng(width).normal(size=(1, 3, 7, width)).astype(np.float32)
+    window = k.Window((3, 3), (2, 2), (1, 1, 1, 1))
+    out_h, out_w = window.out_size(7, width)
+    pooled = np.empty((1, 3, out_h, out_w), np.float32)
+    k.bind_float_maxpool(x, pooled, window)()
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
+    expected = np.stack(
+        [np.stack([padded[:, :, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3].max(axis=(2, 3)) for j in range(out_w)], -1)
+         for i in range(out_h)],
+        -2,
+    )  # fmt: skip
+    np.testing.assert_array_equal(pooled, expected)
+
+
 def float_conv_reference(
     x: np.ndarray, weight: np.ndarray, window: k.Window, group: int, pad_value: float
 ) -> np.ndarray:
@@ -257,6 +276,32 @@ def test_float_conv_matches_reference(isa, case, threads, fused) -> None:
         expected = np.clip(expected + residual, *clamp)
     conv = k.FloatConv(weight, bias, scale, window=case["window"], group=case["group"], pad_value=pad_value)
     out = conv(x, residual=residual, clamp=clamp)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(expected).max())))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(
+    "in_channels, out_channels, kernel, stride, pads, size",
+    [
+        (3, 64, 7, 2, (3, 3, 3, 3), (45, 38)),
+        (2, 70, 3, 1, (1, 0, 2, 1), (9, 31)),
+        (5, 16, 5, 3, (0, 2, 1, 0), (20, 33)),
+    ],
+)
+def test_float_conv_on_wide_rows_matches_reference(isa, threads, in_channels, out_channels, kernel, stride, pads, size):
+    """Rows wide enough for the direct kernel's 6-pixel tiles, a stem-like 7×7/2 conv and channel
+    counts that are not a multiple of its 64-channel blocks, with the fused epilogue."""
+    use(isa, threads)
+    rng = np.random.default_rng(in_channels * 100 + out_channels)
+    window = k.Window((kernel, kernel), (stride, stride), pads)
+    x = rng.normal(size=(2, in_channels, *size)).astype(np.float32)
+    weight = rng.normal(size=(out_channels, in_channels, kernel, kernel)).astype(np.float32)
+    scale, bias = rng.uniform(0.5, 2, out_channels).astype(np.float32), rng.normal(size=out_channels).astype(np.float32)
+    expected = float_conv_reference(x, weight, window, 1, 0.0) * scale[None, :, None, None] + bias[None, :, None, None]
+    residual = rng.normal(size=expected.shape).astype(np.float32)
+    expected = np.clip(expected + residual, 0.0, 6.0)
+    out = k.FloatConv(weight, bias, scale, window=window)(x, residual=residual, clamp=(0.0, 6.0))
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(expected).max())))
 
 

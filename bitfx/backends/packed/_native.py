@@ -24,6 +24,7 @@ ISA_NAMES = ("scalar", "avx2", "avx512")
 OUT_FLOAT, OUT_PACKED = 0, 1
 BLOCK = 32  # output channels per block of the binary convolution (BITFX_BLOCK)
 FLOAT_TILE = 4  # output channels per tile of the float convolution (BITFX_FLOAT_TILE)
+FLOAT_BLOCK = 64  # output channels per block of the direct float convolution (BITFX_FLOAT_BLOCK)
 
 _i64 = ctypes.c_int64
 _f64 = ctypes.c_double
@@ -155,7 +156,7 @@ def _load() -> ctypes.CDLL:
         "bitfx_fill_border": [_pointer(PackedGeom), u64, u64],
         "bitfx_binary_conv": [_pointer(BinaryConvDesc), u64, u64, i32, i64, f32, f32, f32, i64, u32, ctypes.c_void_p],
         "bitfx_binary_maxpool": [_pointer(BinaryMaxPoolDesc), u64, u64],
-        "bitfx_float_conv": [_pointer(FloatConvDesc), f32, f32, f32, f32, f32, f32],
+        "bitfx_float_conv": [_pointer(FloatConvDesc), f32, f32, f32, f32, f32, f32, f32],
         "bitfx_float_maxpool": [_pointer(FloatMaxPoolDesc), f32, f32],
         "bitfx_float_gemm": [_pointer(FloatGemmDesc), f32, f32, f32, f32],
     }

@@ -21,6 +21,7 @@ import numpy as np
 
 from bitfx.backends.packed._native import (
     BLOCK,
+    FLOAT_BLOCK,
     FLOAT_TILE,
     OUT_FLOAT,
     OUT_PACKED,
@@ -472,6 +473,13 @@ class FloatConv:
         tiled = np.zeros((group, self.tiles * FLOAT_TILE, weights[0].size), np.float32)
         tiled[:, :per_group] = weights.reshape(group, per_group, -1)
         self.weights = aligned(tiled.reshape(group, self.tiles, FLOAT_TILE, -1).transpose(0, 1, 3, 2))
+        # the direct kernel's layout (group 1 only): [block][k][FLOAT_BLOCK], zero-padded channels
+        self.block_weights: np.ndarray | None = None
+        if group == 1:
+            blocks = -(-out_channels // FLOAT_BLOCK)
+            blocked = np.zeros((blocks * FLOAT_BLOCK, weights[0].size), np.float32)
+            blocked[:out_channels] = weights.reshape(out_channels, -1)
+            self.block_weights = aligned(blocked.reshape(blocks, FLOAT_BLOCK, -1).transpose(0, 2, 1))
         self.scale = np.ones(out_channels, np.float32) if scale is None else np.ascontiguousarray(scale, np.float32)
         self.bias = np.zeros(out_channels, np.float32) if bias is None else np.ascontiguousarray(bias, np.float32)
 
@@ -528,6 +536,7 @@ class FloatConv:
             ctypes.byref(desc),
             _pointer(x),
             _pointer(self.weights),
+            _pointer(self.block_weights),
             _pointer(self.scale),
             _pointer(self.bias),
             _pointer(residual),
@@ -537,7 +546,7 @@ class FloatConv:
         def run() -> None:
             lib.bitfx_float_conv(*args)
 
-        run.keep = (desc, x, out, residual, self.weights, self.scale, self.bias)
+        run.keep = (desc, x, out, residual, self.weights, self.block_weights, self.scale, self.bias)
         return run
 
     def __call__(
@@ -644,16 +653,17 @@ def bind_float_maxpool(x: np.ndarray, out: np.ndarray, window: Window, ceil_mode
     return run
 
 
-def popcount_peak(seconds: float = 0.2, trials: int = 5) -> float:
+def popcount_peak(seconds: float = 0.2, trials: int = 5, clock: Callable[[], float] = time.perf_counter) -> float:
     """This CPU's XOR+popcount+accumulate rate in bit-MACs per second with the current ISA and
     thread count (independent register operands only: the ceiling a convolution can approach).
-    The best of `trials` runs of `seconds / trials` each, so a busy machine lowers it less."""
+    The best of `trials` runs of `seconds / trials` each, so a busy machine lowers it less.
+    `clock=time.thread_time` times a 1-thread peak by the calling thread's CPU time."""
     rounds, best = 1 << 12, 0.0
     for _ in range(trials):
         while True:
-            start = time.perf_counter()
+            start = clock()
             work = lib.bitfx_popcount_peak(rounds)
-            elapsed = time.perf_counter() - start
+            elapsed = clock() - start
             if elapsed >= seconds / trials:
                 break
             rounds = max(rounds * 2, int(rounds * seconds / trials / max(elapsed, 1e-9)))

@@ -26,6 +26,8 @@ enum bitfx_out_mode { BITFX_OUT_FLOAT = 0, BITFX_OUT_PACKED = 1 };
 #define BITFX_FLOAT_TILE 4
 /* Output pixels per chunk of the float convolution. */
 #define BITFX_FLOAT_CHUNK 64
+/* Output channels per block of the direct float convolution (weights [block][k][64], zero-padded). */
+#define BITFX_FLOAT_BLOCK 64
 
 typedef struct {
     int64_t batch, height, width;
@@ -69,7 +71,9 @@ typedef struct {
 } bitfx_bmaxpool_desc;
 
 /* Float convolution (NCHW, im2col panels × tiled weights) with the same epilogue as the
- * binary one: y = clamp(scale·acc + bias [+ residual], lo, hi). */
+ * binary one: y = clamp(scale·acc + bias [+ residual], lo, hi). With `block_weights` (the same
+ * weights laid out [block][k][BITFX_FLOAT_BLOCK]; may be null), group 1 and zero padding, an ISA
+ * with a direct kernel (AVX-512) uses it instead: no im2col, a 6-pixel × 64-channel register tile. */
 typedef struct {
     int64_t batch, channels, height, width;
     int64_t groups, out_channels, tiles; /* BITFX_FLOAT_TILE-channel tiles per group */
@@ -110,12 +114,13 @@ int bitfx_binary_conv(const bitfx_bconv_desc *d, const uint64_t *x, const uint64
                       const int64_t *kc, const float *scale, const float *bias, const float *residual,
                       const int64_t *threshold, const uint32_t *flip, void *out);
 int bitfx_binary_maxpool(const bitfx_bmaxpool_desc *d, const uint64_t *x, uint64_t *out);
-int bitfx_float_conv(const bitfx_fconv_desc *d, const float *x, const float *weights, const float *scale,
-                     const float *bias, const float *residual, float *out);
+int bitfx_float_conv(const bitfx_fconv_desc *d, const float *x, const float *weights, const float *block_weights,
+                     const float *scale, const float *bias, const float *residual, float *out);
 int bitfx_float_maxpool(const bitfx_fmaxpool_desc *d, const float *x, float *out);
 int bitfx_float_gemm(const bitfx_fgemm_desc *d, const float *x, const float *weights, const float *bias, float *out);
-/* Runs `rounds` rounds of the XOR+popcount+add inner loop of the current ISA on every thread
- * (register operands only) and returns how many bit-MACs they did; time it to get the peak. */
+/* Runs `rounds` rounds of the XOR+popcount+add inner loop of the current ISA once per thread
+ * (register operands only; work-shared like the kernels) and returns how many bit-MACs were
+ * done; time it to get the peak. */
 double bitfx_popcount_peak(int64_t rounds);
 
 #endif

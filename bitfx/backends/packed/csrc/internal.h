@@ -37,6 +37,9 @@ typedef struct {
      * group g, into `panel`; then acc[tile][r][p] = Σ_k w[tile][k][r] · panel[k][p] for every tile
      * of the group, and the epilogue. */
     void (*fconv_chunk)(const bitfx_fconv_job *job, float *panel, int64_t n, int64_t g, int64_t p0, int64_t count);
+    /* Optional (0 when the ISA has none): the direct float convolution of group 1, output row oh of image n,
+     * output channels 64·block .. 64·block+63, weights laid out [block][k][64]; `stage` holds 64 × out_w floats. */
+    void (*fconv_row)(const bitfx_fconv_job *job, const float *block_weights, float *stage, int64_t n, int64_t oh, int64_t block);
     /* The peak loop: `rounds` rounds of independent XOR+popcount+add. Returns the bit-MACs done. */
     double (*popcount_peak)(int64_t rounds, uint64_t seed);
     /* Output row r (plane r / out_h, row r % out_h) of a float max pool. */

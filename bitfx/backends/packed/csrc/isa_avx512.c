@@ -175,6 +175,118 @@ static void fconv_chunk(const bitfx_fconv_job *job, float *panel, int64_t n, int
     }
 }
 
+/* Direct float convolution (group 1), the fast path for convolutions with few input channels such
+ * as a network's stem: 64 output channels are 4 vectors and a register tile is 6 output pixels of a
+ * row × those 64 channels (24 accumulators; per tap 4 weight loads and 6 broadcasts for 24 FMAs, no
+ * im2col). Taps are summed in (c, kh, kw) order as in fconv_chunk; taps on the zero border are
+ * skipped (they add ±0). Tiles go to `stage` pixel-major (one 64-float vector row per pixel), are
+ * transposed 16 × 16 into channel rows, and the shared epilogue writes the NCHW output row. */
+#define DIRECT_PIXELS 6
+
+/* One output pixel with bounds checks on every tap (image edges and leftover pixels). */
+static void direct_pixel(const bitfx_fconv_desc *d, const float *image, const float *w, int64_t oh, int64_t ow, float *pixel) {
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    const int64_t taps = d->kernel_h * d->kernel_w;
+    for (int64_t c = 0; c < d->channels; ++c) {
+        for (int64_t kh = 0; kh < d->kernel_h; ++kh) {
+            const int64_t ih = oh * d->stride_h - d->pad_top + kh * d->dilation_h;
+            if (ih < 0 || ih >= d->height) continue;
+            for (int64_t kw = 0; kw < d->kernel_w; ++kw) {
+                const int64_t iw = ow * d->stride_w - d->pad_left + kw * d->dilation_w;
+                if (iw < 0 || iw >= d->width) continue;
+                const float *wk = w + (c * taps + kh * d->kernel_w + kw) * 64;
+                const __m512 b = _mm512_set1_ps(image[(c * d->height + ih) * d->width + iw]);
+                for (int v = 0; v < 4; ++v) acc[v] = _mm512_fmadd_ps(b, _mm512_load_ps(wk + 16 * v), acc[v]);
+            }
+        }
+    }
+    for (int v = 0; v < 4; ++v) _mm512_store_ps(pixel + 16 * v, acc[v]);
+}
+
+/* dst[c][p] = src[p][c] for a 16 × 16 block (src rows 64 floats apart, dst rows `stride` apart). */
+static inline void transpose16(const float *src, float *dst, int64_t stride) {
+    __m512 r[16], t[16];
+    for (int i = 0; i < 16; ++i) r[i] = _mm512_load_ps(src + 64 * i);
+    for (int i = 0; i < 8; ++i) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; ++i) {
+        r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+    /* r[4i + j] holds channels {j, j+4, j+8, j+12} (one per 128-bit lane) of pixels 4i .. 4i+3. */
+    for (int j = 0; j < 4; ++j) {
+        const __m512 a = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88), b = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xDD);
+        const __m512 c = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88), e = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xDD);
+        _mm512_store_ps(dst + (j) * stride, _mm512_shuffle_f32x4(a, c, 0x88));
+        _mm512_store_ps(dst + (j + 8) * stride, _mm512_shuffle_f32x4(a, c, 0xDD));
+        _mm512_store_ps(dst + (j + 4) * stride, _mm512_shuffle_f32x4(b, e, 0x88));
+        _mm512_store_ps(dst + (j + 12) * stride, _mm512_shuffle_f32x4(b, e, 0xDD));
+    }
+}
+
+#define DIRECT_STEP(j)                                  \
+    do {                                                \
+        const __m512 b = _mm512_set1_ps(src[(j) * sw]); \
+        a##j##0 = _mm512_fmadd_ps(b, w0, a##j##0);      \
+        a##j##1 = _mm512_fmadd_ps(b, w1, a##j##1);      \
+        a##j##2 = _mm512_fmadd_ps(b, w2, a##j##2);      \
+        a##j##3 = _mm512_fmadd_ps(b, w3, a##j##3);      \
+    } while (0)
+#define DIRECT_STORE(j)                                                \
+    do {                                                               \
+        float *pixel = stage + (ow0 + (j)) * 64;                       \
+        _mm512_store_ps(pixel, a##j##0);                               \
+        _mm512_store_ps(pixel + 16, a##j##1);                          \
+        _mm512_store_ps(pixel + 32, a##j##2);                          \
+        _mm512_store_ps(pixel + 48, a##j##3);                          \
+    } while (0)
+
+static void fconv_row(const bitfx_fconv_job *job, const float *block_weights, float *stage, int64_t n, int64_t oh, int64_t block) {
+    const bitfx_fconv_desc *d = job->d;
+    const int64_t sw = d->stride_w, dw = d->dilation_w, taps = d->kernel_h * d->kernel_w;
+    const int64_t stride = (d->out_w + 15) / 16 * 16; /* pixels per stage row, whole 16-pixel blocks */
+    float *rows = stage + stride * 64;                  /* the transposed stage: 64 channel rows */
+    const float *image = job->x + n * d->channels * d->height * d->width;
+    const float *w = block_weights + block * job->k * 64;
+    /* Columns whose every tap is inside the image, and rows of taps inside it. */
+    int64_t lo = 0, hi = d->out_w, kh0 = 0, kh1 = d->kernel_h;
+    while (lo < hi && lo * sw - d->pad_left < 0) ++lo;
+    while (hi > lo && (hi - 1) * sw - d->pad_left + (d->kernel_w - 1) * dw >= d->width) --hi;
+    while (kh0 < kh1 && oh * d->stride_h - d->pad_top + kh0 * d->dilation_h < 0) ++kh0;
+    while (kh1 > kh0 && oh * d->stride_h - d->pad_top + (kh1 - 1) * d->dilation_h >= d->height) --kh1;
+    for (int64_t ow = 0; ow < lo; ++ow) direct_pixel(d, image, w, oh, ow, stage + ow * 64);
+    int64_t ow0 = lo;
+    for (; ow0 + DIRECT_PIXELS <= hi; ow0 += DIRECT_PIXELS) {
+        __m512 a00 = _mm512_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+        __m512 a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00, a32 = a00, a33 = a00;
+        __m512 a40 = a00, a41 = a00, a42 = a00, a43 = a00, a50 = a00, a51 = a00, a52 = a00, a53 = a00;
+        const float *column = image + ow0 * sw - d->pad_left;
+        for (int64_t c = 0; c < d->channels; ++c) {
+            for (int64_t kh = kh0; kh < kh1; ++kh) {
+                const int64_t ih = oh * d->stride_h - d->pad_top + kh * d->dilation_h;
+                const float *row = column + (c * d->height + ih) * d->width;
+                const float *wk = w + (c * taps + kh * d->kernel_w) * 64;
+                for (int64_t kw = 0; kw < d->kernel_w; ++kw, wk += 64) {
+                    const float *src = row + kw * dw;
+                    const __m512 w0 = _mm512_load_ps(wk), w1 = _mm512_load_ps(wk + 16), w2 = _mm512_load_ps(wk + 32);
+                    const __m512 w3 = _mm512_load_ps(wk + 48);
+                    DIRECT_STEP(0); DIRECT_STEP(1); DIRECT_STEP(2); DIRECT_STEP(3); DIRECT_STEP(4); DIRECT_STEP(5);
+                }
+            }
+        }
+        DIRECT_STORE(0); DIRECT_STORE(1); DIRECT_STORE(2); DIRECT_STORE(3); DIRECT_STORE(4); DIRECT_STORE(5);
+    }
+    for (int64_t ow = ow0; ow < d->out_w; ++ow) direct_pixel(d, image, w, oh, ow, stage + ow * 64);
+    for (int64_t p = 0; p < stride; p += 16)
+        for (int64_t c = 0; c < 64; c += 16) transpose16(stage + p * 64 + c, rows + c * stride + p, stride);
+    for (int64_t c = 0; c < 64 && block * 64 + c < d->out_channels; ++c)
+        bitfx_float_epilogue(job, rows + c * stride, n, block * 64 + c, oh * d->out_w, d->out_w);
+}
+
 static double popcount_peak(int64_t rounds, uint64_t seed) {
     const __m512i w0 = _mm512_set1_epi64((long long)seed), w1 = _mm512_set1_epi64((long long)(seed * 3));
     const __m512i w2 = _mm512_set1_epi64((long long)(seed * 5)), w3 = _mm512_set1_epi64((long long)(seed * 7));
@@ -203,5 +315,5 @@ static void fgemm_columns(const bitfx_fgemm_desc *d, const float *x, const float
 
 BITFX_TILE_LOOP(bconv_tile, TILE)
 
-const bitfx_isa_ops bitfx_ops_avx512 = {pack_row, TILE, bconv_tiles, fconv_chunk, popcount_peak, fmaxpool_row, fgemm_columns};
+const bitfx_isa_ops bitfx_ops_avx512 = {pack_row, TILE, bconv_tiles, fconv_chunk, fconv_row, popcount_peak, fmaxpool_row, fgemm_columns};
 #endif

@@ -113,25 +113,43 @@ static inline void bitfx_float_panel_portable(const bitfx_fconv_desc *d, const f
     }
 }
 
-/* One output row of a float max pool; the column range of each tap is clipped once so the
- * inner loop has no bounds tests. */
+/* dst[ow] = max(dst[ow], max over the kernel's columns of row), the column range of each tap
+ * clipped once so the inner loop has no bounds tests. */
+static inline void bitfx_fmaxpool_columns(const bitfx_fmaxpool_desc *d, const float *row, float *dst) {
+    for (int64_t kw = 0; kw < d->kernel_w; ++kw) {
+        const int64_t shift = kw * d->dilation_w - d->pad_left;
+        int64_t lo = 0, hi = d->out_w;
+        while (lo < hi && lo * d->stride_w + shift < 0) ++lo;
+        while (hi > lo && (hi - 1) * d->stride_w + shift >= d->width) --hi;
+        bitfx_max_strided(dst + lo, row + shift + lo * d->stride_w, hi - lo, d->stride_w);
+    }
+}
+
+/* One output row of a float max pool. Rows up to ROW floats wide are first reduced over the
+ * kernel's rows (contiguous maxima), so the strided column taps run once, not once per row. */
 static inline void bitfx_fmaxpool_row_portable(const bitfx_fmaxpool_desc *d, const float *x, float *out, int64_t r) {
+    enum { ROW = 1024 };
     const int64_t plane = r / d->out_h, oh = r % d->out_h;
     const float *src = x + plane * d->height * d->width;
     float *dst = out + r * d->out_w;
+    float rows_max[ROW];
+    int64_t reduced = 0; /* input rows folded into rows_max */
     for (int64_t ow = 0; ow < d->out_w; ++ow) dst[ow] = -__builtin_inff();
     for (int64_t kh = 0; kh < d->kernel_h; ++kh) {
         const int64_t ih = oh * d->stride_h - d->pad_top + kh * d->dilation_h;
         if (ih < 0 || ih >= d->height) continue;
         const float *row = src + ih * d->width;
-        for (int64_t kw = 0; kw < d->kernel_w; ++kw) {
-            const int64_t shift = kw * d->dilation_w - d->pad_left;
-            int64_t lo = 0, hi = d->out_w;
-            while (lo < hi && lo * d->stride_w + shift < 0) ++lo;
-            while (hi > lo && (hi - 1) * d->stride_w + shift >= d->width) --hi;
-            bitfx_max_strided(dst + lo, row + shift + lo * d->stride_w, hi - lo, d->stride_w);
+        if (d->width > ROW) {
+            bitfx_fmaxpool_columns(d, row, dst);
+            continue;
         }
+        if (reduced == 0)
+            for (int64_t i = 0; i < d->width; ++i) rows_max[i] = row[i];
+        else
+            for (int64_t i = 0; i < d->width; ++i) rows_max[i] = row[i] > rows_max[i] ? row[i] : rows_max[i];
+        ++reduced;
     }
+    if (reduced > 0) bitfx_fmaxpool_columns(d, rows_max, dst);
 }
 
 /* Columns c0 .. c1−1 of a float Gemm for every row; the channel loop is the vector loop. */
