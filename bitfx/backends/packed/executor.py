@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from bitfx.backends.packed._native import get_threads, set_threads
+from bitfx.backends.packed._native import check_thread_count, get_threads, set_threads
 from bitfx.backends.packed.compiler import NATIVE_FUNCTIONS, compile_graph
 from bitfx.backends.packed.errors import PackedModelError
 from bitfx.backends.packed.graph import load_graph
@@ -60,7 +60,7 @@ class PackedModel:
     def __init__(self, model: str | Path | onnx.ModelProto, *, threads: int | None = None) -> None:
         self.graph = load_graph(model, NATIVE_FUNCTIONS)
         self.program: Program = compile_graph(self.graph)
-        self.threads = threads
+        self.threads = None if threads is None else check_thread_count(threads)
         self._plans: dict[tuple, Plan] = {}
 
     @property
