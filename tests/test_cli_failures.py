@@ -309,3 +309,9 @@ def test_data_batches_read_lazily(user_module) -> None:
     assert __import__(name).READ == [0]
     assert len(list(itertools.islice(batches, 4))) == 4
     assert __import__(name).READ == [0, 1, 2, 3]
+
+
+def test_a_bad_pass_list_is_refused_before_the_model_is_built(tiny: str, tmp_path: Path, capsys) -> None:
+    line = run_failing(compile_args(tiny, tmp_path, "--passes", "fuse_bn,rank_prune(rate=nan)"), capsys)
+    assert "rank_prune" in line and "rate='nan'" in line
+    assert __import__(tiny.split(":")[0]).CALLS == []

@@ -58,6 +58,8 @@ def _tolerance(text: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `bitfx compile`: outputs and the pipeline are checked before the model is built, and the
+    files are written only when everything succeeded (see `bitfx.cli.outputs`)."""
     outputs = OutputFiles({"-o": args.output, "--report": args.report, "--save-pipeline": args.save_pipeline})
     with outputs:
         ok = _compile(args, outputs)
@@ -68,12 +70,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _compile(args: argparse.Namespace, outputs: OutputFiles) -> bool:
     """Everything `bitfx compile` does, writing only to `outputs`' staged files; True when verified."""
-    model = build_model(args.model)
-    shape = input_shape_of(model, args.input_shape, args.model)
-    batches = DataBatches(args.data, shape) if args.data else None
-    example = batches.example if batches else torch.randn(shape, generator=torch.Generator().manual_seed(0))
-    gm = capture(model, (example,))
-
     instruments = [PrintAfterChange()] if args.print_after_change else []
     if args.dump_dir:
         instruments.append(DumpAfterChange(args.dump_dir))
@@ -82,6 +78,12 @@ def _compile(args: argparse.Namespace, outputs: OutputFiles) -> bool:
         if args.pipeline
         else Pipeline.from_spec(args.passes, instruments=instruments)
     )
+    model = build_model(args.model)
+    shape = input_shape_of(model, args.input_shape, args.model)
+    batches = DataBatches(args.data, shape) if args.data else None
+    example = batches.example if batches else torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    gm = capture(model, (example,))
+
     if args.save_pipeline:
         pipeline.save(outputs.staged("--save-pipeline"))
     result = pipeline.run(gm, data=batches)
