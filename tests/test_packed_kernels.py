@@ -11,11 +11,22 @@ import subprocess
 import sys
 
 import numpy as np
+import onnx
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from onnx import helper
 
-from bitfx.backends.packed import PackedKernelError, _native, available_isas, get_isa, get_threads, set_isa, set_threads
+from bitfx.backends.packed import (
+    PackedKernelError,
+    PackedModel,
+    _native,
+    available_isas,
+    get_isa,
+    get_threads,
+    set_isa,
+    set_threads,
+)
 from bitfx.backends.packed import kernels as k
 from bitfx.backends.packed import reference as ref
 from bitfx.errors import BitfxError
@@ -390,3 +401,27 @@ def test_native_calls_are_typed_and_a_failed_call_raises() -> None:
         _native.lib.bitfx_float_gemm(
             ctypes.byref(desc), words.ctypes.data_as(ctypes.POINTER(ctypes.c_uint64)), None, None, None
         )
+
+
+@pytest.mark.parametrize("count", [0, -3, 1025, 2**40, True, False, 2.0, "4", np.float32(2)])
+def test_thread_counts_outside_one_to_max_are_refused(count: object) -> None:
+    set_threads(1)
+    with pytest.raises(BitfxError, match="thread count must be"):
+        set_threads(count)
+    assert get_threads() == 1
+    with pytest.raises(BitfxError, match="thread count must be"):
+        PackedModel(_relu_model(), threads=count)
+
+
+def test_thread_counts_in_range_are_taken() -> None:
+    for count in (1, np.int64(2), _native.MAX_THREADS):
+        set_threads(count)
+        assert get_threads() == int(count)
+    set_threads(None)
+
+
+def _relu_model() -> onnx.ModelProto:
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu", [x], [y])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

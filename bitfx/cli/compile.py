@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from bitfx.backends.onnx import export, load_model, op_counts, optimized_op_counts, quantized_layer_fusion, verifier_for
-from bitfx.cli.specs import build_model, first_input, input_shape_of, load_batches
+from bitfx.cli.batches import DataBatches
+from bitfx.cli.failures import EXIT_MISMATCH, EXIT_OK
+from bitfx.cli.outputs import OutputFiles
+from bitfx.cli.specs import build_model, input_shape_of
+from bitfx.errors import PassConfigError
 from bitfx.ir import capture, diff, summary
 from bitfx.passes import DumpAfterChange, Pipeline, PrintAfterChange
+from bitfx.passes.core.config import check_rtol
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--data",
         help=(
             "data function package.module:function; "
-            "its first batch is the example input and passes calibrate on all batches"
+            "its first batch is the example input; passes read the batches they calibrate on lazily"
         ),
     )
     parser.add_argument("--lowering", default="float", help="lowering style (default: float)")
@@ -36,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-verify", action="store_true", help="skip running the ONNX file in onnxruntime against torch"
     )
     parser.add_argument(
-        "--rtol", type=float, default=1e-4, help="verification tolerance on the max relative error (default 1e-4)"
+        "--rtol", type=_tolerance, default=1e-4, help="verification tolerance on the max relative error (default 1e-4)"
     )
     parser.add_argument(
         "--print-after-change", action="store_true", help="print the graph summary after each pass that changed it"
@@ -46,13 +50,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    model = build_model(args.model)
-    shape = input_shape_of(model, args.input_shape, args.model)
-    batches = load_batches(args.data, shape) if args.data else None
-    example = first_input(batches[0]) if batches else torch.randn(shape, generator=torch.Generator().manual_seed(0))
-    gm = capture(model, (example,))
+def _tolerance(text: str) -> float:
+    try:
+        return check_rtol(float(text), "--rtol")
+    except (ValueError, PassConfigError) as error:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number ≥ 0, e.g. 1e-4") from error
 
+
+def run(args: argparse.Namespace) -> int:
+    """Run `bitfx compile`: outputs and the pipeline are checked before the model is built, and the
+    files are written only when everything succeeded (see `bitfx.cli.outputs`)."""
+    outputs = OutputFiles({"-o": args.output, "--report": args.report, "--save-pipeline": args.save_pipeline})
+    with outputs:
+        ok = _compile(args, outputs)
+        outputs.commit()
+    print(f"wrote {outputs.target('-o')} ({outputs.target('-o').stat().st_size:,} bytes)")
+    return EXIT_OK if ok else EXIT_MISMATCH
+
+
+def _compile(args: argparse.Namespace, outputs: OutputFiles) -> bool:
+    """Everything `bitfx compile` does, writing only to `outputs`' staged files; True when verified."""
     instruments = [PrintAfterChange()] if args.print_after_change else []
     if args.dump_dir:
         instruments.append(DumpAfterChange(args.dump_dir))
@@ -61,13 +78,19 @@ def run(args: argparse.Namespace) -> int:
         if args.pipeline
         else Pipeline.from_spec(args.passes, instruments=instruments)
     )
+    model = build_model(args.model)
+    shape = input_shape_of(model, args.input_shape, args.model)
+    batches = DataBatches(args.data, shape) if args.data else None
+    example = batches.example if batches else torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    gm = capture(model, (example,))
+
     if args.save_pipeline:
-        pipeline.save(args.save_pipeline)
+        pipeline.save(outputs.staged("--save-pipeline"))
     result = pipeline.run(gm, data=batches)
     print(result)
     print(diff(gm, result.graph_module).overview())
 
-    path = export(result.graph_module, (example,), args.output, lowering=args.lowering)
+    path = export(result.graph_module, (example,), outputs.staged("-o"), lowering=args.lowering)
     report: dict[str, Any] = {
         "model": args.model,
         "input_shape": list(example.shape),
@@ -76,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         "passes": [record.to_json() for record in result.records],
         "before": summary(gm).totals(),
         "after": summary(result.graph_module).totals(),
-        "onnx": {"path": str(path), "bytes": path.stat().st_size, "ops": op_counts(load_model(path))},
+        "onnx": {"path": str(outputs.target("-o")), "bytes": path.stat().st_size, "ops": op_counts(load_model(path))},
     }
     optimized_ops = optimized_op_counts(path)
     fusion = quantized_layer_fusion(path, optimized_ops)
@@ -93,7 +116,6 @@ def run(args: argparse.Namespace) -> int:
         report["verify"] = check.to_json()
         ok = check.ok
         print(f"verify: {check.describe()}")
-    print(f"wrote {path} ({report['onnx']['bytes']:,} bytes)")
     if args.report:
-        Path(args.report).write_text(json.dumps(report, indent=2, default=str) + "\n")
-    return 0 if ok else 1
+        outputs.staged("--report").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    return ok

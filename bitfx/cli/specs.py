@@ -6,7 +6,6 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-import torch
 from torch import nn
 
 from bitfx.errors import ModelSpecError
@@ -21,6 +20,10 @@ def load_callable(spec: str, what: str) -> Callable[..., Any]:
         module = importlib.import_module(module_name)
     except ImportError as error:
         raise ModelSpecError(f"{what} spec {spec!r}: cannot import module {module_name!r} ({error})") from error
+    except (Exception, SystemExit) as error:
+        raise ModelSpecError(
+            f"{what} spec {spec!r}: importing module {module_name!r} raised {type(error).__name__}: {error}"
+        ) from error
     target = getattr(module, attr, None)
     if not callable(target):
         public = sorted(n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n)))
@@ -32,7 +35,13 @@ def load_callable(spec: str, what: str) -> Callable[..., Any]:
 
 def build_model(spec: str) -> nn.Module:
     """Call the factory named by `spec` with no arguments and check it returns a module."""
-    model = load_callable(spec, "model")()
+    factory = load_callable(spec, "model")
+    try:
+        model = factory()
+    except (Exception, SystemExit) as error:
+        raise ModelSpecError(
+            f"model factory {spec!r} raised {type(error).__name__}: {error} (it is called with no arguments)"
+        ) from error
     if not isinstance(model, nn.Module):
         raise ModelSpecError(f"model spec {spec!r} returned a {type(model).__name__}, not a torch.nn.Module")
     return model
@@ -57,20 +66,6 @@ def input_shape_of(model: nn.Module, given: str | None, model_spec: str) -> tupl
     if shape is None:
         raise ModelSpecError(f"cannot tell the input shape of {model_spec!r}: pass --input-shape N,C,H,W")
     return tuple(shape)
-
-
-def load_batches(spec: str, input_shape: tuple[int, ...]) -> list[Any]:
-    """Batches from a data function `fn(input_shape) -> iterable of tensors or (inputs, labels)`."""
-    batches = list(load_callable(spec, "data")(input_shape))
-    if not batches:
-        raise ModelSpecError(f"data spec {spec!r} returned no batches")
-    first = first_input(batches[0])
-    if not isinstance(first, torch.Tensor):
-        raise ModelSpecError(
-            f"data spec {spec!r}: a batch must be a tensor or an (inputs, labels) tuple, "
-            f"got {type(batches[0]).__name__}"
-        )
-    return batches
 
 
 def first_input(batch: Any) -> Any:

@@ -20,12 +20,14 @@ that read it):
    float.
 
 α of every quantizer starts at the mean over calibration samples of the per-sample max|x|,
-measured on the float activations (quantizers pass values through while calibrating). The
-sums are reduced across torch.distributed ranks when a process group is initialised.
+measured on the float activations (quantizers pass values through while calibrating), over
+the first `batches` calibration batches (every batch when None). The sums are reduced
+across torch.distributed ranks when a process group is initialised.
 """
 
 from __future__ import annotations
 
+import itertools
 import operator
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -61,9 +63,14 @@ class PAMSQuantize(Pass):
     per_channel: bool = False
     layers: LayerSelection = field(default_factory=lambda: LayerSelection(default=True))
     float_ends: bool = True
+    batches: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.batches is not None and (
+            isinstance(self.batches, bool) or not isinstance(self.batches, int) or self.batches < 1
+        ):
+            raise PassConfigError(f"pass 'pams': batches={self.batches!r} must be at least 1, or None for every batch")
         if isinstance(self.bits, bool) or not isinstance(self.bits, int) or not MIN_BITS <= self.bits <= MAX_BITS:
             raise PassConfigError(
                 f"pass 'pams': bits={self.bits!r} is not supported; use an integer from {MIN_BITS} to {MAX_BITS}"
@@ -85,7 +92,7 @@ class PAMSQuantize(Pass):
             replace_module(gm, node.target, quantize_layer(gm.get_submodule(node.target), self.bits, self.per_channel))
         quantizers = _insert_quantizers(gm, _quantized_edges(gm, chosen), self.bits)
         gm.recompile()
-        calibration = _calibrate(gm, quantizers, context)
+        calibration = _calibrate(gm, quantizers, context, self.batches)
         error = max(e.max_rel_error for e in compare_outputs(float_outputs, run_eval(gm, context.example_inputs)))
         stats = {
             "bits": self.bits,
@@ -181,9 +188,10 @@ def _insert_quantizers(gm: fx.GraphModule, edges: dict[fx.Node, set[fx.Node]], b
     return quantizers
 
 
-def _calibrate(gm: fx.GraphModule, quantizers: list[ActQuant], context: PassContext) -> str:
-    """Set every α to the mean per-sample max|x| of its input on the calibration batches."""
+def _calibrate(gm: fx.GraphModule, quantizers: list[ActQuant], context: PassContext, limit: int | None) -> str:
+    """Set every α to the mean per-sample max|x| of its input on the first `limit` calibration batches."""
     batches, source = _calibration_batches(context)
+    batches = itertools.islice(batches, limit)
     sums = torch.zeros(len(quantizers), dtype=torch.float64)
     index = {id(q): i for i, q in enumerate(quantizers)}
 

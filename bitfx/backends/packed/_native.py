@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
+import numbers
 import os
 
 from bitfx.backends.packed.errors import PackedKernelError
@@ -198,11 +199,23 @@ def get_threads() -> int:
     return int(lib.bitfx_get_threads())
 
 
+MAX_THREADS = 1024
+"""The largest thread count `set_threads` accepts (more only adds scheduling overhead)."""
+
+
 def set_threads(count: int | None) -> None:
-    """Threads per kernel call; None restores the default (one per core, or OMP_NUM_THREADS)."""
-    if count is not None and count < 1:
-        raise BitfxError(f"thread count must be at least 1, got {count}")
-    lib.bitfx_set_threads(count or 0)
+    """Threads per kernel call, an integer in 1..`MAX_THREADS`; None restores the default
+    (one per core, or OMP_NUM_THREADS)."""
+    lib.bitfx_set_threads(0 if count is None else check_thread_count(count))
+
+
+def check_thread_count(count: object) -> int:
+    """`count` as an int when it is an integer (not a bool) in 1..`MAX_THREADS`; else `BitfxError`."""
+    if isinstance(count, bool) or not isinstance(count, numbers.Integral):
+        raise BitfxError(f"thread count must be an integer (at least 1, at most {MAX_THREADS}), got {count!r}")
+    if not 1 <= count <= MAX_THREADS:
+        raise BitfxError(f"thread count must be at least 1 and at most {MAX_THREADS}, got {count}")
+    return int(count)
 
 
 def cpu_count() -> int:

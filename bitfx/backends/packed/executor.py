@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from bitfx.backends.packed._native import get_threads, set_threads
+from bitfx.backends.packed._native import check_thread_count, get_threads, set_threads
 from bitfx.backends.packed.compiler import NATIVE_FUNCTIONS, compile_graph
 from bitfx.backends.packed.errors import PackedKernelError, PackedModelError
 from bitfx.backends.packed.graph import load_graph
@@ -78,7 +78,7 @@ class PackedModel:
             raise BitfxError(f"plan_cache_size must be an integer >= 1, got {plan_cache_size!r}")
         self.graph = load_graph(model, NATIVE_FUNCTIONS)
         self.program: Program = compile_graph(self.graph)
-        self.threads = threads
+        self.threads = None if threads is None else check_thread_count(threads)
         self.plan_cache_size = plan_cache_size
         self._plans: OrderedDict[tuple, Plan] = OrderedDict()
 

@@ -40,13 +40,30 @@ def read_config(path: str | Path) -> dict[str, Any]:
     unknown = set(config) - _TOP_KEYS
     if unknown:
         raise PassConfigError(f"{path}: unknown top-level keys {sorted(unknown)}; valid: [check], [[passes]]")
-    unknown = set(config.get("check", {})) - _CHECK_KEYS
+    check = config.get("check", {})
+    if not isinstance(check, dict):
+        raise PassConfigError(f"{path}: check must be a [check] table, got {check!r}")
+    unknown = set(check) - _CHECK_KEYS
     if unknown:
         raise PassConfigError(f"{path}: unknown keys in [check] {sorted(unknown)}; valid: {sorted(_CHECK_KEYS)}")
-    for index, entry in enumerate(config.get("passes", [])):
-        if "name" not in entry:
-            raise PassConfigError(f'{path}: [[passes]] entry {index + 1} has no name = "..."')
+    if "rtol" in check:
+        check_rtol(check["rtol"], f"{path}: [check]")
+    passes = config.get("passes", [])
+    if not isinstance(passes, list) or not all(isinstance(entry, dict) for entry in passes):
+        raise PassConfigError(f"{path}: passes must be written as [[passes]] tables, got {passes!r}")
+    for index, entry in enumerate(passes):
+        if not isinstance(entry.get("name"), str):
+            raise PassConfigError(f'{path}: [[passes]] entry {index + 1} has no name = "..." (a string)')
     return config
+
+
+def check_rtol(value: object, where: str) -> float:
+    """`value` as a float when it is a finite number ≥ 0 (not a bool); else `PassConfigError`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise PassConfigError(
+            f"{where}: rtol = {value!r} must be a finite number ≥ 0 (the largest relative error allowed, e.g. 1e-5)"
+        )
+    return float(value)
 
 
 def dump_toml(config: dict[str, Any]) -> str:

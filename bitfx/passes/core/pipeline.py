@@ -11,12 +11,12 @@ from typing import Any
 
 from torch import fx
 
-from bitfx.errors import BitfxError, PassError
+from bitfx.errors import BitfxError, PassConfigError, PassError
 from bitfx.ir import compare_outputs, example_inputs_of, propagate_shapes, run_eval
 from bitfx.ir.execution import Inputs, as_inputs
 from bitfx.ir.table import format_table
 from bitfx.passes.core.base import Pass, PassContext
-from bitfx.passes.core.config import dump_toml, read_config
+from bitfx.passes.core.config import check_rtol, dump_toml, read_config
 from bitfx.passes.core.instruments import Instrument
 from bitfx.passes.core.registry import create_pass
 from bitfx.passes.core.spec import parse_pass_list
@@ -82,7 +82,7 @@ class Pipeline:
         self, passes: Sequence[Pass], *, rtol: float = DEFAULT_RTOL, instruments: Sequence[Instrument] = ()
     ) -> None:
         self.passes = list(passes)
-        self.rtol = rtol
+        self.rtol = check_rtol(rtol, "Pipeline")
         self.instruments = list(instruments)
 
     @classmethod
@@ -94,10 +94,12 @@ class Pipeline:
     def from_file(cls, path: str | Path, **options: Any) -> Pipeline:
         """From a TOML pipeline file (see `bitfx.passes.core.config`)."""
         config = read_config(path)
-        passes = [
-            create_pass(entry["name"], {k: v for k, v in entry.items() if k != "name"})
-            for entry in config.get("passes", [])
-        ]
+        passes = []
+        for index, entry in enumerate(config.get("passes", [])):
+            try:
+                passes.append(create_pass(entry["name"], {k: v for k, v in entry.items() if k != "name"}))
+            except PassConfigError as error:
+                raise PassConfigError(f"{path}: [[passes]] entry {index + 1} ({entry['name']!r}): {error}") from error
         options.setdefault("rtol", config.get("check", {}).get("rtol", DEFAULT_RTOL))
         return cls(passes, **options)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any
@@ -49,8 +50,8 @@ def create_pass(name: str, params: dict[str, Any] | None = None) -> Pass:
 
 
 def _coerce(pass_name: str, key: str, value: Any, annotation: Any) -> Any:
-    """Check `value` against the field's annotation; convert the few safe cases (int → float,
-    dict → LayerSelection, list → tuple)."""
+    """Check `value` against the field's annotation (a float must be finite, a bool is not a
+    number); convert the few safe cases (int → float, dict → LayerSelection, list → tuple)."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if annotation is LayerSelection:
         return LayerSelection.from_config(value)
@@ -76,6 +77,8 @@ def _coerce(pass_name: str, key: str, value: Any, annotation: Any) -> Any:
         return tuple(value) if origin is tuple else list(value)
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, float) and not math.isfinite(value):
+        raise PassConfigError(f"pass {pass_name!r}: {key}={value!r} should be a finite number")
     if isinstance(annotation, type) and annotation is not typing.Any:
         if not isinstance(value, annotation) or (annotation is int and isinstance(value, bool)):
             raise PassConfigError(f"pass {pass_name!r}: {key}={value!r} should be {_type_text(annotation)}")

@@ -6,7 +6,8 @@ Precedence, from weakest to strongest:
 2. `by_type`   — by module class name (`"Conv2d"`); a subclass matches its base's entry,
                  the most specific class in the module's MRO wins;
 3. `by_regex`  — by a regular expression that must match the whole qualified module
-                 name (`r"layer1\\..*"`); when several match, the one listed last wins;
+                 name (`r"layer1\\..*"`); when several match, the one listed last wins; a
+                 pattern whose matching cost is unbounded is refused (`patterns`);
 4. `by_name`   — by exact qualified module name (`"layer1.0.conv1"`).
 
 Values are whatever the pass needs: `True`/`False` to include a layer, a prune rate, a
@@ -16,13 +17,13 @@ pass can report why a layer was or was not rewritten.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import fx, nn
 
 from bitfx.errors import PassConfigError
+from bitfx.passes.core.patterns import compile_layer_pattern
 
 
 @dataclass(frozen=True)
@@ -43,13 +44,13 @@ class LayerSelection:
     by_name: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for key in ("by_type", "by_regex", "by_name"):
+            if not isinstance(getattr(self, key), dict):
+                raise PassConfigError(
+                    f"layer selection: {key} must be a table of {{key = value}}, got {getattr(self, key)!r}"
+                )
         self.by_type = {(k.__name__ if isinstance(k, type) else str(k)): v for k, v in self.by_type.items()}
-        self._patterns = []
-        for pattern, value in self.by_regex.items():
-            try:
-                self._patterns.append((re.compile(pattern), pattern, value))
-            except re.error as error:
-                raise PassConfigError(f"layer selection: invalid regex {pattern!r}: {error}") from error
+        self._patterns = [(compile_layer_pattern(pattern), pattern, value) for pattern, value in self.by_regex.items()]
 
     def resolve(self, name: str, module: nn.Module) -> Decision:
         """The value for the layer `name` (qualified module name) holding `module`."""
