@@ -13,8 +13,10 @@ _OPEN, _CLOSE = "([{", ")]}"
 def parse_pass_list(text: str) -> list[tuple[str, dict[str, Any]]]:
     """Parse `name` / `name(key=value, …)` items separated by commas.
 
-    Values are Python literals (`0.5`, `'a'`, `[1, 2]`, `True`); a bare word is a string,
-    so `scheme=xnor` means `scheme='xnor'`, and `true`/`false` are booleans.
+    Values are Python literals (`0.5`, `'a'`, `[1, 2]`, `True`,
+    `{'by_name': {'fc': False}}`); a bare word is a string, so `scheme=xnor` means
+    `scheme='xnor'`, and `true`/`false` are booleans. A value that starts like a literal
+    (a bracket, brace or quote) but does not parse as one is an error, never a string.
     """
     items = []
     for item in _split_top_level(text, ","):
@@ -42,17 +44,22 @@ def _parse_params(pass_name: str, text: str) -> dict[str, Any]:
         key = key.strip()
         if not equals or not key.isidentifier():
             raise PassConfigError(f"parameter {assignment.strip()!r} of pass {pass_name!r} must be written key=value")
-        params[key] = _parse_value(value.strip())
+        params[key] = _parse_value(pass_name, key, value.strip())
     return params
 
 
-def _parse_value(text: str) -> Any:
+def _parse_value(pass_name: str, key: str, text: str) -> Any:
     lowered = text.lower()
     if lowered in ("true", "false"):
         return lowered == "true"
     try:
         return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError) as error:
+        if text[:1] in _OPEN + "'\"":
+            raise PassConfigError(
+                f"parameter {key}={text} of pass {pass_name!r} cannot be parsed as a Python literal; "
+                "quote names and use True/False, e.g. layers={'by_name': {'fc': False}}"
+            ) from error
         return text
 
 
