@@ -11,6 +11,7 @@ import torch
 
 from bitfx.backends.onnx import export, load_model, op_counts, optimized_op_counts, quantized_layer_fusion, verifier_for
 from bitfx.cli.specs import build_model, first_input, input_shape_of, load_batches
+from bitfx.cli.weights import WEIGHTS_HELP, read_weights
 from bitfx.ir import capture, diff, summary
 from bitfx.passes import DumpAfterChange, Pipeline, PrintAfterChange
 
@@ -18,8 +19,9 @@ from bitfx.passes import DumpAfterChange, Pipeline, PrintAfterChange
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="model factory as package.module:function, e.g. bitfx.zoo:resnet20")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--passes", help="pass list, e.g. 'fuse_bn,binarize(scheme=xnor)'")
+    source.add_argument("--passes", help="pass list, e.g. 'fuse_bn,binarize(scheme=xnor)' (passes listed below)")
     source.add_argument("--pipeline", help="TOML pipeline file (see `bitfx compile --save-pipeline`)")
+    parser.add_argument("--weights", help=WEIGHTS_HELP)
     parser.add_argument("--input-shape", help="N,C,H,W of the example input (default: the model's example_input_shape)")
     parser.add_argument(
         "--data",
@@ -28,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             "its first batch is the example input and passes calibrate on all batches"
         ),
     )
-    parser.add_argument("--lowering", default="float", help="lowering style (default: float)")
+    parser.add_argument("--lowering", default="float", help="lowering style (default: float; styles listed below)")
     parser.add_argument("-o", "--output", required=True, help="the ONNX file to write")
     parser.add_argument("--report", help="write a JSON report here")
     parser.add_argument("--save-pipeline", help="write the pipeline as TOML here, to replay the run")
@@ -48,10 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     model = build_model(args.model)
+    trained = read_weights(args.weights, model, args.model) if args.weights else None
     shape = input_shape_of(model, args.input_shape, args.model)
     batches = load_batches(args.data, shape) if args.data else None
     example = first_input(batches[0]) if batches else torch.randn(shape, generator=torch.Generator().manual_seed(0))
-    gm = capture(model, (example,))
+    gm = trained if trained is not None else capture(model, (example,))
 
     instruments = [PrintAfterChange()] if args.print_after_change else []
     if args.dump_dir:
