@@ -29,8 +29,9 @@ def run(args: argparse.Namespace) -> int:
         gm = Pipeline(pipeline.passes[:planned]).run(gm, data=data).graph_module
         print(f"ran {', '.join(p.name for p in pipeline.passes[:planned])} first")
     target = pipeline.passes[planned]
-    print(f"dry run of {target.describe()}:")
-    print(target.plan(gm, data=data, example_inputs=example))
+    plan = target.plan(gm, data=data, example_inputs=example)
+    print(f"dry run of {target.name} (nothing is changed):")
+    print(plan)
     later = pipeline.passes[planned + 1 :]
     if later:
         print(f"not run (they follow the planned pass): {', '.join(p.name for p in later)}")
