@@ -62,6 +62,7 @@ def test_trained_binary_model_folds_and_keeps_binary_outputs_packed(tmp_path):
     np.testing.assert_allclose(output, expected.numpy(), rtol=1e-3, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_negative_and_zero_channel_scales_are_reported_and_stay_exact_in_the_packed_runtime(tmp_path):
     torch.manual_seed(1)
     model = nn.Sequential(
@@ -115,6 +116,7 @@ def test_folded_binary_linear_trains_and_deploys_the_same_function():
     assert layer.weight.grad is not None
 
 
+@pytest.mark.slow
 def test_folded_binary_model_saves_and_loads(tmp_path):
     torch.manual_seed(3)
     model = zoo.resnet20()
