@@ -131,16 +131,20 @@ def test_help_and_passes_list_lowerings_every_parameter_and_the_selection_syntax
 
 def test_a_selection_that_does_not_parse_is_an_error(tmp_path, capsys):
     code = main(
-        ["compile", "bitfx.zoo:resnet20", "--passes", "binarize(layers={by_name: {fc: False}})", "-o", "x.onnx"]
+        ["compile", "bitfx.zoo:resnet20", "--passes", "binarize(layers={by_name: {layers.0.conv1: false}})"]
+        + ["-o", str(tmp_path / "x.onnx")]
     )
     assert code == 2
     assert "cannot be parsed as a Python literal" in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists()
 
 
-def test_excluding_one_layer_by_name_keeps_the_default_selection():
+@pytest.mark.parametrize(
+    "selection", ["{'by_name': {'layers.0.conv1': False}}", "{by_name: {'layers.0.conv1': false}}"]
+)
+def test_excluding_one_layer_by_name_keeps_the_default_selection(selection):
     gm = capture(bitfx.zoo.resnet20(), (torch.randn(1, 3, 32, 32),))
-    result = Pipeline.from_spec("binarize(layers={'by_name': {'layers.0.conv1': False}})").run(gm)
+    result = Pipeline.from_spec(f"binarize(layers={selection})").run(gm)
     stats = result.records[0].stats
     assert stats["skipped"]["layers.0.conv1"] == "not selected (name 'layers.0.conv1' → False)"
     assert stats["binarized"] == 19  # 21 convs and shortcuts but the first and the excluded one

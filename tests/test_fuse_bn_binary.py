@@ -127,3 +127,21 @@ def test_folded_binary_model_saves_and_loads(tmp_path):
     loaded = bitfx.load(path).eval()
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), folded(x))
+
+
+class FunctionalBatchNorm(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.register_buffer("mean", torch.zeros(4))
+        self.register_buffer("var", torch.ones(4))
+
+    def forward(self, x):
+        return nn.functional.batch_norm(self.conv(x), self.mean, self.var)
+
+
+def test_a_functional_batch_norm_is_reported_not_silently_left():
+    gm = capture(FunctionalBatchNorm(), (torch.randn(1, 3, 6, 6),))
+    stats = Pipeline.from_spec("fuse_bn").run(gm).records[0].stats
+    assert stats["fused"] == 0
+    assert list(stats["skipped"].values()) == ["a functional batch_norm call (no module holds its statistics)"]

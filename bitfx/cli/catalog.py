@@ -12,7 +12,8 @@ from bitfx.backends.onnx.lowerings import get_lowering
 from bitfx.passes import LayerSelection, available_passes
 
 SELECTION_SYNTAX = """\
-Parameters are written name(key=value, ...); values are Python literals, a bare word is a string.
+Parameters are written name(key=value, ...); values are Python literals, a plain word is a string
+(also inside a literal: {by_name: {fc: false}} is {'by_name': {'fc': False}}).
 A layer selection (parameters of type LayerSelection, e.g. binarize's `layers`, rank_prune's `rates`)
 is a bare value for every layer (layers=false, rates=0.25) or a dict with the keys
   default   the value for every layer not matched below
@@ -21,7 +22,7 @@ is a bare value for every layer (layers=false, rates=0.25) or a dict with the ke
   by_name   {'fc': value}: by exact qualified module name (strongest)
 Keys left out keep the pass's own default, so binarize(layers={'by_name': {'fc': False}}) binarizes
 every default layer except fc; write 'default' to replace it: layers={'default': False, 'by_name': {'fc': True}}.
-Text that starts like a literal but does not parse (e.g. unquoted names) is an error."""
+Text that starts like a literal but does not parse (e.g. an unquoted dotted name) is an error."""
 
 
 def passes_text() -> str:

@@ -24,6 +24,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
@@ -44,6 +45,7 @@ _FOLDABLE: tuple[tuple[type[nn.Module], type[nn.Module]], ...] = (
     (nn.ConvTranspose3d, nn.BatchNorm3d),
     (nn.Linear, nn.BatchNorm1d),
 )
+_FUNCTIONAL_BATCH_NORMS = (F.batch_norm, torch.batch_norm)
 # binary layer type (subclasses included) → the BatchNorm type it can absorb at its output
 _BINARY_FOLDABLE: tuple[tuple[type[BinaryLayer], type[nn.Module]], ...] = (
     (BinaryConv2d, nn.BatchNorm2d),
@@ -64,6 +66,9 @@ class FuseBN(Pass):
         sharing = modules_sharing_parameters(gm)
         fused, skipped, warnings = [], {}, {}
         for bn_node in list(gm.graph.nodes):
+            if bn_node.op == "call_function" and bn_node.target in _FUNCTIONAL_BATCH_NORMS:
+                skipped[bn_node.name] = "a functional batch_norm call (no module holds its statistics)"
+                continue
             if not isinstance(module_of(gm, bn_node), _BatchNorm):
                 continue
             layer_node = bn_node.args[0]
