@@ -13,6 +13,7 @@ from bitfx.cli.batches import DataBatches
 from bitfx.cli.failures import EXIT_MISMATCH, EXIT_OK
 from bitfx.cli.outputs import OutputFiles
 from bitfx.cli.specs import build_model, input_shape_of
+from bitfx.cli.weights import WEIGHTS_HELP, read_weights
 from bitfx.errors import PassConfigError
 from bitfx.ir import capture, diff, summary
 from bitfx.passes import DumpAfterChange, Pipeline, PrintAfterChange
@@ -22,8 +23,9 @@ from bitfx.passes.core.config import check_rtol
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="model factory as package.module:function, e.g. bitfx.zoo:resnet20")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--passes", help="pass list, e.g. 'fuse_bn,binarize(scheme=xnor)'")
+    source.add_argument("--passes", help="pass list, e.g. 'fuse_bn,binarize(scheme=xnor)' (passes listed below)")
     source.add_argument("--pipeline", help="TOML pipeline file (see `bitfx compile --save-pipeline`)")
+    parser.add_argument("--weights", help=WEIGHTS_HELP)
     parser.add_argument("--input-shape", help="N,C,H,W of the example input (default: the model's example_input_shape)")
     parser.add_argument(
         "--data",
@@ -32,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             "its first batch is the example input; passes read the batches they calibrate on lazily"
         ),
     )
-    parser.add_argument("--lowering", default="float", help="lowering style (default: float)")
+    parser.add_argument("--lowering", default="float", help="lowering style (default: float; styles listed below)")
     parser.add_argument("-o", "--output", required=True, help="the ONNX file to write")
     parser.add_argument("--report", help="write a JSON report here")
     parser.add_argument("--save-pipeline", help="write the pipeline as TOML here, to replay the run")
@@ -79,10 +81,11 @@ def _compile(args: argparse.Namespace, outputs: OutputFiles) -> bool:
         else Pipeline.from_spec(args.passes, instruments=instruments)
     )
     model = build_model(args.model)
+    trained = read_weights(args.weights, model, args.model) if args.weights else None
     shape = input_shape_of(model, args.input_shape, args.model)
     batches = DataBatches(args.data, shape) if args.data else None
     example = batches.example if batches else torch.randn(shape, generator=torch.Generator().manual_seed(0))
-    gm = capture(model, (example,))
+    gm = trained if trained is not None else capture(model, (example,))
 
     if args.save_pipeline:
         pipeline.save(outputs.staged("--save-pipeline"))

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
 from bitfx.errors import ModelSpecError
+
+
+def import_from_cwd() -> None:
+    """Make modules in the current directory importable, as `python -m` does (no PYTHONPATH needed)."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
 
 
 def load_callable(spec: str, what: str) -> Callable[..., Any]:

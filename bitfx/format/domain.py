@@ -17,6 +17,9 @@ CONV_ATTRIBUTES = (
 GEMM_ATTRIBUTES = ("in_features", "binarize_input")
 ATTRIBUTES = {BINARY_CONV2D: CONV_ATTRIBUTES, BINARY_GEMM: GEMM_ATTRIBUTES}
 
+# Model metadata (`metadata_props`) written by `export`: the lowering style that wrote the file.
+LOWERING_METADATA_KEY = "bitfx.lowering"
+
 
 def qualified(op_type: str) -> str:
     """`bitfx.<op_type>`: how reports and the packed runtime name an op of the domain."""

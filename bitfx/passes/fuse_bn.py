@@ -8,6 +8,14 @@ With s = γ / √(σ² + ε) per output channel (γ = 1, β = 0 when the BN is n
 For a transposed convolution the weight is (C_in, C_out/groups, k…), so the output-channel
 axis is dim 1 within each group. The folded layer equals conv → BN in eval mode (running
 statistics); after folding, training no longer normalises by batch statistics.
+
+A binary layer (`BinaryConv2d`, `BinaryLinear`) computes y = a ⊙ (sign(W) * sign(x)) + b with a
+per-channel scale a. Its latent weight cannot absorb s (sign(s·W) ≠ s·sign(W) when s < 0), so
+the fold goes to its output: a' = a·s (the layer's `output_scale`), b' = (b − μ)·s + β, exact in
+float. A channel with s ≤ 0 is reported under `warnings`: with s < 0 the channel's output
+decreases in the popcount, so the sign taken by the next binary layer becomes a flipped
+threshold (the packed runtime fuses it as such); with s = 0 the channel's output is the
+constant b', so every bit the next layer reads from it is the same.
 """
 
 from __future__ import annotations
@@ -16,10 +24,12 @@ from collections import Counter
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 
+from bitfx.ir.binary import BinaryConv2d, BinaryLayer, BinaryLinear
 from bitfx.ir.rewrite import call_counts, module_of, modules_sharing_parameters
 from bitfx.ir.shapes import node_shape
 from bitfx.passes.core.base import Pass, PassContext, PassResult
@@ -35,12 +45,18 @@ _FOLDABLE: tuple[tuple[type[nn.Module], type[nn.Module]], ...] = (
     (nn.ConvTranspose3d, nn.BatchNorm3d),
     (nn.Linear, nn.BatchNorm1d),
 )
+_FUNCTIONAL_BATCH_NORMS = (F.batch_norm, torch.batch_norm)
+# binary layer type (subclasses included) → the BatchNorm type it can absorb at its output
+_BINARY_FOLDABLE: tuple[tuple[type[BinaryLayer], type[nn.Module]], ...] = (
+    (BinaryConv2d, nn.BatchNorm2d),
+    (BinaryLinear, nn.BatchNorm1d),
+)
 
 
 @register_pass
 @dataclass
 class FuseBN(Pass):
-    """Fold every BatchNorm that directly follows a conv/linear into that layer's weights."""
+    """Fold every BatchNorm that directly follows a conv/linear (float or binary) into that layer."""
 
     name = "fuse_bn"
     preserves_outputs = True
@@ -48,8 +64,11 @@ class FuseBN(Pass):
     def run(self, gm: fx.GraphModule, context: PassContext) -> PassResult:
         calls = call_counts(gm)
         sharing = modules_sharing_parameters(gm)
-        fused, skipped = [], {}
+        fused, skipped, warnings = [], {}, {}
         for bn_node in list(gm.graph.nodes):
+            if bn_node.op == "call_function" and bn_node.target in _FUNCTIONAL_BATCH_NORMS:
+                skipped[bn_node.name] = "a functional batch_norm call (no module holds its statistics)"
+                continue
             if not isinstance(module_of(gm, bn_node), _BatchNorm):
                 continue
             layer_node = bn_node.args[0]
@@ -57,7 +76,13 @@ class FuseBN(Pass):
             if reason:
                 skipped[bn_node.target] = reason
                 continue
-            _fold(gm.get_submodule(layer_node.target), gm.get_submodule(bn_node.target))
+            layer, bn = gm.get_submodule(layer_node.target), gm.get_submodule(bn_node.target)
+            if isinstance(layer, BinaryLayer):
+                warning = _fold_binary(layer, bn)
+                if warning:
+                    warnings[layer_node.target] = warning
+            else:
+                _fold(layer, bn)
             bn_node.replace_all_uses_with(layer_node)
             gm.graph.erase_node(bn_node)
             fused.append(f"{layer_node.target}+{bn_node.target}")
@@ -65,7 +90,10 @@ class FuseBN(Pass):
             gm.graph.eliminate_dead_code()
             gm.delete_all_unused_submodules()
             gm.recompile()
-        return PassResult(gm, bool(fused), {"fused": len(fused), "skipped": skipped, "pairs": fused})
+        stats = {"fused": len(fused), "skipped": skipped, "pairs": fused}
+        if warnings:
+            stats["warnings"] = warnings
+        return PassResult(gm, bool(fused), stats)
 
 
 def _why_not_foldable(
@@ -76,7 +104,9 @@ def _why_not_foldable(
     if not isinstance(layer_node, fx.Node) or layer_node.op != "call_module":
         return "input is not a conv/linear module"
     layer = gm.get_submodule(layer_node.target)
-    if not any(type(layer) is layer_type and type(bn) is bn_type for layer_type, bn_type in _FOLDABLE):
+    exact = any(type(layer) is layer_type and type(bn) is bn_type for layer_type, bn_type in _FOLDABLE)
+    binary = any(isinstance(layer, layer_type) and type(bn) is bn_type for layer_type, bn_type in _BINARY_FOLDABLE)
+    if not (exact or binary):
         return f"input is a {type(layer).__name__}, which cannot absorb a {type(bn).__name__}"
     if len(layer_node.users) > 1:
         others = ", ".join(u.name for u in layer_node.users if u is not bn_node)
@@ -87,13 +117,13 @@ def _why_not_foldable(
         return f"{layer_node.target} shares a parameter with another module"
     if bn.running_mean is None or bn.running_var is None:
         return "the BatchNorm keeps no running statistics (track_running_stats=False)"
-    if isinstance(layer, nn.Linear) and len(node_shape(layer_node) or ()) != 2:
+    if isinstance(layer, (nn.Linear, BinaryLinear)) and len(node_shape(layer_node) or ()) != 2:
         return "BatchNorm1d after a Linear with a non-2D output normalises another axis"
     return None
 
 
-def _fold(layer: nn.Module, bn: _BatchNorm) -> None:
-    """Fold `bn`'s eval-mode affine map into `layer`'s weight and bias, in place."""
+def _bn_affine(bn: _BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """(s, t) in float64 with bn(y) = s·y + t per channel in eval mode."""
     with torch.no_grad():
         scale = bn.running_var.double().add(bn.eps).rsqrt()
         if bn.affine:
@@ -101,6 +131,31 @@ def _fold(layer: nn.Module, bn: _BatchNorm) -> None:
         shift = -bn.running_mean.double() * scale
         if bn.affine:
             shift = shift + bn.bias.double()
+    return scale, shift
+
+
+def _fold_binary(layer: BinaryLayer, bn: _BatchNorm) -> str | None:
+    """Fold `bn` into the binary layer's output scale and bias; a warning when a channel's scale is ≤ 0."""
+    scale, shift = _bn_affine(bn)
+    layer.fold_output_affine(scale, shift)
+    deployed_scale = layer.deploy_tensors()[1]
+    negative = (deployed_scale < 0).nonzero().flatten().tolist()
+    zero = (deployed_scale == 0).nonzero().flatten().tolist()
+    notes = []
+    if negative:
+        notes.append(
+            f"channels {negative} have a negative scale: their output decreases with the popcount, "
+            "so the next sign() is a flipped threshold"
+        )
+    if zero:
+        notes.append(f"channels {zero} have a zero scale: their output is the constant bias, so its sign is fixed")
+    return "; ".join(notes) or None
+
+
+def _fold(layer: nn.Module, bn: _BatchNorm) -> None:
+    """Fold `bn`'s eval-mode affine map into `layer`'s weight and bias, in place."""
+    scale, shift = _bn_affine(bn)
+    with torch.no_grad():
         weight = layer.weight.double()
         if isinstance(layer, _ConvNd) and layer.transposed:
             groups = layer.groups

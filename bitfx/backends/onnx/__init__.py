@@ -2,7 +2,7 @@
 onnxruntime sessions, verification (`verify`) and reports on a file (`report`)."""
 
 from bitfx.backends.onnx import custom, float, int8, integer, qdq, verify_integer  # noqa: F401  (register styles and checks)
-from bitfx.backends.onnx.export import export
+from bitfx.backends.onnx.export import export, lowering_of
 from bitfx.backends.onnx.lowerings import available_lowerings, register_lowering
 from bitfx.backends.onnx.report import onnx_summary, op_counts, optimized_op_counts, quantized_layer_fusion
 from bitfx.backends.onnx.session import load_model, run_session, session
@@ -13,6 +13,7 @@ __all__ = [
     "VerifyReport",
     "available_lowerings",
     "export",
+    "lowering_of",
     "load_model",
     "onnx_summary",
     "op_counts",

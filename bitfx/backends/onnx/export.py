@@ -10,6 +10,7 @@ from torch import fx
 
 from bitfx.backends.onnx.lowerings import get_lowering
 from bitfx.errors import BitfxError, LoweringError
+from bitfx.format.domain import LOWERING_METADATA_KEY
 from bitfx.ir.execution import Inputs, as_inputs, eval_mode
 
 
@@ -22,7 +23,8 @@ def export(
     lowering: str = "float",
 ) -> Path:
     """Lower `gm` (in eval mode) with the named lowering style, check the model with
-    `onnx.checker` and write it to `path`. The batch dimension is dynamic by default."""
+    `onnx.checker` and write it to `path`. The batch dimension is dynamic by default. The file's
+    metadata records the style (`lowering_of` reads it back)."""
     lower = get_lowering(lowering)
     inputs = as_inputs(example_inputs)
     try:
@@ -38,7 +40,14 @@ def export(
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as error:
         raise LoweringError(f"lowering {lowering!r} produced an invalid ONNX model: {error}") from error
+    props = {entry.key: entry.value for entry in model.metadata_props}
+    onnx.helper.set_model_props(model, {**props, LOWERING_METADATA_KEY: lowering})
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
     return path
+
+
+def lowering_of(model: onnx.ModelProto) -> str | None:
+    """The lowering style recorded in the file's metadata by `export` (None in a file without it)."""
+    return next((entry.value for entry in model.metadata_props if entry.key == LOWERING_METADATA_KEY), None)

@@ -14,6 +14,10 @@ Forward runs one of two paths that compute the same values:
   layer's state changes (`bitfx.ir.binary.deploy_cache`); in training mode it is rebuilt.
 
 `deployed()` returns the fixed-tensor form (`bitfx.ir.binary.deployed`) that lowerings export.
+
+A BatchNorm folded into the layer (`fold_output_affine`, used by `fuse_bn`) becomes an
+`output_scale` buffer m (per output channel) and a new bias: the layer computes
+m ⊙ scale ⊙ (sign(W) * sign(x)) + bias, so the deployed scale is m ⊙ scale.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ class BinaryLayer(nn.Module, TrainingHooks):
         self.weight_quantizer = weight_quantizer
         self.input_quantizer = input_quantizer
         self._deployed_cache = DeployedCache()
+        self.register_buffer("output_scale", None)  # set when a BatchNorm is folded in
 
     @property
     def binarize_input(self) -> bool:
@@ -57,8 +62,32 @@ class BinaryLayer(nn.Module, TrainingHooks):
     def deploy_tensors(self) -> tuple[Tensor, Tensor, Tensor]:
         """(sign(W) as ±1, scale, bias), detached."""
         signs, scale = self.weight_quantizer.deploy(self.weight)
+        if self.output_scale is not None:
+            scale = scale * self.output_scale
         bias = torch.zeros_like(scale) if self.bias is None else self.bias.detach().clone()
         return signs, scale, bias
+
+    @torch.no_grad()
+    def fold_output_affine(self, multiplier: Tensor, shift: Tensor) -> None:
+        """Make the layer compute multiplier ⊙ y + shift (per output channel) where it computed y."""
+        multiplier = multiplier.to(self.weight.dtype)
+        if self.output_scale is None:
+            self.output_scale = multiplier.detach().clone()
+        else:
+            self.output_scale.mul_(multiplier)
+        bias = torch.zeros_like(multiplier) if self.bias is None else self.bias.detach()
+        new_bias = (bias * multiplier + shift.to(self.weight.dtype)).detach().clone()
+        if self.bias is None:
+            self.bias = nn.Parameter(new_bias)
+        else:
+            self.bias.copy_(new_bias)
+
+    def effective_weight(self) -> Tensor:
+        """The weight training convolves with: the quantizer's scale ⊙ sign(W), times `output_scale`."""
+        weight = self.weight_quantizer(self.weight)
+        if self.output_scale is None:
+            return weight
+        return weight * self.output_scale.view(-1, *([1] * (weight.dim() - 1)))
 
     def deployed_input(self) -> nn.Module | None:
         """What the deployed layer applies to x before the op (its sign), e.g. RSign's shift."""
@@ -171,9 +200,7 @@ class BinaryConv2d(BinaryLayer):
         height, width = self.padding
         if height or width:
             activations = F.pad(activations, (width, width, height, height), value=float(self.pad_value))
-        return F.conv2d(
-            activations, self.weight_quantizer(self.weight), self.bias, self.stride, 0, self.dilation, self.groups
-        )
+        return F.conv2d(activations, self.effective_weight(), self.bias, self.stride, 0, self.dilation, self.groups)
 
     def deployed(self) -> DeployedBinaryConv2d:
         return DeployedBinaryConv2d(self.geometry, *self.deploy_tensors(), self.deployed_input())
@@ -202,7 +229,7 @@ class BinaryLinear(BinaryLayer):
     def forward(self, x: Tensor) -> Tensor:
         if not self._needs_grad(x):
             return self._run_deployed(x)
-        return F.linear(self._quantize_input(x), self.weight_quantizer(self.weight), self.bias)
+        return F.linear(self._quantize_input(x), self.effective_weight(), self.bias)
 
     def deployed(self) -> DeployedBinaryLinear:
         return DeployedBinaryLinear(self.binarize_input, *self.deploy_tensors(), self.deployed_input())

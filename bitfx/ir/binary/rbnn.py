@@ -189,8 +189,8 @@ class RotatedBinaryConv2d(BinaryConv2d):
     def from_binary_conv(
         cls, layer: BinaryConv2d, weight_quantizer: RotatedWeightBinarizer, input_quantizer: nn.Module | None
     ) -> RotatedBinaryConv2d:
-        """A rotated layer with `layer`'s latent weight, bias and geometry (copied)."""
-        return cls(
+        """A rotated layer with `layer`'s latent weight, bias, folded output scale and geometry (copied)."""
+        rotated = cls(
             layer.weight,
             layer.bias,
             weight_quantizer,
@@ -201,6 +201,9 @@ class RotatedBinaryConv2d(BinaryConv2d):
             groups=layer.groups,
             pad_value=layer.pad_value,
         ).train(layer.training)
+        if layer.output_scale is not None:
+            rotated.output_scale = layer.output_scale.detach().clone()
+        return rotated
 
     def on_epoch_start(self, epoch: int, epochs: int) -> dict[str, float]:
         """The rotation update of the epoch (a collective under torch.distributed)."""

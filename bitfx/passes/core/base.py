@@ -46,7 +46,9 @@ class Pass:
       pass considered and did not rewrite (an empty dict when there is none).
 
     Fields annotated `LayerSelection` accept anything `LayerSelection.from_config` does (a
-    `{"by_name": {...}}` dict, a bare default value) and hold a `LayerSelection` afterwards.
+    `{"by_name": {...}}` dict, a bare default value) and hold a `LayerSelection` afterwards;
+    a dict's missing keys keep the field's default selection (an excluded layer does not
+    drop the default for the others).
     A subclass with its own `__post_init__` calls `super().__post_init__()` first.
     """
 
@@ -55,7 +57,7 @@ class Pass:
 
     def __post_init__(self) -> None:
         for name in _selection_fields(type(self)):
-            setattr(self, name, LayerSelection.from_config(getattr(self, name)))
+            setattr(self, name, LayerSelection.from_config(getattr(self, name), _default_selection(type(self), name)))
 
     def requires(self, gm: fx.GraphModule) -> None:
         """Raise `PassError` when `gm` is not something this pass can work on."""
@@ -76,6 +78,16 @@ class Pass:
         """`name(key=value, …)`: the pass as it is written in a `--passes` list."""
         args = ", ".join(f"{key}={value!r}" for key, value in self.params().items())
         return f"{self.name}({args})" if args else self.name
+
+
+def _default_selection(cls: type, name: str) -> LayerSelection | None:
+    """The selection field `name` of `cls` holds when it is not given."""
+    spec = next(f for f in dataclasses.fields(cls) if f.name == name)
+    if spec.default_factory is not dataclasses.MISSING:
+        return LayerSelection.from_config(spec.default_factory())
+    if spec.default is not dataclasses.MISSING:
+        return LayerSelection.from_config(spec.default)
+    return None
 
 
 @functools.cache

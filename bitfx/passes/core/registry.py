@@ -51,10 +51,13 @@ def create_pass(name: str, params: dict[str, Any] | None = None) -> Pass:
 
 def _coerce(pass_name: str, key: str, value: Any, annotation: Any) -> Any:
     """Check `value` against the field's annotation (a float must be finite, a bool is not a
-    number); convert the few safe cases (int → float, dict → LayerSelection, list → tuple)."""
+    number); convert the few safe cases (int → float, dict → LayerSelection, list → tuple). A selection
+    dict is checked here and left for the pass, which fills its missing keys from the field's default
+    (`Pass.__post_init__`)."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if annotation is LayerSelection:
-        return LayerSelection.from_config(value)
+        selection = LayerSelection.from_config(value)
+        return value if isinstance(value, dict) else selection
     if origin is typing.Literal:
         if value not in args:
             raise PassConfigError(f"pass {pass_name!r}: {key}={value!r} is not one of {', '.join(map(repr, args))}")

@@ -98,8 +98,13 @@ class LayerSelection:
         return {key: value for key, value in config.items() if value not in (None, {})}
 
     @classmethod
-    def from_config(cls, config: Any) -> LayerSelection:
-        """Build from `to_config`'s dict; a bare value means `default` for every layer."""
+    def from_config(cls, config: Any, base: LayerSelection | None = None) -> LayerSelection:
+        """Build from `to_config`'s dict; a bare value means `default` for every layer.
+
+        A dict's missing keys come from `base` (a pass's own default selection), so
+        `{"by_name": {"fc": False}}` excludes `fc` and keeps the pass's default for every
+        other layer; write `"default"` to replace it (e.g. `{"default": False, "by_name": {"fc": True}}`).
+        """
         if isinstance(config, LayerSelection):
             return config
         if not isinstance(config, dict):
@@ -109,4 +114,7 @@ class LayerSelection:
             raise PassConfigError(
                 f"layer selection has unknown keys {sorted(unknown)}; valid keys: default, by_type, by_regex, by_name"
             )
+        if base is not None:
+            inherited = {"default": base.default, "by_type": base.by_type, "by_regex": base.by_regex}
+            config = {**inherited, "by_name": base.by_name, **config}
         return cls(**config)

@@ -13,8 +13,11 @@ _OPEN, _CLOSE = "([{", ")]}"
 def parse_pass_list(text: str) -> list[tuple[str, dict[str, Any]]]:
     """Parse `name` / `name(key=value, …)` items separated by commas.
 
-    Values are Python literals (`0.5`, `'a'`, `[1, 2]`, `True`); a bare word is a string,
-    so `scheme=xnor` means `scheme='xnor'`, and `true`/`false` are booleans.
+    Values are Python literals (`0.5`, `'a'`, `[1, 2]`, `True`,
+    `{'by_name': {'fc': False}}`); a bare word is a string, also inside a literal, so
+    `scheme=xnor` means `scheme='xnor'` and `{by_name: {fc: false}}` means
+    `{'by_name': {'fc': False}}`; `true`/`false` are booleans. A value that starts like
+    a literal (a bracket, brace or quote) but does not parse as one is an error, never a string.
     """
     items = []
     for item in _split_top_level(text, ","):
@@ -42,18 +45,35 @@ def _parse_params(pass_name: str, text: str) -> dict[str, Any]:
         key = key.strip()
         if not equals or not key.isidentifier():
             raise PassConfigError(f"parameter {assignment.strip()!r} of pass {pass_name!r} must be written key=value")
-        params[key] = _parse_value(value.strip())
+        params[key] = _parse_value(pass_name, key, value.strip())
     return params
 
 
-def _parse_value(text: str) -> Any:
+def _parse_value(pass_name: str, key: str, text: str) -> Any:
     lowered = text.lower()
     if lowered in ("true", "false"):
         return lowered == "true"
     try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
+        return ast.literal_eval(_bare_words_as_strings(ast.parse(text, mode="eval")))
+    except (ValueError, SyntaxError) as error:
+        if text[:1] in _OPEN + "'\"":
+            raise PassConfigError(
+                f"parameter {key}={text} of pass {pass_name!r} cannot be parsed as a Python literal; "
+                "quote names that are not plain words, e.g. layers={'by_name': {'layer1.0.conv1': False}}"
+            ) from error
         return text
+
+
+class _BareWords(ast.NodeTransformer):
+    """Plain words inside a literal are strings (`[x, y]` → `['x', 'y']`); true/false are booleans."""
+
+    def visit_Name(self, node: ast.Name) -> ast.Constant:
+        value = {"true": True, "false": False}.get(node.id.lower(), node.id)
+        return ast.copy_location(ast.Constant(value), node)
+
+
+def _bare_words_as_strings(tree: ast.Expression) -> ast.Expression:
+    return ast.fix_missing_locations(_BareWords().visit(tree))
 
 
 def _split_top_level(text: str, separator: str) -> list[str]:
