@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import bitfx
+import bitfx.zoo
 from bitfx.backends.onnx import available_lowerings, load_model, lowering_of, run_session, session
 from bitfx.cli import main
 from bitfx.ir import capture
