@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,6 +46,14 @@ def run_eval(module: nn.Module, inputs: Inputs) -> Any:
         return module(*as_inputs(inputs))
 
 
+def run_eval_float64(module: nn.Module, inputs: Inputs) -> Any:
+    """The outputs of a float64 copy of `module` on float64 copies of the floating-point
+    `inputs` (eval mode, no autograd): the reference against which float32 rounding is measured."""
+    double = copy.deepcopy(module).double()
+    values = tuple(t.double() if t.is_floating_point() else t for t in as_inputs(inputs))
+    return run_eval(double, values)
+
+
 def flatten_outputs(outputs: Any) -> list[torch.Tensor]:
     """The tensors of a (possibly nested) model output, in a stable order."""
     if isinstance(outputs, torch.Tensor):
@@ -69,7 +78,11 @@ class OutputError:
 
 
 def compare_outputs(expected: Any, actual: Any) -> list[OutputError]:
-    """Per-output errors of `actual` against `expected` (tensors, arrays or nested outputs)."""
+    """Per-output errors of `actual` against `expected` (tensors, arrays or nested outputs).
+
+    A NaN or ±Inf in `actual` where `expected` does not hold the same value is an infinite
+    error, so no tolerance accepts it.
+    """
     expected_list, actual_list = _as_arrays(expected), _as_arrays(actual)
     if len(expected_list) != len(actual_list):
         raise ValueError(f"{len(actual_list)} outputs where {len(expected_list)} were expected")
@@ -77,10 +90,24 @@ def compare_outputs(expected: Any, actual: Any) -> list[OutputError]:
     for ref, out in zip(expected_list, actual_list):
         if ref.shape != out.shape:
             raise ValueError(f"output shape {tuple(out.shape)} where {tuple(ref.shape)} was expected")
-        abs_error = float(np.max(np.abs(out.astype(np.float64) - ref))) if ref.size else 0.0
-        scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+        abs_error = _max_abs_difference(ref, out.astype(np.float64))
+        finite = ref[np.isfinite(ref)]
+        scale = float(np.max(np.abs(finite))) if finite.size else 0.0
         errors.append(OutputError(abs_error, abs_error / scale if scale > 0 else abs_error))
     return errors
+
+
+def _max_abs_difference(ref: np.ndarray, out: np.ndarray) -> float:
+    """max|out − ref| over the elements; non-finite elements count 0 when both sides hold the
+    same value (NaN in both, or the same infinity) and infinity otherwise."""
+    if not ref.size:
+        return 0.0
+    finite = np.isfinite(ref) & np.isfinite(out)
+    if not finite.all():
+        same = (np.isnan(ref) & np.isnan(out)) | (ref == out)
+        if not (finite | same).all():
+            return float("inf")
+    return float(np.max(np.abs(out[finite] - ref[finite]), initial=0.0))
 
 
 def _as_arrays(outputs: Any) -> list[np.ndarray]:
