@@ -65,6 +65,20 @@ def flatten_outputs(outputs: Any) -> list[torch.Tensor]:
     return []
 
 
+def named_outputs(outputs: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """The leaves of a (possibly nested) model output with their paths, in the order torch
+    flattens them (dict insertion order, then sequence order): `{"a": x, "b": (y, z)}` gives
+    `[("a", x), ("b.0", y), ("b.1", z)]`, a bare tensor `[("", x)]`. Leaves are anything but a
+    dict, list or tuple (tensors, or the fx nodes of a graph's output); None entries are left out."""
+    if isinstance(outputs, dict):
+        items = [(str(key), value) for key, value in outputs.items()]
+    elif isinstance(outputs, (list, tuple)):
+        items = [(str(index), value) for index, value in enumerate(outputs)]
+    else:
+        return [] if outputs is None else [(prefix, outputs)]
+    return [leaf for key, value in items for leaf in named_outputs(value, f"{prefix}.{key}" if prefix else key)]
+
+
 @dataclass(frozen=True)
 class OutputError:
     """How far one output is from its reference.

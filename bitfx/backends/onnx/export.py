@@ -8,9 +8,10 @@ import onnx
 import torch
 from torch import fx
 
+from bitfx.backends.onnx.graph_edits import rename_outputs
 from bitfx.backends.onnx.lowerings import get_lowering
 from bitfx.errors import BitfxError, LoweringError
-from bitfx.ir.execution import Inputs, as_inputs, eval_mode
+from bitfx.ir.execution import Inputs, as_inputs, eval_mode, named_outputs
 
 
 def export(
@@ -22,7 +23,9 @@ def export(
     lowering: str = "float",
 ) -> Path:
     """Lower `gm` (in eval mode) with the named lowering style, check the model with
-    `onnx.checker` and write it to `path`. The batch dimension is dynamic by default."""
+    `onnx.checker` and write it to `path`. The batch dimension is dynamic by default. When `gm`
+    returns a dict or a (nested) tuple, the ONNX outputs are named by their path in it
+    (`bitfx.ir.execution.named_outputs`: `"logits"`, `"aux.0"`), which `verify` pairs by."""
     lower = get_lowering(lowering)
     inputs = as_inputs(example_inputs)
     try:
@@ -34,6 +37,7 @@ def export(
         raise LoweringError(
             f"lowering {lowering!r} failed for {type(gm).__name__}: {type(error).__name__}: {error}"
         ) from error
+    _name_structured_outputs(gm, model)
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as error:
@@ -42,3 +46,21 @@ def export(
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
     return path
+
+
+def _name_structured_outputs(gm: fx.GraphModule, model: onnx.ModelProto) -> None:
+    """Name the ONNX outputs after the paths of `gm`'s outputs when it returns a structure."""
+    output = next(node for node in gm.graph.nodes if node.op == "output")
+    structure = output.args[0]
+    if not isinstance(structure, (dict, list, tuple)):
+        return
+    names = [name for name, leaf in named_outputs(structure) if isinstance(leaf, fx.Node)]
+    if len(names) != len(model.graph.output):
+        raise LoweringError(
+            f"{type(gm).__name__} returns {len(names)} tensors ({names}) but the ONNX graph has "
+            f"{len(model.graph.output)} outputs; return tensors only (not constants) from forward"
+        )
+    try:
+        rename_outputs(model, names)
+    except ValueError as error:
+        raise LoweringError(f"cannot name the ONNX outputs after the model's outputs: {error}") from error
