@@ -40,6 +40,27 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
             m.training = training
 
 
+@contextmanager
+def preserved_state(module: nn.Module) -> Iterator[nn.Module]:
+    """Undo, on exit, whatever running `module` did to its parameters and buffers: in-place
+    updates (BatchNorm statistics in train mode, counters a forward increments) are copied
+    back, and a tensor attribute the forward replaced is put back as the original object."""
+    saved = [
+        (table, dict(table), {name: t.detach().clone() for name, t in table.items() if t is not None})
+        for m in module.modules()
+        for table in (m._parameters, m._buffers)
+    ]
+    try:
+        yield module
+    finally:
+        with torch.no_grad():
+            for table, objects, values in saved:
+                table.clear()
+                table.update(objects)
+                for name, value in values.items():
+                    table[name].copy_(value)
+
+
 def run_eval(module: nn.Module, inputs: Inputs) -> Any:
     """The module's outputs in eval mode, without autograd and without touching its state."""
     with eval_mode(module), torch.no_grad():
