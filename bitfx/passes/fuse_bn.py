@@ -23,6 +23,7 @@ from torch.nn.modules.conv import _ConvNd
 from bitfx.ir.rewrite import call_counts, module_of, modules_sharing_parameters
 from bitfx.ir.shapes import node_shape
 from bitfx.passes.core.base import Pass, PassContext, PassResult
+from bitfx.passes.core.ordering import BINARY_LAYERS
 from bitfx.passes.core.registry import register_pass
 
 # layer type → the BatchNorm type whose channels are its output channels
@@ -44,6 +45,7 @@ class FuseBN(Pass):
 
     name = "fuse_bn"
     preserves_outputs = True
+    conflicts = (BINARY_LAYERS,)
 
     def run(self, gm: fx.GraphModule, context: PassContext) -> PassResult:
         calls = call_counts(gm)

@@ -42,6 +42,7 @@ from bitfx.ir.output_chain import chain_after, chain_before
 from bitfx.ir.quant import MAX_BITS, MIN_BITS, QUANT_LAYER_TYPES, QUANTIZED_LAYERS, ActQuant, quantize_layer
 from bitfx.ir.rewrite import call_counts, free_name, module_of, replace_module
 from bitfx.passes.core.base import Pass, PassContext, PassResult
+from bitfx.passes.core.ordering import BINARY_LAYERS
 from bitfx.passes.core.registry import register_pass
 from bitfx.passes.core.selection import LayerSelection
 
@@ -56,6 +57,7 @@ class PAMSQuantize(Pass):
 
     name = "pams"
     preserves_outputs = False
+    conflicts = (BINARY_LAYERS,)
 
     bits: int = 8
     per_channel: bool = False

@@ -18,6 +18,7 @@ from bitfx.ir.table import format_table
 from bitfx.passes.core.base import Pass, PassContext
 from bitfx.passes.core.config import dump_toml, read_config
 from bitfx.passes.core.instruments import Instrument
+from bitfx.passes.core.ordering import check_order
 from bitfx.passes.core.output_check import check_outputs
 from bitfx.passes.core.registry import create_pass
 from bitfx.passes.core.spec import parse_pass_list
@@ -77,13 +78,14 @@ class PipelineResult:
 class Pipeline:
     """An ordered list of passes plus how to check them.
 
-    After each pass: `graph.lint()`, recompile, shape re-propagation on the example inputs,
-    the pass's `ensures`, and, when the pass claims to preserve outputs, a comparison of the
-    eval-mode outputs with the graph before it: max relative error ≤ `rtol` plus a small
-    multiple of that graph's own float32 noise floor, and no NaN/Inf where the graph before
-    had none (`bitfx.passes.core.output_check`). A failure
-    raises `PassError` naming the pass and those that ran before it; the model given to
-    `run` is never modified (the pipeline works on a deep copy).
+    Before any pass runs, the order is checked against what each pass needs, conflicts with
+    and creates (`bitfx.passes.core.ordering`). After each pass: `graph.lint()`, recompile,
+    shape re-propagation on the example inputs, the pass's `ensures`, and, when the pass
+    claims to preserve outputs, a comparison of the eval-mode outputs with the graph before
+    it: max relative error ≤ `rtol` plus a small multiple of that graph's own float32 noise
+    floor, and no NaN/Inf where the graph before had none (`bitfx.passes.core.output_check`).
+    A failure raises `PassError` naming the pass and those that ran before it; the model
+    given to `run` is never modified (the pipeline works on a deep copy).
     """
 
     def __init__(
@@ -127,6 +129,7 @@ class Pipeline:
                 "Pipeline.run needs example inputs: capture the model with bitfx.ir.capture(model, inputs) "
                 "or pass example_inputs="
             )
+        check_order(self.passes, gm)
         context = PassContext(example_inputs=inputs, data=data)
         work = copy.deepcopy(gm)
         reference: Any = None

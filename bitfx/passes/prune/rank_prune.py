@@ -37,6 +37,7 @@ from bitfx.ir import as_inputs, example_inputs_of, node_shape, propagate_shapes,
 from bitfx.ir.execution import Inputs
 from bitfx.ir.rewrite import module_of, only_user
 from bitfx.passes.core.base import Pass, PassContext, PassResult
+from bitfx.passes.core.ordering import BINARY_LAYERS
 from bitfx.passes.core.registry import register_pass
 from bitfx.passes.core.selection import Decision, LayerSelection
 from bitfx.passes.prune import channel_ops as ops
@@ -56,6 +57,7 @@ class RankPrune(Pass):
 
     name = "rank_prune"
     preserves_outputs = False
+    conflicts = (BINARY_LAYERS,)
 
     rate: float = 0.5
     rates: LayerSelection = field(default_factory=LayerSelection)
