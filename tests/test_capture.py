@@ -29,6 +29,33 @@ def test_capture_leaves_the_model_unchanged_even_in_train_mode():
     assert_same_state(model, snapshot)
 
 
+class CountsCalls(nn.Module):
+    """Train mode with a BatchNorm, a buffer counter and a running average updated in forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+        self.register_buffer("ema", torch.zeros(4))
+
+    def forward(self, x):
+        self.calls.add_(1)
+        y = self.bn(self.conv(x))
+        self.ema.mul_(0.9).add_(y.mean((0, 2, 3)).detach() * 0.1)
+        return y
+
+
+def test_capture_does_not_run_forward_side_effects_on_the_models_buffers():
+    model = CountsCalls().train()
+    snapshot = state_snapshot(model)
+    buffers = dict(model.named_buffers())
+    capture(model, torch.randn(4, 3, 8, 8))
+    assert_same_state(model, snapshot)
+    assert all(buffers[name] is value for name, value in model.named_buffers())
+    assert model.training
+
+
 class DataDependent(nn.Module):
     def forward(self, x):
         if x.sum() > 0:

@@ -12,7 +12,7 @@ from torch import fx, nn
 from torch.fx._symbolic_trace import PHBase
 
 from bitfx.errors import CaptureError, ShapePropagationError
-from bitfx.ir.execution import Inputs, as_inputs
+from bitfx.ir.execution import Inputs, as_inputs, preserved_state
 from bitfx.ir.protocol import is_leaf
 from bitfx.ir.shapes import EXAMPLE_INPUTS_KEY, propagate_shapes
 
@@ -69,8 +69,9 @@ def capture(
     `bitfx_leaf = True` (the layers bitfx passes introduce) are always kept whole.
     `concrete_args` fixes non-tensor arguments of `model.forward`. The example inputs are
     kept in `gm.meta` so that later passes can re-propagate shapes. Capturing does not
-    modify the model; like `torch.fx.symbolic_trace`, the graph shares its parameters
-    (passes run on a copy).
+    modify the model: what tracing and shape propagation do to its parameters and buffers
+    (BatchNorm statistics, counters a forward increments) is undone. Like
+    `torch.fx.symbolic_trace`, the graph shares its parameters (passes run on a copy).
     """
     try:
         inputs = as_inputs(example_inputs)
@@ -78,6 +79,18 @@ def capture(
         raise CaptureError(f"{error}; pass tensors only and fix other arguments with concrete_args") from error
     leaf_modules = tuple(leaf_modules)
     _check_leaf_names(model, leaf_modules)
+    with preserved_state(model):
+        gm = _trace(model, inputs, leaf_modules, concrete_args)
+    return gm
+
+
+def _trace(
+    model: nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    leaf_modules: tuple[LeafSpec, ...],
+    concrete_args: dict[str, Any] | None,
+) -> fx.GraphModule:
+    """Trace and propagate shapes (both may run parts of `model.forward` on its real buffers)."""
     tracer = _BitfxTracer(leaf_modules)
     try:
         graph = tracer.trace(model, concrete_args=concrete_args)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,10 +40,39 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
             m.training = training
 
 
+@contextmanager
+def preserved_state(module: nn.Module) -> Iterator[nn.Module]:
+    """Undo, on exit, whatever running `module` did to its parameters and buffers: in-place
+    updates (BatchNorm statistics in train mode, counters a forward increments) are copied
+    back, and a tensor attribute the forward replaced is put back as the original object."""
+    saved = [
+        (table, dict(table), {name: t.detach().clone() for name, t in table.items() if t is not None})
+        for m in module.modules()
+        for table in (m._parameters, m._buffers)
+    ]
+    try:
+        yield module
+    finally:
+        with torch.no_grad():
+            for table, objects, values in saved:
+                table.clear()
+                table.update(objects)
+                for name, value in values.items():
+                    table[name].copy_(value)
+
+
 def run_eval(module: nn.Module, inputs: Inputs) -> Any:
     """The module's outputs in eval mode, without autograd and without touching its state."""
     with eval_mode(module), torch.no_grad():
         return module(*as_inputs(inputs))
+
+
+def run_eval_float64(module: nn.Module, inputs: Inputs) -> Any:
+    """The outputs of a float64 copy of `module` on float64 copies of the floating-point
+    `inputs` (eval mode, no autograd): the reference against which float32 rounding is measured."""
+    double = copy.deepcopy(module).double()
+    values = tuple(t.double() if t.is_floating_point() else t for t in as_inputs(inputs))
+    return run_eval(double, values)
 
 
 def flatten_outputs(outputs: Any) -> list[torch.Tensor]:
@@ -54,6 +84,20 @@ def flatten_outputs(outputs: Any) -> list[torch.Tensor]:
     if isinstance(outputs, (list, tuple)):
         return [t for item in outputs for t in flatten_outputs(item)]
     return []
+
+
+def named_outputs(outputs: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """The leaves of a (possibly nested) model output with their paths, in the order torch
+    flattens them (dict insertion order, then sequence order): `{"a": x, "b": (y, z)}` gives
+    `[("a", x), ("b.0", y), ("b.1", z)]`, a bare tensor `[("", x)]`. Leaves are anything but a
+    dict, list or tuple (tensors, or the fx nodes of a graph's output); None entries are left out."""
+    if isinstance(outputs, dict):
+        items = [(str(key), value) for key, value in outputs.items()]
+    elif isinstance(outputs, (list, tuple)):
+        items = [(str(index), value) for index, value in enumerate(outputs)]
+    else:
+        return [] if outputs is None else [(prefix, outputs)]
+    return [leaf for key, value in items for leaf in named_outputs(value, f"{prefix}.{key}" if prefix else key)]
 
 
 @dataclass(frozen=True)
@@ -69,7 +113,11 @@ class OutputError:
 
 
 def compare_outputs(expected: Any, actual: Any) -> list[OutputError]:
-    """Per-output errors of `actual` against `expected` (tensors, arrays or nested outputs)."""
+    """Per-output errors of `actual` against `expected` (tensors, arrays or nested outputs).
+
+    A NaN or ±Inf in `actual` where `expected` does not hold the same value is an infinite
+    error, so no tolerance accepts it.
+    """
     expected_list, actual_list = _as_arrays(expected), _as_arrays(actual)
     if len(expected_list) != len(actual_list):
         raise ValueError(f"{len(actual_list)} outputs where {len(expected_list)} were expected")
@@ -77,10 +125,24 @@ def compare_outputs(expected: Any, actual: Any) -> list[OutputError]:
     for ref, out in zip(expected_list, actual_list):
         if ref.shape != out.shape:
             raise ValueError(f"output shape {tuple(out.shape)} where {tuple(ref.shape)} was expected")
-        abs_error = float(np.max(np.abs(out.astype(np.float64) - ref))) if ref.size else 0.0
-        scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+        abs_error = _max_abs_difference(ref, out.astype(np.float64))
+        finite = ref[np.isfinite(ref)]
+        scale = float(np.max(np.abs(finite))) if finite.size else 0.0
         errors.append(OutputError(abs_error, abs_error / scale if scale > 0 else abs_error))
     return errors
+
+
+def _max_abs_difference(ref: np.ndarray, out: np.ndarray) -> float:
+    """max|out − ref| over the elements; non-finite elements count 0 when both sides hold the
+    same value (NaN in both, or the same infinity) and infinity otherwise."""
+    if not ref.size:
+        return 0.0
+    finite = np.isfinite(ref) & np.isfinite(out)
+    if not finite.all():
+        same = (np.isnan(ref) & np.isnan(out)) | (ref == out)
+        if not (finite | same).all():
+            return float("inf")
+    return float(np.max(np.abs(out[finite] - ref[finite]), initial=0.0))
 
 
 def _as_arrays(outputs: Any) -> list[np.ndarray]:

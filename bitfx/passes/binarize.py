@@ -38,6 +38,7 @@ from bitfx.ir.binary.ops import PAD_VALUES
 from bitfx.ir.rewrite import call_counts, free_name, is_rectifier, module_of, only_user, replace_module
 from bitfx.ir.shapes import node_shape
 from bitfx.passes.core.base import Pass, PassContext, PassResult
+from bitfx.passes.core.ordering import BINARY_LAYERS
 from bitfx.passes.core.registry import register_pass
 from bitfx.passes.core.selection import Decision, LayerSelection
 
@@ -69,6 +70,7 @@ class BinarizeConvs(Pass):
 
     name = "binarize"
     preserves_outputs = False
+    creates = (BINARY_LAYERS,)
 
     scheme: str = "xnor"
     layers: LayerSelection = field(default_factory=lambda: LayerSelection(default=True))

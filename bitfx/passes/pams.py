@@ -21,8 +21,9 @@ that read it):
 
 α of every quantizer starts at the mean over calibration samples of the per-sample max|x|,
 measured on the float activations (quantizers pass values through while calibrating), over
-the first `batches` calibration batches (every batch when None). The sums are reduced
-across torch.distributed ranks when a process group is initialised.
+the first `batches` calibration batches (every batch when None). The sums are reduced across
+torch.distributed ranks when a process group is initialised (after the ranks agree that they
+hold the same graph and that no rank's calibration failed).
 """
 
 from __future__ import annotations
@@ -39,11 +40,13 @@ from torch import fx, nn
 from tqdm import tqdm
 
 from bitfx.errors import PassConfigError, PassError
+from bitfx.ir.distributed import agree, check_same_model, is_distributed
 from bitfx.ir.execution import compare_outputs, eval_mode, run_eval
 from bitfx.ir.output_chain import chain_after, chain_before
 from bitfx.ir.quant import MAX_BITS, MIN_BITS, QUANT_LAYER_TYPES, QUANTIZED_LAYERS, ActQuant, quantize_layer
 from bitfx.ir.rewrite import call_counts, free_name, module_of, replace_module
 from bitfx.passes.core.base import Pass, PassContext, PassResult
+from bitfx.passes.core.ordering import BINARY_LAYERS
 from bitfx.passes.core.registry import register_pass
 from bitfx.passes.core.selection import LayerSelection
 
@@ -58,6 +61,7 @@ class PAMSQuantize(Pass):
 
     name = "pams"
     preserves_outputs = False
+    conflicts = (BINARY_LAYERS,)
 
     bits: int = 8
     per_channel: bool = False
@@ -189,10 +193,41 @@ def _insert_quantizers(gm: fx.GraphModule, edges: dict[fx.Node, set[fx.Node]], b
 
 
 def _calibrate(gm: fx.GraphModule, quantizers: list[ActQuant], context: PassContext, limit: int | None) -> str:
-    """Set every α to the mean per-sample max|x| of its input on the first `limit` calibration batches."""
+    """Set every α to the mean per-sample max|x| of its input on the first `limit` calibration batches.
+
+    Under torch.distributed the ranks first check that they hold the same graph and agree on
+    whether any rank's shard failed (empty, a bad batch, NaN/Inf) before reducing the sums."""
+    check_same_model(gm, PassError, "pams calibration", plan=_names(gm, quantizers))
     batches, source = _calibration_batches(context)
     batches = itertools.islice(batches, limit)
     sums = torch.zeros(len(quantizers), dtype=torch.float64)
+    samples, failure = 0, None
+    try:
+        samples = _observe(gm, quantizers, batches, context, sums)
+        bad = [name for name, q in zip(_names(gm, quantizers), sums) if not bool(torch.isfinite(q))]
+        if bad:
+            raise PassError(f"the calibration data gives NaN or Inf at the quantizers {bad}")
+        if samples == 0:
+            raise PassError("calibration saw no samples: the calibration data yielded no batches")
+    except Exception as error:
+        failure = error
+    agree(failure, PassError, "pams calibration")
+    totals = torch.cat([sums, torch.tensor([float(samples)], dtype=torch.float64)])
+    ranks = 1
+    if is_distributed():
+        dist.all_reduce(totals, op=dist.ReduceOp.SUM)
+        ranks = dist.get_world_size()
+    with torch.no_grad():
+        for quantizer, total in zip(quantizers, totals[:-1]):
+            quantizer.alpha.fill_(float(total / totals[-1]))
+    across = f" across {ranks} ranks" if ranks > 1 else ""
+    return f"{int(totals[-1])} samples{across} from {source}"
+
+
+def _observe(
+    gm: fx.GraphModule, quantizers: list[ActQuant], batches: Iterable[Any], context: PassContext, sums: torch.Tensor
+) -> int:
+    """Add each quantizer's per-sample max|x| over `batches` to `sums`; the number of samples."""
     index = {id(q): i for i, q in enumerate(quantizers)}
 
     def observe(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
@@ -211,18 +246,12 @@ def _calibrate(gm: fx.GraphModule, quantizers: list[ActQuant], context: PassCont
     finally:
         for handle in handles:
             handle.remove()
-    totals = torch.cat([sums, torch.tensor([float(samples)], dtype=torch.float64)])
-    ranks = 1
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(totals, op=dist.ReduceOp.SUM)
-        ranks = dist.get_world_size()
-    if totals[-1] == 0:
-        raise PassError("calibration saw no samples: the calibration data yielded no batches")
-    with torch.no_grad():
-        for quantizer, total in zip(quantizers, totals[:-1]):
-            quantizer.alpha.fill_(float(total / totals[-1]))
-    across = f" across {ranks} ranks" if ranks > 1 else ""
-    return f"{int(totals[-1])} samples{across} from {source}"
+    return samples
+
+
+def _names(gm: fx.GraphModule, quantizers: list[ActQuant]) -> list[str]:
+    names = {id(m): name for name, m in gm.named_modules()}
+    return [names.get(id(q), "?") for q in quantizers]
 
 
 def _calibration_batches(context: PassContext) -> tuple[Iterable[Any], str]:

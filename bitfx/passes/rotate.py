@@ -45,6 +45,7 @@ from bitfx.ir.binary.rbnn import (
 from bitfx.ir.binary.rotation import factor_pair, random_orthogonal
 from bitfx.ir.protocol import sign_estimator
 from bitfx.passes.core.base import Pass, PassContext, PassResult
+from bitfx.passes.core.ordering import BINARY_LAYERS
 from bitfx.passes.core.registry import register_pass
 from bitfx.passes.core.selection import LayerSelection
 
@@ -56,6 +57,7 @@ class InsertRotation(Pass):
 
     name = "rotate"
     preserves_outputs = False
+    needs = (BINARY_LAYERS,)
 
     layers: LayerSelection = field(default_factory=lambda: LayerSelection(default=True))
     seed: int = 0

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from bitfx.errors import BitfxError
+from bitfx.ir.distributed import check_same_model
 from bitfx.ir.protocol import training_hook_modules
 
 
@@ -20,9 +22,11 @@ def on_epoch_start(model: nn.Module, epoch: int, epochs: int) -> dict[str, dict[
     """Advance every scheduled module of `model` to epoch `epoch` (0-based) of `epochs`.
 
     Returns the values each module set, by qualified module name (empty for a model without
-    schedules)."""
+    schedules). Under torch.distributed it is a collective: call it on every rank; it first
+    checks that every rank holds the same model (see `bitfx.ir.distributed`)."""
     if epochs <= 0 or not 0 <= epoch < epochs:
         raise ValueError(f"on_epoch_start: epoch must satisfy 0 ≤ epoch < epochs, got epoch={epoch}, epochs={epochs}")
+    check_same_model(model, BitfxError, "on_epoch_start")
     values = {}
     for name, module in training_hook_modules(model):
         set_values = module.on_epoch_start(epoch, epochs)

@@ -8,10 +8,11 @@ import onnx
 import torch
 from torch import fx
 
+from bitfx.backends.onnx.graph_edits import rename_outputs
 from bitfx.backends.onnx.lowerings import get_lowering
 from bitfx.errors import BitfxError, LoweringError
 from bitfx.format.domain import LOWERING_METADATA_KEY
-from bitfx.ir.execution import Inputs, as_inputs, eval_mode
+from bitfx.ir.execution import Inputs, as_inputs, eval_mode, named_outputs
 
 
 def export(
@@ -24,7 +25,9 @@ def export(
 ) -> Path:
     """Lower `gm` (in eval mode) with the named lowering style, check the model with
     `onnx.checker` and write it to `path`. The batch dimension is dynamic by default. The file's
-    metadata records the style (`lowering_of` reads it back)."""
+    metadata records the style (`lowering_of` reads it back). When `gm` returns a dict or a (nested)
+    tuple, the ONNX outputs are named by their path in it (`bitfx.ir.execution.named_outputs`:
+    `"logits"`, `"aux.0"`), which `verify` pairs by."""
     lower = get_lowering(lowering)
     inputs = as_inputs(example_inputs)
     try:
@@ -36,6 +39,7 @@ def export(
         raise LoweringError(
             f"lowering {lowering!r} failed for {type(gm).__name__}: {type(error).__name__}: {error}"
         ) from error
+    _name_structured_outputs(gm, model)
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as error:
@@ -51,3 +55,21 @@ def export(
 def lowering_of(model: onnx.ModelProto) -> str | None:
     """The lowering style recorded in the file's metadata by `export` (None in a file without it)."""
     return next((entry.value for entry in model.metadata_props if entry.key == LOWERING_METADATA_KEY), None)
+
+
+def _name_structured_outputs(gm: fx.GraphModule, model: onnx.ModelProto) -> None:
+    """Name the ONNX outputs after the paths of `gm`'s outputs when it returns a structure."""
+    output = next(node for node in gm.graph.nodes if node.op == "output")
+    structure = output.args[0]
+    if not isinstance(structure, (dict, list, tuple)):
+        return
+    names = [name for name, leaf in named_outputs(structure) if isinstance(leaf, fx.Node)]
+    if len(names) != len(model.graph.output):
+        raise LoweringError(
+            f"{type(gm).__name__} returns {len(names)} tensors ({names}) but the ONNX graph has "
+            f"{len(model.graph.output)} outputs; return tensors only (not constants) from forward"
+        )
+    try:
+        rename_outputs(model, names)
+    except ValueError as error:
+        raise LoweringError(f"cannot name the ONNX outputs after the model's outputs: {error}") from error

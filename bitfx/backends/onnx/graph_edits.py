@@ -49,3 +49,37 @@ _FOLDABLE = {
     "Transpose": lambda values, attributes: values[0].transpose(attributes.get("perm")),
     "Add": lambda values, attributes: values[0] + values[1],
 }
+
+
+def rename_outputs(model: onnx.ModelProto, names: list[str]) -> None:
+    """Give the graph outputs `names`, in order. A value made by a node that nothing else names
+    is renamed in place (its readers follow); a graph input, an initializer or a value returned
+    twice gets an Identity node instead."""
+    graph = model.graph
+    if len(names) != len(graph.output) or len(set(names)) != len(names):
+        raise ValueError(f"cannot name {len(graph.output)} outputs {names}")
+    produced = {output for node in graph.node for output in node.output}
+    returned = Counter(value.name for value in graph.output)
+    taken = {value.name for value in [*graph.input, *graph.value_info]} | produced | {i.name for i in graph.initializer}
+    for value, name in zip(graph.output, names):
+        old = value.name
+        if old == name:
+            continue
+        if name in taken:
+            raise ValueError(f"output name {name!r} is already the name of another value in the graph")
+        if old in produced and returned[old] == 1:
+            _rename_value(graph, old, name)
+        else:
+            graph.node.append(helper.make_node("Identity", [old], [name], name=f"{name}_identity"))
+            returned[old] -= 1
+        value.name = name
+        taken.add(name)
+
+
+def _rename_value(graph: onnx.GraphProto, old: str, new: str) -> None:
+    for node in graph.node:
+        node.output[:] = [new if name == old else name for name in node.output]
+        node.input[:] = [new if name == old else name for name in node.input]
+    for info in graph.value_info:
+        if info.name == old:
+            info.name = new

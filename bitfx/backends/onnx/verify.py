@@ -1,5 +1,8 @@
 """`verify`: run an ONNX file and the torch module it came from on the same inputs.
 
+Outputs are paired by name (`paired_outputs`): a module returning a dict or a nested tuple is
+compared output by output with the ONNX outputs `export` named after them.
+
 A lowering style whose files need another check registers it with `register_verifier`;
 `verifier_for(style)` returns it, else `verify`. The `qdq` style has one (`verify_qdq`):
 
@@ -37,7 +40,7 @@ from torch import nn
 from bitfx.backends.onnx.qdq import QUANTIZER_KEY, ZERO_POINT_KEY
 from bitfx.backends.onnx.session import load_model, run_session, session
 from bitfx.errors import LoweringError
-from bitfx.ir.execution import Inputs, OutputError, as_inputs, compare_outputs, eval_mode, run_eval
+from bitfx.ir.execution import Inputs, OutputError, as_inputs, compare_outputs, eval_mode, named_outputs, run_eval
 from bitfx.ir.quant import ActQuant
 
 DEFAULT_VERIFY_RTOL = 1e-4
@@ -85,9 +88,37 @@ class VerifyReport:
 def verify(path: str | Path, module: nn.Module, inputs: Inputs, *, rtol: float = DEFAULT_VERIFY_RTOL) -> VerifyReport:
     """Compare onnxruntime on `path` with `module` in eval mode on `inputs`."""
     inputs = as_inputs(inputs)
-    expected = run_eval(module, inputs)
-    actual = run_session(session(path), [t.detach().numpy() for t in inputs])
-    return VerifyReport(compare_outputs(expected, actual), rtol)
+    sess = session(path)
+    actual = run_session(sess, [t.detach().numpy() for t in inputs])
+    names = [spec.name for spec in sess.get_outputs()]
+    return VerifyReport(compare_outputs(*paired_outputs(run_eval(module, inputs), names, actual)), rtol)
+
+
+def paired_outputs(
+    expected: Any, names: list[str], actual: list[np.ndarray]
+) -> tuple[list[torch.Tensor], list[np.ndarray]]:
+    """The module's output tensors and the ONNX outputs (`names`, `actual`) in matching order.
+
+    A single output pairs with a single output. Otherwise the module's outputs are named by
+    their path (`bitfx.ir.execution.named_outputs`, as `export` names the file's outputs) and
+    paired by name, whatever the order; a different count or different names is an error.
+    """
+    named = named_outputs(expected)
+    ours = [name for name, _ in named]
+    if len(named) != len(actual):
+        raise LoweringError(
+            f"the module returns {len(named)} outputs {ours} and the ONNX file {len(actual)} {names}; "
+            "was the file exported from this module?"
+        )
+    if len(named) == 1:
+        return [named[0][1]], list(actual)
+    if sorted(ours) != sorted(names):
+        raise LoweringError(
+            f"the module's outputs {ours} do not match the ONNX file's outputs {names} by name; bitfx.export "
+            "names a file's outputs after their place in the module's output (dict keys, tuple positions)"
+        )
+    by_name = dict(zip(names, actual))
+    return [tensor for _, tensor in named], [by_name[name] for name in ours]
 
 
 Verifier = Callable[..., VerifyReport]
@@ -196,10 +227,12 @@ def verify_qdq(
         onnx.save(_with_code_outputs(model, codes_by_name), str(probe))
         results = run_session(session(probe), arrays)
     outputs, codes = results[:n_outputs], dict(zip(codes_by_name, results[n_outputs:]))
-    free_running = compare_outputs(run_eval(module, inputs), outputs)
+    names = [value.name for value in model.graph.output]
+    free_running = compare_outputs(*paired_outputs(run_eval(module, inputs), names, outputs))
     zero_points = {name: zero for name, (_, zero) in codes_by_name.items()}
     forced, checks = _run_with_codes(module, inputs, quantizers, codes, zero_points)
-    return QuantizedVerifyReport(compare_outputs(forced, outputs), rtol, tuple(checks), tuple(free_running))
+    same_codes = compare_outputs(*paired_outputs(forced, names, outputs))
+    return QuantizedVerifyReport(same_codes, rtol, tuple(checks), tuple(free_running))
 
 
 def _quantizer_outputs(model: onnx.ModelProto) -> dict[str, tuple[str, int]]:

@@ -25,6 +25,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from bitfx.errors import BitfxError
 from bitfx.ir.binary.estimators import Estimator
 from bitfx.ir.binary.layers import BinaryConv2d
 from bitfx.ir.binary.quantizers import WeightBinarizer, standardize_filters
@@ -38,6 +39,7 @@ from bitfx.ir.binary.rotation import (
 )
 from bitfx.ir.binary.scales import make_scale
 from bitfx.ir.binary.sign import sign_with
+from bitfx.ir.distributed import agree
 from bitfx.ir.protocol import TrainingHooks
 
 T_MIN, T_MAX = 1e-2, 10.0
@@ -130,11 +132,19 @@ class RotatedWeightBinarizer(WeightBinarizer):
 
     @torch.no_grad()
     def update_rotation(self, weight: Tensor) -> dict[str, float]:
-        """Procrustes steps on the current filters; every rank ends with rank 0's result.
+        """Procrustes steps on the current filters; every rank ends with rank 0's result (when
+        the update fails on any rank, e.g. on NaN weights, every rank raises the same error).
         Returns E(R1, R2) per weight before and after, for logging."""
         matrices = self.filter_matrices(weight)
         before = binarization_error(matrices, self.left_rotation, self.right_rotation) / matrices.numel()
-        left, right = procrustes_update(matrices, self.left_rotation, self.right_rotation, self.iterations)
+        failure = None
+        try:
+            if not bool(torch.isfinite(matrices).all()):
+                raise BitfxError("the binary conv weights hold NaN or Inf; training diverged")
+            left, right = procrustes_update(matrices, self.left_rotation, self.right_rotation, self.iterations)
+        except Exception as error:
+            failure = error
+        agree(failure, BitfxError, "the rotation update")
         self.left_rotation.copy_(left)
         self.right_rotation.copy_(right)
         broadcast_from_first_rank(self.left_rotation, self.right_rotation)

@@ -26,7 +26,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from bitfx.errors import BitfxError
 from bitfx.ir.binary.sign import binary_sign
+from bitfx.ir.distributed import is_distributed
 
 
 def factor_pair(n: int) -> tuple[int, int]:
@@ -77,7 +79,16 @@ def procrustes_update(matrices: Tensor, left: Tensor, right: Tensor, iterations:
 
 def broadcast_from_first_rank(*tensors: Tensor) -> None:
     """Overwrite `tensors` on every torch.distributed rank with rank 0's values, in place
-    (nothing without an initialised process group). A collective: every rank must call it."""
-    if dist.is_available() and dist.is_initialized():
+    (nothing without an initialised process group). A collective: every rank must call it.
+    Tensors whose shapes or dtypes differ between ranks are an error on every rank."""
+    if is_distributed():
+        layouts: list[object] = [None] * dist.get_world_size()
+        dist.all_gather_object(layouts, [(tuple(t.shape), str(t.dtype)) for t in tensors])
+        for rank, layout in enumerate(layouts[1:], start=1):
+            if layout != layouts[0]:
+                raise BitfxError(
+                    f"rotation broadcast: rank {rank} holds rotations {layout} where rank 0 holds {layouts[0]}; "
+                    "every rank must train the same model"
+                )
         for tensor in tensors:
             dist.broadcast(tensor, src=0)

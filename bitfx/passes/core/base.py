@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 import torch
 from torch import fx
 
+from bitfx.passes.core.ordering import GraphFeature
 from bitfx.passes.core.selection import LayerSelection
 
 
@@ -41,6 +42,9 @@ class Pass:
     - `preserves_outputs`: True when the rewrite keeps the model's eval-mode outputs;
       the pipeline then checks that numerically.
     - `requires` / `ensures`: optional pre/post-condition checks that raise `PassError`.
+    - `needs` / `conflicts` / `creates`: graph features (`bitfx.passes.core.ordering`) the pass
+      needs, cannot work with, and adds; the pipeline refuses an order that cannot work before
+      running anything.
     - `run`: the rewrite. It may change `gm` in place (the pipeline hands it a copy). Its
       statistics hold `skipped`: {layer name: why it was left unchanged} for every layer the
       pass considered and did not rewrite (an empty dict when there is none).
@@ -54,6 +58,9 @@ class Pass:
 
     name: ClassVar[str]
     preserves_outputs: ClassVar[bool] = False
+    needs: ClassVar[tuple[GraphFeature, ...]] = ()
+    conflicts: ClassVar[tuple[GraphFeature, ...]] = ()
+    creates: ClassVar[tuple[GraphFeature, ...]] = ()
 
     def __post_init__(self) -> None:
         for name in _selection_fields(type(self)):

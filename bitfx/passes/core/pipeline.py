@@ -12,12 +12,14 @@ from typing import Any
 from torch import fx
 
 from bitfx.errors import BitfxError, PassConfigError, PassError
-from bitfx.ir import compare_outputs, example_inputs_of, propagate_shapes, run_eval
-from bitfx.ir.execution import Inputs, as_inputs
+from bitfx.ir import example_inputs_of, propagate_shapes, run_eval
+from bitfx.ir.execution import Inputs, as_inputs, run_eval_float64
 from bitfx.ir.table import format_table
 from bitfx.passes.core.base import Pass, PassContext
 from bitfx.passes.core.config import check_rtol, dump_toml, read_config
 from bitfx.passes.core.instruments import Instrument
+from bitfx.passes.core.ordering import check_order
+from bitfx.passes.core.output_check import check_outputs
 from bitfx.passes.core.registry import create_pass
 from bitfx.passes.core.spec import parse_pass_list
 
@@ -26,14 +28,16 @@ DEFAULT_RTOL = 1e-5
 
 @dataclass(frozen=True)
 class PassRecord:
-    """What one pass did: whether it changed the graph, how long it took, its statistics,
-    and the output error measured when it claims to preserve outputs (else None)."""
+    """What one pass did: whether it changed the graph, how long it took, its statistics, and,
+    when it claims to preserve outputs, the output error and the float32 noise floor it was
+    judged against (see `bitfx.passes.core.output_check`; both None for other passes)."""
 
     name: str
     modified: bool
     seconds: float
     stats: dict[str, Any] = field(default_factory=dict)
     max_rel_error: float | None = None
+    noise_floor: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -42,6 +46,7 @@ class PassRecord:
             "seconds": self.seconds,
             "stats": self.stats,
             "max_rel_error": self.max_rel_error,
+            "noise_floor": self.noise_floor,
         }
 
 
@@ -60,22 +65,27 @@ class PipelineResult:
                 "yes" if r.modified else "no",
                 f"{r.seconds * 1000:.1f}",
                 _error_text(r.max_rel_error),
+                _error_text(r.noise_floor),
                 _stats_text(r.stats),
             )
             for r in self.records
         ]
-        table = format_table(("pass", "changed", "ms", "check err", "stats"), rows, (False, False, True, True, False))
+        headers = ("pass", "changed", "ms", "check err", "noise floor", "stats")
+        table = format_table(headers, rows, (False, False, True, True, True, False))
         return "\n".join([table, *(line for r in self.records for line in _skipped_lines(r))])
 
 
 class Pipeline:
     """An ordered list of passes plus how to check them.
 
-    After each pass: `graph.lint()`, recompile, shape re-propagation on the example inputs,
-    the pass's `ensures`, and, when the pass claims to preserve outputs, a comparison of the
-    eval-mode outputs with the graph before it (max relative error ≤ `rtol`). A failure
-    raises `PassError` naming the pass and those that ran before it; the model given to
-    `run` is never modified (the pipeline works on a deep copy).
+    Before any pass runs, the order is checked against what each pass needs, conflicts with
+    and creates (`bitfx.passes.core.ordering`). After each pass: `graph.lint()`, recompile,
+    shape re-propagation on the example inputs, the pass's `ensures`, and, when the pass
+    claims to preserve outputs, a comparison of the eval-mode outputs with the graph before
+    it: max relative error ≤ `rtol` plus a small multiple of that graph's own float32 noise
+    floor, and no NaN/Inf where the graph before had none (`bitfx.passes.core.output_check`).
+    A failure raises `PassError` naming the pass and those that ran before it; the model
+    given to `run` is never modified (the pipeline works on a deep copy).
     """
 
     def __init__(
@@ -121,6 +131,7 @@ class Pipeline:
                 "Pipeline.run needs example inputs: capture the model with bitfx.ir.capture(model, inputs) "
                 "or pass example_inputs="
             )
+        check_order(self.passes, gm)
         context = PassContext(example_inputs=inputs, data=data)
         work = copy.deepcopy(gm)
         reference: Any = None
@@ -141,6 +152,7 @@ class Pipeline:
         for instrument in self.instruments:
             instrument.before_pass(index, pass_.name, gm)
         pass_.requires(gm)
+        exact = _float64_outputs(gm, context) if pass_.preserves_outputs else None
         start = time.perf_counter()
         result = pass_.run(gm, context)
         seconds = time.perf_counter() - start
@@ -149,19 +161,27 @@ class Pipeline:
         new.recompile()
         propagate_shapes(new, context.example_inputs)
         pass_.ensures(new)
-        error = None
+        error = floor = None
         if pass_.preserves_outputs:
             outputs = run_eval(new, context.example_inputs)
-            error = max((e.max_rel_error for e in compare_outputs(reference, outputs)), default=0.0)
-            if error > self.rtol:
-                raise PassError(f"outputs changed: max relative error {error:.3g} > tolerance {self.rtol:g}")
-            reference = outputs
+            check = check_outputs(reference, exact, outputs, self.rtol)
+            if not check.passed:
+                raise PassError(f"outputs changed: {check.describe()}")
+            error, floor, reference = check.error, check.noise_floor, outputs
         elif result.modified:
             reference = None
-        record = PassRecord(pass_.name, result.modified, seconds, result.stats, error)
+        record = PassRecord(pass_.name, result.modified, seconds, result.stats, error, floor)
         for instrument in self.instruments:
             instrument.after_pass(index, record, new)
         return new, record, reference
+
+
+def _float64_outputs(gm: fx.GraphModule, context: PassContext) -> Any:
+    """The graph's outputs computed in float64, or None when some module cannot run in float64."""
+    try:
+        return run_eval_float64(gm, context.example_inputs)
+    except Exception:  # a module with float32-only code: the check falls back to the plain rtol
+        return None
 
 
 def _failure_message(pass_: Pass, index: int, done: list[PassRecord], error: Exception) -> str:

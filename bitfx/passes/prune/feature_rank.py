@@ -4,7 +4,8 @@ For each calibration image and channel, the H×W map at a tap node has a rank
 (`torch.linalg.matrix_rank`, batched over images and channels); the average over all
 images is the channel's score (Lin et al., "HRank", CVPR 2020). The model runs in eval
 mode without autograd. When a torch.distributed process group is initialised, the rank
-sums and image counts are all-reduced, so every process gets the statistics of all data.
+sums and image counts are all-reduced, so every process gets the statistics of all data;
+a failure on one rank is the same error on every rank (`bitfx.ir.distributed`).
 An (N, C, L) tap is ranked as C maps of 1×L, an (N, F) tap as F maps of 1×1, and an
 (N, C, D, H, W) tap as C maps of (D·H)×W.
 """
@@ -23,6 +24,7 @@ from tqdm import tqdm
 
 from bitfx.errors import PassError
 from bitfx.ir import eval_mode
+from bitfx.ir.distributed import agree, check_same_model, is_distributed
 
 
 @dataclass(frozen=True)
@@ -38,10 +40,34 @@ def average_feature_ranks(
     gm: fx.GraphModule, taps: Sequence[str], data: Iterable[Any], *, max_batches: int
 ) -> FeatureRanks:
     """Run up to `max_batches` batches of `data` (tensors or (inputs, labels) tuples) through
-    `gm` and average the per-channel feature-map ranks at the nodes named in `taps`."""
+    `gm` and average the per-channel feature-map ranks at the nodes named in `taps`.
+
+    Under torch.distributed every rank first checks that all ranks hold the same graph, then
+    runs its own shard and reports whether that failed (an empty shard, a bad batch, NaN/Inf
+    at a tap); when one did, every rank raises the same `PassError` before the sums are reduced."""
+    check_same_model(gm, PassError, "HRank calibration", plan=list(taps))
     recorder = _RankRecorder(gm, set(taps))
+    batches, failure = 0, None
+    try:
+        batches = _record(recorder, data, max_batches)
+        if batches == 0:
+            raise PassError("the calibration data is empty: give at least one batch")
+    except Exception as error:
+        failure = error
+    agree(failure, PassError, "HRank calibration")
+    sums = [recorder.sums[name] for name in taps]
+    totals = torch.cat([*sums, torch.tensor([float(recorder.images), float(batches)], dtype=torch.float64)])
+    if is_distributed():
+        dist.all_reduce(totals, op=dist.ReduceOp.SUM)
+    images, all_batches = int(totals[-2]), int(totals[-1])
+    averages = dict(zip(taps, (part / images for part in totals[:-2].split([len(s) for s in sums]))))
+    return FeatureRanks(averages, images, all_batches)
+
+
+def _record(recorder: _RankRecorder, data: Iterable[Any], max_batches: int) -> int:
+    """Run up to `max_batches` batches through `recorder`; the number of batches run."""
     batches = 0
-    with eval_mode(gm), torch.no_grad():
+    with eval_mode(recorder.module), torch.no_grad():
         total = min(max_batches, len(data)) if isinstance(data, Sized) else max_batches
         for batch in tqdm(
             itertools.islice(data, max_batches), total=total, desc="HRank calibration", unit="batch", leave=False
@@ -55,15 +81,7 @@ def average_feature_ranks(
             recorder.run(inputs)
             recorder.images += inputs.shape[0]
             batches += 1
-    if batches == 0:
-        raise PassError("the calibration data is empty: give at least one batch")
-    sums = [recorder.sums[name] for name in taps]
-    totals = torch.cat([*sums, torch.tensor([float(recorder.images), float(batches)], dtype=torch.float64)])
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(totals, op=dist.ReduceOp.SUM)
-    images, all_batches = int(totals[-2]), int(totals[-1])
-    averages = dict(zip(taps, (part / images for part in totals[:-2].split([len(s) for s in sums]))))
-    return FeatureRanks(averages, images, all_batches)
+    return batches
 
 
 def channel_ranks(maps: torch.Tensor) -> torch.Tensor:
@@ -89,6 +107,8 @@ class _RankRecorder(fx.Interpreter):
     def run_node(self, n: fx.Node) -> Any:
         value = super().run_node(n)
         if n.name in self.taps:
+            if not bool(torch.isfinite(value).all()):
+                raise PassError(f"node {n.name!r} holds NaN or Inf on calibration image {self.images} or after it")
             total = channel_ranks(value).sum(dim=0).double()
             self.sums[n.name] = self.sums[n.name] + total if n.name in self.sums else total
         return value

@@ -34,9 +34,11 @@ from torch import fx
 
 from bitfx.errors import PassConfigError, PassError
 from bitfx.ir import as_inputs, example_inputs_of, node_shape, propagate_shapes, summary
+from bitfx.ir.distributed import gathered
 from bitfx.ir.execution import Inputs
 from bitfx.ir.rewrite import module_of, only_user
 from bitfx.passes.core.base import Pass, PassContext, PassResult
+from bitfx.passes.core.ordering import BINARY_LAYERS
 from bitfx.passes.core.registry import register_pass
 from bitfx.passes.core.selection import Decision, LayerSelection
 from bitfx.passes.prune import channel_ops as ops
@@ -56,6 +58,7 @@ class RankPrune(Pass):
 
     name = "rank_prune"
     preserves_outputs = False
+    conflicts = (BINARY_LAYERS,)
 
     rate: float = 0.5
     rates: LayerSelection = field(default_factory=LayerSelection)
@@ -137,6 +140,8 @@ class RankPrune(Pass):
     ) -> tuple[dict[int, float], int, int]:
         """A score per prunable channel (higher = keep), and the calibration images/batches used."""
         wanted = {c for g in groups for c in g.prunable()}
+        if self.criterion == "rank" and not _ranks_agree_to_calibrate(bool(wanted), data is not None):
+            return {}, 0, 0
         if not wanted:
             return {}, 0, 0
         if self.criterion == "random":
@@ -287,3 +292,21 @@ def _check_rate(value: object, what: str) -> None:
         raise PassConfigError(
             f"rank_prune: {what} is {value!r}; a prune rate is a number in [0, 1) (0.5 removes half the channels)"
         )
+
+
+def _ranks_agree_to_calibrate(wanted: bool, has_data: bool) -> bool:
+    """Whether HRank calibration runs, decided alike on every torch.distributed rank (a collective):
+    False when no rank has channels to rank, a `PassError` on every rank when only some have."""
+    states = gathered((wanted, has_data))
+    if not any(w for w, _ in states):
+        return False
+    odd = [rank for rank, state in enumerate(states) if state != (True, True)]
+    if len(states) > 1 and odd:
+        details = ", ".join(
+            f"rank {rank}: {'no calibration data' if not states[rank][1] else 'nothing to prune'}" for rank in odd
+        )
+        raise PassError(
+            f"HRank calibration is a collective and not every rank can take part ({details}); every rank must "
+            "run rank_prune on the same model with the same parameters and calibration data"
+        )
+    return True
