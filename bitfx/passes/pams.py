@@ -44,7 +44,7 @@ from bitfx.errors import PassConfigError, PassError
 from bitfx.ir.execution import compare_outputs, eval_mode, run_eval
 from bitfx.ir.output_chain import chain_after, chain_before
 from bitfx.ir.quant import MAX_BITS, MIN_BITS, QUANT_LAYER_TYPES, QUANTIZED_LAYERS, ActQuant, quantize_layer
-from bitfx.ir.rewrite import call_counts, free_name, module_of, replace_module
+from bitfx.ir.rewrite import call_counts, computes_as, free_name, module_of, replace_module
 from bitfx.passes.core.base import Pass, PassContext, PassResult
 from bitfx.passes.core.registry import register_pass
 from bitfx.passes.core.selection import LayerSelection
@@ -129,10 +129,16 @@ class PAMSQuantize(Pass):
 
     def _choose(self, gm: fx.GraphModule) -> tuple[list[fx.Node], dict[str, str]]:
         """The layer nodes to quantize, and why each other candidate stays float."""
-        selected = [(n, m, d) for n, m, d in self.layers.select(gm, _CANDIDATES) if type(m) in QUANTIZED_LAYERS]
+        candidates = self.layers.select(gm, _CANDIDATES)
+        selected = [(n, m, d) for n, m, d in candidates if computes_as(m, _CANDIDATES)]
         calls = call_counts(gm)
         ends = {selected[0][0].target, selected[-1][0].target} if selected and self.float_ends else set()
-        chosen, skipped = [], {}
+        chosen: list[fx.Node] = []
+        skipped = {
+            n.target: f"{type(m).__name__} overrides forward: what it computes is not a plain conv/linear"
+            for n, m, _ in candidates
+            if not computes_as(m, _CANDIDATES)
+        }
         for node, module, decision in selected:
             if decision.rule == "default" and node.target in ends:
                 skipped[node.target] = "first/last layer (float_ends)"

@@ -204,7 +204,7 @@ class _Analyzer:
             return _UNKNOWN
         in_map = self.maps[source.name]
         shared = self.cannot_shrink_reason(node)
-        kind = type(module)
+        kind = ops.layer_type(module)
         if kind in ops.CONV_TYPES:
             return self.visit_conv(node, module, in_map, shared)
         if kind in ops.TRANSPOSED_CONV_TYPES:
@@ -392,7 +392,7 @@ class _Analyzer:
                 layer_node = self.view.nodes[space.node]["node"]
                 if (
                     layer_node.op == "call_module"
-                    and type(self.gm.get_submodule(layer_node.target)) in ops.CONV_TYPES + ops.LINEAR_TYPES
+                    and ops.layer_type(self.gm.get_submodule(layer_node.target)) in ops.CONV_TYPES + ops.LINEAR_TYPES
                 ):
                     self.fix(
                         self.maps.get(layer_node.args[0].name, []),
