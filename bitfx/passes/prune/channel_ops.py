@@ -45,11 +45,23 @@ CHANNELWISE_MODULES: tuple[type[nn.Module], ...] = ACTIVATION_MODULES + (
     nn.AdaptiveMaxPool1d,
     nn.AdaptiveMaxPool2d,
     nn.AdaptiveMaxPool3d,
+    nn.AlphaDropout,
+    nn.FeatureAlphaDropout,
+    nn.Upsample,
+    nn.UpsamplingNearest2d,
+    nn.UpsamplingBilinear2d,
 )
 SOFTMAX_MODULES: tuple[type[nn.Module], ...] = (nn.Softmax, nn.LogSoftmax)
 
 CHANNELWISE_FUNCTIONS = ACTIVATION_FUNCTIONS | {
     F.dropout,
+    F.dropout1d,
+    F.dropout2d,
+    F.dropout3d,
+    F.alpha_dropout,
+    F.feature_alpha_dropout,
+    F.interpolate,
+    F.upsample,
     F.max_pool1d,
     F.max_pool2d,
     F.max_pool3d,
@@ -79,6 +91,21 @@ CHANNELWISE_METHODS = ACTIVATION_METHODS | {
     "float",
     "to",
 }
+
+# Attributes of a tensor that are not tensors: reading them creates no channels.
+TENSOR_FACTS = frozenset({"ndim", "shape", "dtype", "device"})
+FACT_METHODS = frozenset({"dim"})
+# Ops that only move values: when they move them across the channel axis (a reshape that is not a
+# batch flatten, a transpose or permute of dim 1, a channel or pixel shuffle) the channels they read
+# are kept, and what they make is a new, kept channel space.
+LAYOUT_MODULES: tuple[type[nn.Module], ...] = (nn.ChannelShuffle, nn.PixelShuffle, nn.PixelUnshuffle, nn.Unflatten)
+LAYOUT_FUNCTIONS = frozenset(
+    {torch.reshape, torch.permute, torch.transpose, torch.channel_shuffle, F.pixel_shuffle, F.pixel_unshuffle}
+)
+LAYOUT_METHODS = frozenset({"view", "reshape", "permute", "transpose", "unflatten"})
+# Channel-wise ops whose per-channel tensors are graph values (a BatchNorm subclass traced into
+# F.batch_norm on its own buffers): pruning does not slice those, so the channels are kept.
+STATISTICS_FUNCTIONS = frozenset({F.batch_norm})
 
 ELEMENTWISE_FUNCTIONS = {
     operator.add,
