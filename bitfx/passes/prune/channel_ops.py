@@ -96,12 +96,10 @@ CHANNELWISE_METHODS = ACTIVATION_METHODS | {
 TENSOR_FACTS = frozenset({"ndim", "shape", "dtype", "device"})
 FACT_METHODS = frozenset({"dim"})
 # Ops that only move values: when they move them across the channel axis (a reshape that is not a
-# batch flatten, a transpose or permute of dim 1, a channel or pixel shuffle) the channels they read
+# batch flatten, a transpose or permute of dim 1, a channel shuffle) the channels they read
 # are kept, and what they make is a new, kept channel space.
-LAYOUT_MODULES: tuple[type[nn.Module], ...] = (nn.ChannelShuffle, nn.PixelShuffle, nn.PixelUnshuffle, nn.Unflatten)
-LAYOUT_FUNCTIONS = frozenset(
-    {torch.reshape, torch.permute, torch.transpose, torch.channel_shuffle, F.pixel_shuffle, F.pixel_unshuffle}
-)
+LAYOUT_MODULES: tuple[type[nn.Module], ...] = (nn.ChannelShuffle, nn.Unflatten)
+LAYOUT_FUNCTIONS = frozenset({torch.reshape, torch.permute, torch.transpose, torch.channel_shuffle})
 LAYOUT_METHODS = frozenset({"view", "reshape", "permute", "transpose", "unflatten"})
 # Channel-wise ops whose per-channel tensors are graph values (a BatchNorm subclass traced into
 # F.batch_norm on its own buffers): pruning does not slice those, so the channels are kept.

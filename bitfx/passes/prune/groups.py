@@ -10,7 +10,7 @@ Every tensor with a channel axis (dim 1 of an (N, C, …) activation, the featur
 - `cat` on dim 1 concatenates the maps, so each input's channels keep their offset;
 - flatten repeats each slot H·W times: channel c becomes features c·H·W … (c+1)·H·W − 1;
 - a reshape, transpose or permute of the spatial dims only passes the map on; one that moves
-  values across the channel axis (a channel or pixel shuffle) keeps the channels it reads and
+  values across the channel axis (a channel shuffle) keeps the channels it reads and
   makes a new kept space; reading a tensor's `ndim`, `shape`, `dtype` or `dim()` makes no channels.
 
 Slots joined by unions form one *channel*: removing it removes every slot in it — output
