@@ -117,3 +117,54 @@ def test_functional_batch_norm_keeps_its_channels_and_says_so() -> None:
     assert any("normalised by function batch_norm" in r for rs in a.fixed.values() for r in rs)
     plan, error = _prune(Net())
     assert error < 1e-5 and next(g for g in plan.groups if g.layers[0] == "b").removed
+
+
+class ResNetDBlock(nn.Module):
+    """A strided residual block whose shortcut is average pooling then a 1×1 conv (ResNet-D)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv1, self.bn1 = nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8)
+        self.conv2, self.bn2 = nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16)
+        self.down = nn.Sequential(nn.AvgPool2d(2, ceil_mode=True), nn.Conv2d(8, 16, 1), nn.BatchNorm2d(16))
+        self.out = nn.Conv2d(16, 4, 1)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.relu(self.stem(x))
+        y = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        return self.head(self.out(F.relu(y + self.down(x))))
+
+
+class TwoInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(3, 8, 3, padding=1)
+        self.mix = nn.Conv2d(16, 4, 1)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        return self.head(self.mix(torch.cat([F.relu(self.a(x)), F.relu(self.b(y))], dim=1)))
+
+
+def test_an_average_pool_shortcut_joins_the_residual_group() -> None:
+    gm = capture(ResNetDBlock().eval(), torch.randn(1, 3, 8, 8))
+    groups = {g.layers[0]: set(g.layers) for g in analyze_channels(gm).groups}
+    assert groups["conv2"] == {"conv2", "down.1"}
+    plan, error = _prune(ResNetDBlock())
+    assert error < 1e-5 and next(g for g in plan.groups if g.layers[0] == "conv2").removed
+
+
+def test_a_model_with_two_inputs_prunes_both_branches() -> None:
+    data = [((torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8)), torch.zeros(2)) for _ in range(2)]
+    model = TwoInputs().eval()
+    gm = capture(model, data[0][0])
+    prune = RankPrune(rate=0.5)
+    plan = prune.plan(gm, data)
+    pruned = Pipeline([prune]).run(gm, data=data).graph_module
+    assert pruned.get_submodule("a").out_channels == pruned.get_submodule("b").out_channels == 4
+    assert pruned.get_submodule("mix").in_channels == 8
+    x = (torch.randn(3, 3, 8, 8), torch.randn(3, 3, 8, 8))
+    reference = run_eval(masked_reference(gm, plan, prune.prune_classifier), x)
+    assert max(e.max_rel_error for e in compare_outputs(reference, run_eval(pruned, x))) < 1e-5

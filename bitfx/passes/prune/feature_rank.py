@@ -37,8 +37,9 @@ class FeatureRanks:
 def average_feature_ranks(
     gm: fx.GraphModule, taps: Sequence[str], data: Iterable[Any], *, max_batches: int
 ) -> FeatureRanks:
-    """Run up to `max_batches` batches of `data` (tensors or (inputs, labels) tuples) through
-    `gm` and average the per-channel feature-map ranks at the nodes named in `taps`."""
+    """Run up to `max_batches` batches of `data` (tensors or (inputs, labels) tuples; inputs is a
+    tuple of tensors for a model of several inputs) through `gm` and average the per-channel
+    feature-map ranks at the nodes named in `taps`."""
     recorder = _RankRecorder(gm, set(taps))
     batches = 0
     with eval_mode(gm), torch.no_grad():
@@ -47,13 +48,15 @@ def average_feature_ranks(
             itertools.islice(data, max_batches), total=total, desc="HRank calibration", unit="batch", leave=False
         ):
             inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
-            if not isinstance(inputs, torch.Tensor):
+            inputs = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
+            if not inputs or not all(isinstance(t, torch.Tensor) for t in inputs):
                 raise PassError(
                     f"calibration batch {batches} is a {type(batch).__name__}; a batch must be a tensor "
-                    "or an (inputs, labels) tuple"
+                    "or an (inputs, labels) tuple, where inputs is a tensor or, for a model of several "
+                    "inputs, a tuple of tensors"
                 )
-            recorder.run(inputs)
-            recorder.images += inputs.shape[0]
+            recorder.run(*inputs)
+            recorder.images += inputs[0].shape[0]
             batches += 1
     if batches == 0:
         raise PassError("the calibration data is empty: give at least one batch")
