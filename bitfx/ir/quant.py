@@ -155,8 +155,8 @@ QUANT_LAYER_TYPES = (QuantConv1d, QuantConv2d, QuantConv3d, QuantLinear)
 
 
 def quantize_layer(layer: nn.Module, bits: int, per_channel: bool) -> nn.Module:
-    """The quantized twin of a float Conv1d/2d/3d or Linear, sharing its weight and bias."""
-    cls = QUANTIZED_LAYERS[type(layer)]
+    """The quantized twin of a float Conv1d/2d/3d or Linear (or a subclass), sharing its weight and bias."""
+    cls = next(twin for base, twin in QUANTIZED_LAYERS.items() if isinstance(layer, base))
     factory = {"device": layer.weight.device, "dtype": layer.weight.dtype}
     has_bias = layer.bias is not None
     if isinstance(layer, nn.Linear):

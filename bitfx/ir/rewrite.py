@@ -98,6 +98,27 @@ def is_relu(gm: fx.GraphModule, node: fx.Node) -> bool:
     return _matches(gm, node, (), RELU_FUNCTIONS, RELU_METHODS)
 
 
+# The methods in which torch.nn layers do their arithmetic: a subclass that overrides one may compute something else.
+_COMPUTING_METHODS = ("forward", "_conv_forward")
+
+
+def overridden_methods(module: nn.Module, cls: type[nn.Module]) -> list[str]:
+    """The arithmetic methods of `cls` (forward, a conv's `_conv_forward`) that `module`'s class overrides."""
+    return [
+        name
+        for name in _COMPUTING_METHODS
+        if hasattr(cls, name) and getattr(type(module), name) is not getattr(cls, name)
+    ]
+
+
+def computes_as(module: nn.Module, cls: type[nn.Module] | tuple[type[nn.Module], ...]) -> bool:
+    """True when `module` is an instance of `cls` (a subclass defined anywhere included) that computes
+    what `cls` computes: its class overrides none of the methods that do the arithmetic. A pass may then
+    rewrite it like the torch.nn layer itself."""
+    classes = cls if isinstance(cls, tuple) else (cls,)
+    return any(isinstance(module, c) and not overridden_methods(module, c) for c in classes)
+
+
 def only_user(node: fx.Node) -> fx.Node | None:
     """The single node that reads `node`'s output; None when it has no user or several."""
     return next(iter(node.users)) if len(node.users) == 1 else None

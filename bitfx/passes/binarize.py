@@ -10,9 +10,14 @@ places, padding given as a string or not zero padding, a Linear on a non-2-D inp
 float too. The report lists every float layer with the reason (`skipped`).
 
 In front of a layer that binarizes its input, a ReLU or ReLU6 (a rectifier in
-`bitfx.ir.rewrite`'s terms; possibly behind pooling, flattening or dropout) would make every
+`bitfx.ir.rewrite`'s terms; possibly behind single-input ops that keep signs, such as pooling,
+interpolation, flattening or dropout) would make every
 sign +1, so the scheme's replacement takes its place: nothing (removed), Hardtanh or RPReLU
-(`activations="keep"` leaves ReLUs alone).
+(`activations="keep"` leaves ReLUs alone). A layer whose input is still never negative after
+that (`bitfx.ir.value_range`: a ReLU, ReLU6 or sigmoid gate reached through concatenation,
+split, the sum of rectified maps, a gated product, …) and whose sign has a fixed threshold at 0
+stays float with the reason: sign() of its input would be +1 everywhere and its output would
+not depend on its input. `ensures` fails the pass if such a binary layer is left.
 
 `shortcuts=True` adds Bi-Real's real-valued shortcut around each binarized conv whose
 output (after the BatchNorm that directly follows it, if any) has the shape of its input:
@@ -28,39 +33,18 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import torch
-import torch.nn.functional as F
 from torch import fx, nn
 
-from bitfx.errors import PassConfigError
-from bitfx.ir.binary import SCALE_NAMES, BinaryConv2d, BinaryLinear, BinaryScheme, get_scheme
+from bitfx.errors import PassConfigError, PassError
+from bitfx.ir.binary import SCALE_NAMES, BinaryConv2d, BinaryLayer, BinaryLinear, BinaryScheme, get_scheme
 from bitfx.ir.binary.ops import PAD_VALUES
-from bitfx.ir.rewrite import call_counts, free_name, is_rectifier, module_of, only_user, replace_module
+from bitfx.ir.rewrite import call_counts, computes_as, free_name, is_rectifier, module_of, only_user, replace_module
 from bitfx.ir.shapes import node_shape
+from bitfx.ir.value_range import describe, never_negative, non_negative_sources
 from bitfx.passes.core.base import Pass, PassContext, PassResult
 from bitfx.passes.core.ordering import BINARY_LAYERS
 from bitfx.passes.core.registry import register_pass
 from bitfx.passes.core.selection import Decision, LayerSelection
-
-# Ops through which sign(ReLU(x)) stays degenerate (their output is ≥ 0 when their input is).
-_PASS_THROUGH_MODULES = (
-    nn.MaxPool2d,
-    nn.AvgPool2d,
-    nn.AdaptiveAvgPool2d,
-    nn.AdaptiveMaxPool2d,
-    nn.Flatten,
-    nn.Dropout,
-    nn.Identity,
-)
-_PASS_THROUGH_FUNCTIONS = {
-    torch.flatten,
-    F.max_pool2d,
-    F.avg_pool2d,
-    F.adaptive_avg_pool2d,
-    F.adaptive_max_pool2d,
-    F.dropout,
-}
-_PASS_THROUGH_METHODS = {"flatten", "view", "reshape", "contiguous"}
 
 
 @register_pass
@@ -98,10 +82,11 @@ class BinarizeConvs(Pass):
         weight_nodes = [
             (node, module, decision)
             for node, module, decision in weight_nodes
-            if type(module) in (nn.Conv2d, nn.Linear)
+            if isinstance(module, (nn.Conv2d, nn.Linear))
         ]
         calls = call_counts(gm)
         first_conv = next((node for node, module, _ in weight_nodes if isinstance(module, nn.Conv2d)), None)
+        originals: dict[fx.Node, nn.Module] = {}
         last_layer = weight_nodes[-1][0] if weight_nodes else None
 
         binarized: dict[str, str] = {}
@@ -112,11 +97,16 @@ class BinarizeConvs(Pass):
             if isinstance(scheme, str):
                 skipped[node.target] = scheme
                 continue
+            originals[node] = module
             replace_module(gm, node.target, self._binary_layer(module, scheme))
             binarized[node.target] = scheme.name
             schemes[node] = scheme
 
         activations = {} if self.activations == "keep" else self._replace_relus(gm, schemes, calls)
+        for node, reason in _never_negative_inputs(gm, list(schemes)).items():
+            replace_module(gm, node.target, originals[node])
+            del binarized[node.target], schemes[node]
+            skipped[node.target] = reason
         binary_convs = [node for node in schemes if isinstance(gm.get_submodule(node.target), BinaryConv2d)]
         shortcuts = self._add_shortcuts(gm, binary_convs) if self.shortcuts else 0
         if binarized:
@@ -132,6 +122,16 @@ class BinarizeConvs(Pass):
             "layers": binarized,
         }
         return PassResult(gm, bool(binarized), stats)
+
+    def ensures(self, gm: fx.GraphModule) -> None:
+        """No binary layer may read a never-negative input through a sign at 0 (its output would be constant)."""
+        layers = [node for node in gm.graph.nodes if isinstance(module_of(gm, node), BinaryLayer)]
+        degenerate = _never_negative_inputs(gm, layers)
+        if degenerate:
+            raise PassError(
+                "binary layers whose input is never negative: "
+                + "; ".join(f"{node.target}: {reason}" for node, reason in degenerate.items())
+            )
 
     def _scheme(self, name: str, where: str) -> BinaryScheme:
         try:
@@ -151,6 +151,8 @@ class BinarizeConvs(Pass):
         """The scheme for this layer, or the reason it stays float."""
         if calls[node.target] > 1:
             return f"called from {calls[node.target]} places"
+        if not computes_as(module, (nn.Conv2d, nn.Linear)):
+            return f"{type(module).__name__} overrides forward: what it computes is not a plain conv/linear"
         if isinstance(module, nn.Conv2d) and (isinstance(module.padding, str) or module.padding_mode != "zeros"):
             return (
                 f"padding={module.padding!r}, padding_mode={module.padding_mode!r}: only numeric zero padding "
@@ -219,14 +221,6 @@ class BinarizeConvs(Pass):
         return added
 
 
-def _passes_sign_through(gm: fx.GraphModule, node: fx.Node) -> bool:
-    if node.op == "call_module":
-        return isinstance(gm.get_submodule(node.target), _PASS_THROUGH_MODULES)
-    return (node.op == "call_function" and node.target in _PASS_THROUGH_FUNCTIONS) or (
-        node.op == "call_method" and node.target in _PASS_THROUGH_METHODS
-    )
-
-
 def _relus_feeding(gm: fx.GraphModule, layer_node: fx.Node) -> list[fx.Node]:
     """The ReLU nodes whose output reaches `layer_node`'s input through sign-preserving ops only."""
     found, node = [], layer_node.args[0]
@@ -234,9 +228,10 @@ def _relus_feeding(gm: fx.GraphModule, layer_node: fx.Node) -> list[fx.Node]:
         if is_rectifier(gm, node):
             found.append(node)
             break
-        if not _passes_sign_through(gm, node):
+        sources = non_negative_sources(gm, node)
+        if len(sources) != 1:
             break
-        node = node.args[0] if node.args else None
+        node = sources[0]
     return found
 
 
@@ -260,3 +255,19 @@ def _replace_relu(gm: fx.GraphModule, relu: fx.Node, scheme: BinaryScheme, calls
         relu.replace_all_uses_with(new)
         gm.graph.erase_node(relu)
     return type(replacement).__name__
+
+
+def _never_negative_inputs(gm: fx.GraphModule, layer_nodes: list[fx.Node]) -> dict[fx.Node, str]:
+    """The binary layers among `layer_nodes` whose sign at 0 sees an input that is never negative, with the reason."""
+    values = never_negative(gm)
+    found = {}
+    for node in layer_nodes:
+        layer = gm.get_submodule(node.target)
+        source = node.args[0] if node.args else None
+        if not layer.binarize_input or layer.deployed_input() is not None or source not in values:
+            continue
+        found[node] = (
+            f"its input is never negative ({describe(source, values[source])}): sign() would be +1 everywhere and "
+            "the output would not depend on the input, so it stays float"
+        )
+    return found

@@ -19,6 +19,10 @@ that read it):
    it is already quantized, so that integer execution never leaves a quantized layer in
    float.
 
+A tensor gets one quantizer: when a tensor to quantize is another quantized tensor seen through
+ops that return their input's value and gradient (Identity, contiguous, clone), its readers read
+the quantizer of that tensor directly instead of quantizing it a second time.
+
 α of every quantizer starts at the mean over calibration samples of the per-sample max|x|,
 measured on the float activations (quantizers pass values through while calibrating), over
 the first `batches` calibration batches (every batch when None). The sums are reduced across
@@ -44,7 +48,7 @@ from bitfx.ir.distributed import agree, check_same_model, is_distributed
 from bitfx.ir.execution import compare_outputs, eval_mode, run_eval
 from bitfx.ir.output_chain import chain_after, chain_before
 from bitfx.ir.quant import MAX_BITS, MIN_BITS, QUANT_LAYER_TYPES, QUANTIZED_LAYERS, ActQuant, quantize_layer
-from bitfx.ir.rewrite import call_counts, free_name, module_of, replace_module
+from bitfx.ir.rewrite import call_counts, computes_as, free_name, module_of, replace_module
 from bitfx.passes.core.base import Pass, PassContext, PassResult
 from bitfx.passes.core.ordering import BINARY_LAYERS
 from bitfx.passes.core.registry import register_pass
@@ -52,6 +56,10 @@ from bitfx.passes.core.selection import LayerSelection
 
 _ADD_FUNCTIONS = (operator.add, operator.iadd, torch.add)
 _CANDIDATES = tuple(QUANTIZED_LAYERS)
+# ops whose output is their input's value, with the same gradient, in training and in eval mode
+_SAME_VALUE_MODULES = (nn.Identity,)
+_SAME_VALUE_FUNCTIONS = frozenset({torch.clone})
+_SAME_VALUE_METHODS = frozenset({"contiguous", "clone"})
 
 
 @register_pass
@@ -116,6 +124,13 @@ class PAMSQuantize(Pass):
                 source = node.args[0]
                 if not (isinstance(source, fx.Node) and isinstance(module_of(gm, source), ActQuant)):
                     raise PassError(f"quantized layer {node.target!r} does not read a quantized activation")
+        for node in gm.graph.nodes:
+            if isinstance(module_of(gm, node), ActQuant):
+                source = node.args[0]
+                while isinstance(source, fx.Node) and _is_same_value(gm, source):
+                    source = source.args[0]
+                if isinstance(source, fx.Node) and isinstance(module_of(gm, source), ActQuant):
+                    raise PassError(f"quantizers {source.target!r} and {node.target!r} quantize the same tensor")
         for name, module in gm.named_modules():
             if isinstance(module, ActQuant) and not (torch.isfinite(module.alpha) and module.alpha > 0):
                 raise PassError(
@@ -125,10 +140,16 @@ class PAMSQuantize(Pass):
 
     def _choose(self, gm: fx.GraphModule) -> tuple[list[fx.Node], dict[str, str]]:
         """The layer nodes to quantize, and why each other candidate stays float."""
-        selected = [(n, m, d) for n, m, d in self.layers.select(gm, _CANDIDATES) if type(m) in QUANTIZED_LAYERS]
+        candidates = self.layers.select(gm, _CANDIDATES)
+        selected = [(n, m, d) for n, m, d in candidates if computes_as(m, _CANDIDATES)]
         calls = call_counts(gm)
         ends = {selected[0][0].target, selected[-1][0].target} if selected and self.float_ends else set()
-        chosen, skipped = [], {}
+        chosen: list[fx.Node] = []
+        skipped = {
+            n.target: f"{type(m).__name__} overrides forward: what it computes is not a plain conv/linear"
+            for n, m, _ in candidates
+            if not computes_as(m, _CANDIDATES)
+        }
         for node, module, decision in selected:
             if decision.rule == "default" and node.target in ends:
                 skipped[node.target] = "first/last layer (float_ends)"
@@ -166,7 +187,35 @@ def _quantized_edges(gm: fx.GraphModule, layers: list[fx.Node]) -> dict[fx.Node,
         end = chain_after(gm, layer).end
         if not set(end.users) <= edges.get(end, set()):
             edges.setdefault(end, set()).update(end.users)
+    return _one_quantizer_per_value(gm, edges)
+
+
+def _one_quantizer_per_value(gm: fx.GraphModule, edges: dict[fx.Node, set[fx.Node]]) -> dict[fx.Node, set[fx.Node]]:
+    """Merge the edges whose source is another source's value seen through same-value ops: their users
+    read that other source (and so its quantizer) directly, and the value is quantized once."""
+    for source in list(edges):
+        origin = source
+        while _is_same_value(gm, origin) and isinstance(origin.args[0], fx.Node):
+            origin = origin.args[0]
+        if origin is not source and origin in edges:
+            for user in edges.pop(source):
+                user.replace_input_with(source, origin)
+                edges[origin].add(user)
+            while source is not origin and not source.users:
+                source, dead = source.args[0], source
+                gm.graph.erase_node(dead)
     return edges
+
+
+def _is_same_value(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """True for an op whose output is its first argument's value, in training and in eval mode."""
+    if not node.args:
+        return False
+    if node.op == "call_module":
+        return isinstance(gm.get_submodule(node.target), _SAME_VALUE_MODULES)
+    if node.op == "call_method":
+        return node.target in _SAME_VALUE_METHODS
+    return node.op == "call_function" and node.target in _SAME_VALUE_FUNCTIONS
 
 
 def _is_add(node: fx.Node) -> bool:

@@ -9,10 +9,11 @@ import torch
 from torch import fx
 
 from bitfx.backends.onnx.graph_edits import rename_outputs
-from bitfx.backends.onnx.lowerings import get_lowering
+from bitfx.backends.onnx.lowerings import get_lowering, pams_lowerings
 from bitfx.errors import BitfxError, LoweringError
 from bitfx.format.domain import LOWERING_METADATA_KEY
 from bitfx.ir.execution import Inputs, as_inputs, eval_mode, named_outputs
+from bitfx.ir.quant import QUANT_LAYER_TYPES, ActQuant
 
 
 def export(
@@ -29,6 +30,7 @@ def export(
     tuple, the ONNX outputs are named by their path in it (`bitfx.ir.execution.named_outputs`:
     `"logits"`, `"aux.0"`), which `verify` pairs by."""
     lower = get_lowering(lowering)
+    _check_expressible(gm, lowering)
     inputs = as_inputs(example_inputs)
     try:
         with eval_mode(gm), torch.no_grad():
@@ -73,3 +75,16 @@ def _name_structured_outputs(gm: fx.GraphModule, model: onnx.ModelProto) -> None
         rename_outputs(model, names)
     except ValueError as error:
         raise LoweringError(f"cannot name the ONNX outputs after the model's outputs: {error}") from error
+
+
+def _check_expressible(gm: fx.GraphModule, lowering: str) -> None:
+    """Raise `LoweringError` when `gm` holds PAMS-quantized modules that `lowering` cannot express."""
+    if lowering in pams_lowerings():
+        return
+    quantized = [name for name, module in gm.named_modules() if isinstance(module, (ActQuant, *QUANT_LAYER_TYPES))]
+    if quantized:
+        styles = " or ".join(f"--lowering {name}" for name in pams_lowerings())
+        raise LoweringError(
+            f"lowering {lowering!r} cannot express the PAMS-quantized layers of this model ({len(quantized)} modules, "
+            f"e.g. {quantized[0]!r}): use {styles} (lowering='{pams_lowerings()[0]}' in Python)"
+        )

@@ -2,7 +2,7 @@
 `torch.onnx.export` call they share.
 
 Each style lives in the module named after it (`float`, `custom`, `int8`, `qdq`) and registers
-itself here with `register_lowering`.
+itself here with `register_lowering`, saying whether it can express PAMS-quantized layers.
 """
 
 from __future__ import annotations
@@ -21,13 +21,17 @@ BATCH_DIM_NAME = "batch"
 
 Lowering = Callable[[fx.GraphModule, tuple[torch.Tensor, ...], bool], onnx.ModelProto]
 _LOWERINGS: dict[str, Lowering] = {}
+_PAMS_LOWERINGS: set[str] = set()
 
 
-def register_lowering(name: str) -> Callable[[Lowering], Lowering]:
-    """Decorator: make `fn(gm, example_inputs, dynamic_batch) -> ModelProto` the style `name`."""
+def register_lowering(name: str, *, expresses_pams: bool = False) -> Callable[[Lowering], Lowering]:
+    """Decorator: make `fn(gm, example_inputs, dynamic_batch) -> ModelProto` the style `name`;
+    `expresses_pams` when it lowers the quantizers and quantized layers of the `pams` pass."""
 
     def register(fn: Lowering) -> Lowering:
         _LOWERINGS[name] = fn
+        if expresses_pams:
+            _PAMS_LOWERINGS.add(name)
         return fn
 
     return register
@@ -35,6 +39,11 @@ def register_lowering(name: str) -> Callable[[Lowering], Lowering]:
 
 def available_lowerings() -> list[str]:
     return sorted(_LOWERINGS)
+
+
+def pams_lowerings() -> list[str]:
+    """The styles that can lower a PAMS-quantized graph."""
+    return sorted(_PAMS_LOWERINGS)
 
 
 def get_lowering(name: str) -> Lowering:

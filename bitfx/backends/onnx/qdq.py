@@ -123,7 +123,7 @@ _DEQUANTIZE_TENSOR = torch.ops.bitfx_qdq.dequantize_tensor.default
 _CONV_FUNCTIONS = {nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d, nn.Conv3d: F.conv3d}
 
 
-@register_lowering("qdq")
+@register_lowering("qdq", expresses_pams=True)
 def lower_qdq(gm: fx.GraphModule, example_inputs: tuple[torch.Tensor, ...], dynamic_batch: bool) -> onnx.ModelProto:
     """Integer QDQ ONNX for a graph quantized by the `pams` pass (float layers stay float)."""
     model = torch_onnx_export(prepare_qdq(gm), example_inputs, dynamic_batch, custom_translation_table=TRANSLATIONS)

@@ -41,6 +41,9 @@ _FUSED_MATMULS = (
 )
 
 
+# ops that rearrange a weight without changing its values, which a weight's path to its layer may hold
+_LAYOUT_OPS = ("Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity")
+
 _MAC_OPS = {"Conv", "ConvInteger", "QLinearConv", "Gemm", "MatMul", "MatMulInteger", "QLinearMatMul"}
 
 
@@ -156,13 +159,14 @@ def quantized_layer_fusion(path: str | Path, optimized_ops: dict[str, int] | Non
 
 
 def _count_quantized(model: onnx.ModelProto, float_ops: tuple[str, ...], integer_ops: tuple[str, ...]) -> int:
-    """Nodes of `float_ops` whose weight (input 1) comes from a DequantizeLinear, plus the
-    nodes of `integer_ops` the file already holds."""
-    producers = {output: node.op_type for node in model.graph.node for output in node.output}
+    """Nodes of `float_ops` whose weight (input 1) comes from a DequantizeLinear, possibly through ops
+    that only change its layout (a Linear's weight is often transposed), plus the nodes of
+    `integer_ops` the file already holds."""
+    producers = {output: node for node in model.graph.node for output in node.output}
     dequantized = sum(
         1
         for node in model.graph.node
-        if node.op_type in float_ops and len(node.input) > 1 and producers.get(node.input[1]) == "DequantizeLinear"
+        if node.op_type in float_ops and len(node.input) > 1 and _dequantized(producers, node.input[1])
     )
     explicit = sum(
         1
@@ -170,3 +174,11 @@ def _count_quantized(model: onnx.ModelProto, float_ops: tuple[str, ...], integer
         if (f"{node.domain}.{node.op_type}" if node.domain else node.op_type) in integer_ops
     )
     return dequantized + explicit
+
+
+def _dequantized(producers: dict[str, onnx.NodeProto], name: str) -> bool:
+    """True when the tensor `name` is made by a DequantizeLinear, directly or through layout-only ops."""
+    node = producers.get(name)
+    while node is not None and node.op_type in _LAYOUT_OPS:
+        node = producers.get(node.input[0])
+    return node is not None and node.op_type == "DequantizeLinear"

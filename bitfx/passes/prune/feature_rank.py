@@ -39,8 +39,9 @@ class FeatureRanks:
 def average_feature_ranks(
     gm: fx.GraphModule, taps: Sequence[str], data: Iterable[Any], *, max_batches: int
 ) -> FeatureRanks:
-    """Run up to `max_batches` batches of `data` (tensors or (inputs, labels) tuples) through
-    `gm` and average the per-channel feature-map ranks at the nodes named in `taps`.
+    """Run up to `max_batches` batches of `data` (tensors or (inputs, labels) tuples; inputs is a
+    tuple of tensors for a model of several inputs) through `gm` and average the per-channel
+    feature-map ranks at the nodes named in `taps`.
 
     Under torch.distributed every rank first checks that all ranks hold the same graph, then
     runs its own shard and reports whether that failed (an empty shard, a bad batch, NaN/Inf
@@ -73,13 +74,15 @@ def _record(recorder: _RankRecorder, data: Iterable[Any], max_batches: int) -> i
             itertools.islice(data, max_batches), total=total, desc="HRank calibration", unit="batch", leave=False
         ):
             inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
-            if not isinstance(inputs, torch.Tensor):
+            inputs = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
+            if not inputs or not all(isinstance(t, torch.Tensor) for t in inputs):
                 raise PassError(
                     f"calibration batch {batches} is a {type(batch).__name__}; a batch must be a tensor "
-                    "or an (inputs, labels) tuple"
+                    "or an (inputs, labels) tuple, where inputs is a tensor or, for a model of several "
+                    "inputs, a tuple of tensors"
                 )
-            recorder.run(inputs)
-            recorder.images += inputs.shape[0]
+            recorder.run(*inputs)
+            recorder.images += inputs[0].shape[0]
             batches += 1
     return batches
 

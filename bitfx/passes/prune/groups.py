@@ -8,7 +8,10 @@ Every tensor with a channel axis (dim 1 of an (N, C, …) activation, the featur
 - a depthwise conv passes the map on too: its groups shrink with the channels;
 - an element-wise op of two tensors (a residual add) unifies their slots position by position;
 - `cat` on dim 1 concatenates the maps, so each input's channels keep their offset;
-- flatten repeats each slot H·W times: channel c becomes features c·H·W … (c+1)·H·W − 1.
+- flatten repeats each slot H·W times: channel c becomes features c·H·W … (c+1)·H·W − 1;
+- a reshape, transpose or permute of the spatial dims only passes the map on; one that moves
+  values across the channel axis (a channel shuffle) keeps the channels it reads and
+  makes a new kept space; reading a tensor's `ndim`, `shape`, `dtype` or `dim()` makes no channels.
 
 Slots joined by unions form one *channel*: removing it removes every slot in it — output
 channels of each producing layer, input channels of each consuming conv/linear, entries of
@@ -18,7 +21,8 @@ each BatchNorm. Spaces joined by such unions form a *group*, ranked and pruned t
 A channel is *fixed* (kept) when it comes from the model input or a constant, reaches the
 model output, feeds the classifier (unless `prune_classifier`), or passes through a layer
 that cannot shrink (grouped or transposed conv, a module called from several places or
-sharing parameters, softmax over channels). An op the analysis does not understand
+sharing parameters, softmax over channels, a traced `F.batch_norm` whose statistics are graph
+values). An op the analysis does not understand
 *blocks* the channels it consumes; pruning a group with blocked channels is an error
 naming the op, never a silent guess.
 """
@@ -204,7 +208,7 @@ class _Analyzer:
             return _UNKNOWN
         in_map = self.maps[source.name]
         shared = self.cannot_shrink_reason(node)
-        kind = type(module)
+        kind = ops.layer_type(module)
         if kind in ops.CONV_TYPES:
             return self.visit_conv(node, module, in_map, shared)
         if kind in ops.TRANSPOSED_CONV_TYPES:
@@ -225,6 +229,8 @@ class _Analyzer:
             return self.softmax(node, in_map, module.dim)
         if isinstance(module, ops.CHANNELWISE_MODULES) and not getattr(module, "return_indices", False):
             return list(in_map)
+        if isinstance(module, ops.LAYOUT_MODULES):
+            return self.moved_across_channels(node, in_map)
         return _UNKNOWN
 
     def visit_conv(self, node: fx.Node, conv: nn.Module, in_map: list[int], shared: str | None) -> list[int]:
@@ -254,12 +260,19 @@ class _Analyzer:
         source = self.only_mapped_input(node)
         if source is None or args[0] is not source:
             return _UNKNOWN
+        if (function and target is getattr and args[1] in ops.TENSOR_FACTS) or (
+            not function and target in ops.FACT_METHODS
+        ):
+            return None
         in_map = self.maps[source.name]
         if function and target in ops.FUNCTIONAL_LAYERS:
             reason = f"read by {self.describe(node)}, whose weight is not a module pruning can slice"
             self.fix(in_map, reason)
             return self.new_space(node, self.channels(node), fixed_because=reason)
         if (function and target in ops.CHANNELWISE_FUNCTIONS) or (not function and target in ops.CHANNELWISE_METHODS):
+            return list(in_map)
+        if function and target in ops.STATISTICS_FUNCTIONS:
+            self.fix(in_map, f"normalised by {self.describe(node)}, whose per-channel tensors pruning does not slice")
             return list(in_map)
         if (function and target in ops.REDUCE_FUNCTIONS) or (not function and target in ops.REDUCE_METHODS):
             return self.reduce(source, in_map, _arg(node, 1, "dim", None))
@@ -271,6 +284,10 @@ class _Analyzer:
             return self.flatten(source, in_map, _arg(node, 1, "start_dim", 0), _arg(node, 2, "end_dim", -1))
         if not function and target in ("view", "reshape") and self.is_batch_flatten(node, source):
             return self.flatten(source, in_map, 1, -1)
+        if (function and target in ops.LAYOUT_FUNCTIONS) or (not function and target in ops.LAYOUT_METHODS):
+            if self.keeps_channel_axis(node, source):
+                return list(in_map)
+            return self.moved_across_channels(node, in_map)
         return _UNKNOWN
 
     # rules
@@ -365,6 +382,29 @@ class _Analyzer:
             and _arg(batch, 1, "dim", None) == 0
         )
 
+    def keeps_channel_axis(self, node: fx.Node, source: fx.Node) -> bool:
+        """True when a layout op leaves dims 0 and 1 as they are (it reshapes or permutes the spatial dims only)."""
+        before, after = self.view.nodes[source.name]["shape"], self.view.nodes[node.name]["shape"]
+        if not (isinstance(before, tuple) and isinstance(after, tuple)) or before[:2] != after[:2]:
+            return False
+        if node.target in ("permute", torch.permute):
+            dims = node.args[1:] if node.target == "permute" else node.args[1]
+            dims = tuple(dims[0]) if len(dims) == 1 and isinstance(dims[0], (list, tuple)) else tuple(dims)
+            return [d % len(before) for d in dims[:2]] == [0, 1]
+        if node.target in ("transpose", torch.transpose):
+            return all(isinstance(d, int) and d % len(before) >= 2 for d in node.args[1:3])
+        return node.target in ("view", "reshape", torch.reshape, "flatten") and math.prod(before[2:]) == math.prod(
+            after[2:]
+        )
+
+    def moved_across_channels(self, node: fx.Node, in_map: list[int]) -> list[int] | None:
+        """A layout op that moves values across the channel axis: its input channels are kept, and so are
+        the channels it makes (they are not any layer's output channels)."""
+        reason = f"moved across the channel axis by {self.describe(node)} (a reshape or shuffle): kept"
+        self.fix(in_map, reason)
+        channels = self.channels(node)
+        return None if channels is None else self.new_space(node, channels, fixed_because=reason)
+
     def unknown(self, node: fx.Node, mapped: list[fx.Node]) -> list[int] | None:
         op = self.describe(node)
         for producer in mapped:
@@ -392,7 +432,7 @@ class _Analyzer:
                 layer_node = self.view.nodes[space.node]["node"]
                 if (
                     layer_node.op == "call_module"
-                    and type(self.gm.get_submodule(layer_node.target)) in ops.CONV_TYPES + ops.LINEAR_TYPES
+                    and ops.layer_type(self.gm.get_submodule(layer_node.target)) in ops.CONV_TYPES + ops.LINEAR_TYPES
                 ):
                     self.fix(
                         self.maps.get(layer_node.args[0].name, []),

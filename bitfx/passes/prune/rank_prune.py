@@ -204,7 +204,7 @@ def _taps(gm: fx.GraphModule, analysis: ChannelAnalysis, groups: list[ChannelGro
         if any(analysis.channel_of(slot) in uncovered for slot in space.slots):
             node = nodes[space.node]
             user = only_user(node)
-            if user is not None and type(module_of(gm, user)) in ops.BATCHNORM_TYPES:
+            if user is not None and ops.layer_type(module_of(gm, user)) in ops.BATCHNORM_TYPES:
                 node = user
             taps.append(node.name)
     return list(dict.fromkeys(taps))

@@ -28,7 +28,7 @@ def remove_channels(gm: fx.GraphModule, analysis: ChannelAnalysis, removed: set[
         ):
             continue
         module = gm.get_submodule(node.target)
-        if type(module) not in _SHRINKABLE:
+        if ops.layer_type(module) not in _SHRINKABLE:
             continue
         kept_in = analysis.kept_positions(node.args[0].name, removed)
         kept_out = analysis.kept_positions(node.name, removed)
@@ -46,9 +46,9 @@ _SHRINKABLE = ops.CONV_TYPES + ops.LINEAR_TYPES + ops.BATCHNORM_TYPES
 
 
 def _shrink(module: nn.Module, kept_in: list[int], kept_out: list[int]) -> nn.Module:
-    if type(module) in ops.CONV_TYPES:
+    if ops.layer_type(module) in ops.CONV_TYPES:
         return _shrink_conv(module, kept_in, kept_out)
-    if type(module) in ops.LINEAR_TYPES:
+    if ops.layer_type(module) in ops.LINEAR_TYPES:
         smaller = nn.Linear(
             len(kept_in), len(kept_out), module.bias is not None, device=module.weight.device, dtype=module.weight.dtype
         )
@@ -62,7 +62,7 @@ def _shrink(module: nn.Module, kept_in: list[int], kept_out: list[int]) -> nn.Mo
 def _shrink_conv(conv: nn.Module, kept_in: list[int], kept_out: list[int]) -> nn.Module:
     depthwise = conv.groups > 1
     groups = len(kept_in) if depthwise else 1
-    smaller = type(conv)(
+    smaller = ops.layer_type(conv)(
         len(kept_in),
         len(kept_out),
         conv.kernel_size,
@@ -85,7 +85,7 @@ def _shrink_conv(conv: nn.Module, kept_in: list[int], kept_out: list[int]) -> nn
 def _shrink_batchnorm(bn: nn.Module, kept: list[int]) -> nn.Module:
     like = bn.weight if bn.affine else bn.running_mean
     factory = {"device": like.device, "dtype": like.dtype} if like is not None else {}
-    smaller = type(bn)(len(kept), bn.eps, bn.momentum, bn.affine, bn.track_running_stats, **factory)
+    smaller = ops.layer_type(bn)(len(kept), bn.eps, bn.momentum, bn.affine, bn.track_running_stats, **factory)
     if bn.affine:
         _copy(smaller.weight, bn.weight[kept])
         _copy(smaller.bias, bn.bias[kept])
