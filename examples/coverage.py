@@ -103,6 +103,7 @@ class FamilyResult:
     family: str
     cells: dict[str, str] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
 
 
@@ -146,11 +147,13 @@ class Matrix:
         if needs is not None and needs not in self.graphs and needs not in self.files:
             self.result.cells[stage] = NOT_RUN
             return
+        start = time.perf_counter()
         try:
             problem = run()
         except Exception as error:  # every failure becomes the cell's reason
             problem = short(error)
         self.result.cells[stage] = problem or OK
+        self.result.stage_seconds[stage] = round(time.perf_counter() - start, 2)
 
     def run(self) -> FamilyResult:
         start = time.perf_counter()
