@@ -14,8 +14,9 @@ packed runtime, against onnxruntime on the same file). `--quick` leaves out `bin
 Silent problems are found here, not taken from the passes: a pass that rewrote nothing while the
 model has candidates is "no-op: …"; a binarized model whose outputs are the same for two random
 inputs is "WRONG: output independent of input"; a binary layer whose input was never negative is
-"WRONG: binary layer NAME sees only non-negative input" (examples/coverage_checks.py). A cell
-whose input stage failed is "–". Totals count ✓ per stage over the cells that ran.
+"WRONG: binary layer NAME sees only non-negative input" (examples/coverage_checks.py). The
+lowerings still run on what such a pass produced; a cell whose input stage raised is "–".
+Totals count ✓ per stage over the cells that ran.
 """
 
 from __future__ import annotations
@@ -211,14 +212,13 @@ class Matrix:
             problem = noop_reason(
                 stats[1]["rotated"], stats[0]["binarized"], "binary layers rotated", stats[1]["skipped"]
             )
-        problem = (
+        # Lowered and run even when wrong: the lowerings are judged on what the pass produced.
+        self.graphs[stage] = gm
+        return (
             problem
             or output_independent(gm, self.inputs, self.other_inputs)
             or non_negative_binary_inputs(gm, [self.inputs, self.other_inputs])
         )
-        if problem is None:
-            self.graphs[stage] = gm
-        return problem
 
     def pams(self) -> str | None:
         candidates = layer_candidates(self.graphs["capture"], CONV_OR_LINEAR)
@@ -232,8 +232,7 @@ class Matrix:
         problem = noop_reason(quantized, candidates, "conv/linear layers quantized", skipped) or unreported(
             quantized, skipped, candidates, "conv/linear layers quantized"
         )
-        if problem is None:
-            self.graphs["pams"] = gm
+        self.graphs["pams"] = gm
         return problem
 
     def rank_prune(self) -> str | None:
@@ -310,7 +309,8 @@ def markdown(results: list[FamilyResult], stages: tuple[str, ...], command: str,
         "and the packed runtime. A cell is ✓ or the one-line reason it is not: the error raised, or a silent",
         'problem found by the matrix itself ("no-op": the pass rewrote nothing although the model has',
         'candidates; "WRONG": a binarized model whose output does not depend on its input, or a binary',
-        'layer that never sees a negative input). "–" means the stage it needs did not succeed.',
+        'layer that never sees a negative input). "–" means the stage it needs raised an error; the',
+        "lowerings of a model flagged no-op or WRONG still run.",
         "What each stage runs is in the docstring of `examples/coverage.py`.",
         "",
         f"Regenerate: `{command}` ({seconds:.0f} s on this machine; `--quick` leaves out",
