@@ -65,15 +65,17 @@ QUICK_SKIPS = ("binarize+rotate", "int8", "qdq")
 PACKED_RTOL = 1e-4
 REASON_CHARS = 110
 PIPELINE_PREAMBLE = re.compile(r"^pass '[\w+]+' \(number \d+; passes run before it: [^)]*\) failed: ")
+TEMPORARY_PATH = re.compile(r"'[^']*/([^/']+\.onnx)'")
 CONV_OR_LINEAR = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+FUNCTIONAL_CONV_OR_LINEAR = (F.conv1d, F.conv2d, F.conv3d, F.linear)
 COMMAND = "python -m examples.coverage"
 
 
 def short(error: BaseException) -> str:
-    """The first non-empty line of an error message (without the pipeline's "pass … failed:"
-    preamble, which the column already says), cut to one table cell."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    text = PIPELINE_PREAMBLE.sub("", lines[0] if lines else "")
+    """An error message on one line, without the pipeline's "pass … failed:" preamble (the column
+    says which pass) and with file paths shortened to their names, cut to one table cell."""
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    text = TEMPORARY_PATH.sub(r"'\1'", PIPELINE_PREAMBLE.sub("", text))
     if not isinstance(error, BitfxError):
         text = f"{type(error).__name__}: {text}"
     text = text.replace("|", "/")
@@ -120,8 +122,15 @@ def batch_norm_candidates(gm: fx.GraphModule) -> int:
     return count
 
 
-def layer_candidates(gm: fx.GraphModule, types: tuple[type[nn.Module], ...]) -> int:
-    return sum(1 for n in gm.graph.nodes if n.op == "call_module" and isinstance(gm.get_submodule(n.target), types))
+def layer_candidates(gm: fx.GraphModule) -> int:
+    """Conv and linear layers: modules (subclasses included) and functional calls, which is what
+    a module defined outside ``torch.nn`` (e.g. a weight-standardised conv) is traced into."""
+    return sum(
+        1
+        for n in gm.graph.nodes
+        if (n.op == "call_module" and isinstance(gm.get_submodule(n.target), CONV_OR_LINEAR))
+        or (n.op == "call_function" and n.target in FUNCTIONAL_CONV_OR_LINEAR)
+    )
 
 
 class Matrix:
@@ -189,8 +198,9 @@ class Matrix:
         }
         if candidates == 0:
             return f"{NOT_APPLICABLE}: no BatchNorm with running statistics"
-        problem = noop_reason(stats["fused"], candidates, "BatchNorms folded", stats["skipped"]) or unreported(
-            stats["fused"], stats["skipped"], candidates, "BatchNorms folded"
+        what = "BatchNorms folded"
+        problem = unreported(stats["fused"], stats["skipped"], candidates, what) or noop_reason(
+            stats["fused"], candidates, what, stats["skipped"]
         )
         if problem:
             return problem
@@ -201,12 +211,12 @@ class Matrix:
         return None
 
     def binarize(self, stage: str, spec: str) -> str | None:
-        candidates = layer_candidates(self.graphs["capture"], CONV_OR_LINEAR)
+        candidates = layer_candidates(self.graphs["capture"])
         gm, stats = self._pipeline(spec)
         binarized, skipped = stats[0]["binarized"], stats[0]["skipped"]
         self.result.details[stage] = {"candidates": candidates, "binarized": binarized, "skipped": skipped}
         what = "conv/linear layers binarized"
-        problem = noop_reason(binarized, candidates, what, skipped) or unreported(binarized, skipped, candidates, what)
+        problem = unreported(binarized, skipped, candidates, what) or noop_reason(binarized, candidates, what, skipped)
         if problem is None and len(stats) > 1:
             self.result.details[stage]["rotated"] = stats[1]["rotated"]
             problem = noop_reason(
@@ -221,7 +231,7 @@ class Matrix:
         )
 
     def pams(self) -> str | None:
-        candidates = layer_candidates(self.graphs["capture"], CONV_OR_LINEAR)
+        candidates = layer_candidates(self.graphs["capture"])
         gm, (stats,) = self._pipeline("pams(bits=4)")
         self.result.details["pams"] = {
             "candidates": candidates,
@@ -229,9 +239,8 @@ class Matrix:
             "rel_error_vs_float": stats.get("rel_error_vs_float"),
         }
         quantized, skipped = stats["quantized_layers"], stats["skipped"]
-        problem = noop_reason(quantized, candidates, "conv/linear layers quantized", skipped) or unreported(
-            quantized, skipped, candidates, "conv/linear layers quantized"
-        )
+        what = "conv/linear layers quantized"
+        problem = unreported(quantized, skipped, candidates, what) or noop_reason(quantized, candidates, what, skipped)
         self.graphs["pams"] = gm
         return problem
 
