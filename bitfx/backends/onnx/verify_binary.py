@@ -156,6 +156,7 @@ for _style in ("custom", "int8", "float"):
 def _layer_probes(model: onnx.ModelProto) -> dict[str, LayerProbe]:
     """binary layer → where its float input and integer dot products are. For `custom` files, a
     copy of each `bitfx` node with scale 1 and bias 0 is added to `model` (in place) to give k."""
+    producers = {output: node for node in model.graph.node for output in node.output}
     by_layer: dict[str, list[onnx.NodeProto]] = {}
     for node in model.graph.node:
         scopes = {entry.key: entry.value for entry in node.metadata_props}.get(SCOPES_KEY)
@@ -171,13 +172,24 @@ def _layer_probes(model: onnx.ModelProto) -> dict[str, LayerProbe]:
         if kernel.domain == DOMAIN:
             found[layer] = LayerProbe(kernel.op_type, kernel.input[0], _unit_copy(model, kernel), 1)
             continue
-        less = next((n for n in nodes if n.op_type == "Less" and n.domain in ("", "ai.onnx")), None)
-        if less is None:
+        x = _signed_input(kernel, producers)
+        if x is None:
             continue
         integer = kernel.op_type in ("ConvInteger", "MatMulInteger")
         k_type = onnx.TensorProto.INT32 if integer else onnx.TensorProto.FLOAT
-        found[layer] = LayerProbe(kernel.op_type, less.input[0], kernel.output[0], k_type)
+        found[layer] = LayerProbe(kernel.op_type, x, kernel.output[0], k_type)
     return found
+
+
+def _signed_input(kernel: onnx.NodeProto, producers: dict[str, onnx.NodeProto]) -> str | None:
+    """The float X of `[Pad] ← Where(Less(X, 0), …) ← kernel` (layers reading one X share the Where)."""
+    node = producers.get(kernel.input[0])
+    if node is not None and node.op_type == "Pad":
+        node = producers.get(node.input[0])
+    if node is None or node.op_type != "Where":
+        return None
+    less = producers.get(node.input[0])
+    return less.input[0] if less is not None and less.op_type == "Less" else None
 
 
 def _unit_copy(model: onnx.ModelProto, node: onnx.NodeProto) -> str:
