@@ -10,12 +10,14 @@ import pytest
 import torch
 from helpers import randomize_batchnorm
 from onnx import numpy_helper
+from test_binary_lowering import MixedBinaryNet
 from torch import nn
 
 from bitfx.backends.onnx import export, verifier_for, verify
-from bitfx.backends.onnx.layer_probe import probe
+from bitfx.backends.onnx.layer_probe import binarizing_layers, probe
 from bitfx.backends.onnx.verify_binary import BinaryVerifyReport
 from bitfx.ir import capture
+from bitfx.ir.deploy import deployed
 from bitfx.passes import Pipeline
 
 STYLES = ("custom", "int8", "float")
@@ -124,3 +126,18 @@ def test_a_file_with_one_altered_weight_fails(style: str, tmp_path) -> None:
     assert not report.ok
     assert report.layers[1].mismatched_sums > 0
     assert all(layer.mismatched_sums == 0 for i, layer in enumerate(report.layers) if i != 1)
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_every_layer_configuration_passes_layer_by_layer(style: str, tmp_path) -> None:
+    """One and zero padding, groups, stride, dilation, > 64 channels, RSign thresholds (input
+    transforms), W1A32 (not binarizing: not probed) and BinaryGemm."""
+    x = torch.randn((2, 3, 11, 11), generator=torch.Generator().manual_seed(4))
+    gm = capture(MixedBinaryNet().eval(), x)
+    report = verifier_for(style)(export(gm, x, tmp_path / f"{style}.onnx", lowering=style), gm, x)
+    assert report.ok, report.describe()
+    kernels = {layer.kernel for layer in report.layers}
+    assert len(report.layers) == len(binarizing_layers(deployed(gm))) >= 4
+    assert kernels == {"custom": {"BinaryConv2d", "BinaryGemm"}, "int8": {"ConvInteger", "MatMulInteger"}}.get(
+        style, {"Conv", "Gemm"}
+    )
