@@ -120,6 +120,31 @@ def huge_initializer() -> onnx.ModelProto:
     return proto
 
 
+def resize(scales: list[float] | None = None, **attributes) -> onnx.ModelProto:
+    """A Resize of `x` by constant scales (doubling height and width unless given)."""
+    constants = {"scales": np.array(scales or [1, 1, 2, 2], np.float32)}
+    return model([helper.make_node("Resize", ["x", "", "scales"], ["y"], name="resize0", **attributes)], constants)
+
+
+def gelu(**attributes) -> onnx.ModelProto:
+    proto = model([helper.make_node("Gelu", ["x"], ["y"], name="gelu0", **attributes)], {})
+    proto.opset_import[0].version = 20
+    return proto
+
+
+def gather_nd(indices: np.ndarray, **attributes) -> onnx.ModelProto:
+    return model(
+        [helper.make_node("GatherND", ["x", "indices"], ["y"], name="gathernd0", **attributes)], {"indices": indices}
+    )
+
+
+def conv_1d(**attributes) -> onnx.ModelProto:
+    """A 1-D Conv on an N×C×L input."""
+    attributes = {"kernel_shape": [3], "pads": [1, 1], **attributes}
+    node = helper.make_node("Conv", ["x", "W"], ["y"], name="conv1d0", **attributes)
+    return model([node], {"W": np.ones((4, 8, 3), np.float32)}, shape=(1, 8, 10))
+
+
 # (model, words every message must contain): the node's name and the attribute or input at fault.
 CORPUS: dict[str, tuple[Callable[[], onnx.ModelProto], tuple[str, ...]]] = {
     "conv-negative-pads": (lambda: conv(pads=[-2, -2, 1, 1]), ("conv0", "pads", ">= 0")),
@@ -168,6 +193,29 @@ CORPUS: dict[str, tuple[Callable[[], onnx.ModelProto], tuple[str, ...]]] = {
         lambda: binary_gemm(bias=2, binarize_input=0),
         ("bgemm0", "bias", "4"),
     ),
+    "resize-unknown-mode": (lambda: resize(mode="cubic"), ("resize0", "mode", "nearest, linear")),
+    "resize-unknown-transform": (
+        lambda: resize(coordinate_transformation_mode="tf_crop_and_resize"),
+        ("resize0", "coordinate_transformation_mode", "half_pixel"),
+    ),
+    "resize-unknown-nearest-mode": (lambda: resize(nearest_mode="up"), ("resize0", "nearest_mode", "floor")),
+    "resize-antialias": (lambda: resize(antialias=1, mode="linear"), ("resize0", "antialias", "at most 0")),
+    "resize-negative-scales": (lambda: resize([1, 1, -2, 2]), ("resize0", "scales", "> 0")),
+    "resize-scales-wrong-length": (lambda: resize([2, 2]), ("resize0", "scales", "one value per resized axis")),
+    "resize-huge-scales": (lambda: resize([1, 1, 1e9, 1e9]), ("resize0", "output shape", "too large")),
+    "gelu-unknown-approximation": (lambda: gelu(approximate="sigmoid"), ("gelu0", "approximate", "tanh")),
+    "gathernd-negative-batch-dims": (
+        lambda: gather_nd(np.zeros((1, 2), np.int64), batch_dims=-1),
+        ("gathernd0", "batch_dims", ">= 0"),
+    ),
+    "gathernd-index-out-of-range": (
+        lambda: gather_nd(np.array([[0, 9]], np.int64)),
+        ("gathernd0", "outside data of shape"),
+    ),
+    "gathernd-indices-too-deep": (lambda: gather_nd(np.zeros((1, 5), np.int64)), ("gathernd0", "do not fit")),
+    "conv1d-pads-wrong-length": (lambda: conv_1d(pads=[1, 1, 1, 1]), ("conv1d0", "pads", "2 values")),
+    "conv1d-kernel-shape-mismatch": (lambda: conv_1d(kernel_shape=[5]), ("conv1d0", "kernel_shape", "(3,)")),
+    "conv1d-zero-stride": (lambda: conv_1d(strides=[0]), ("conv1d0", "strides", ">= 1")),
     "threshold-chain-constant-of-wrong-width": (threshold_chain_of_wrong_width, ("mul0", "broadcast")),
     "input-of-unknown-element-type": (unknown_input_type, ("'x'", "element type 999")),
     "initializer-shorter-than-its-dims": (short_raw_initializer, ("'W'", "4×8×3×3")),

@@ -1,7 +1,15 @@
 """ONNX back end: one module per lowering style (`float`, `custom`, `int8`, `integer`, `qdq`), export,
 onnxruntime sessions, verification (`verify`) and reports on a file (`report`)."""
 
-from bitfx.backends.onnx import custom, float, int8, integer, qdq, verify_integer  # noqa: F401  (register styles and checks)
+from bitfx.backends.onnx import (  # noqa: F401  (register styles and checks)
+    custom,
+    float,
+    int8,
+    integer,
+    qdq,
+    verify_binary,
+    verify_integer,
+)
 from bitfx.backends.onnx.export import export, lowering_of
 from bitfx.backends.onnx.lowerings import available_lowerings, register_lowering
 from bitfx.backends.onnx.report import onnx_summary, op_counts, optimized_op_counts, quantized_layer_fusion

@@ -17,7 +17,6 @@ The end-to-end (free-running) difference is reported too.
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,30 +26,15 @@ import onnx
 import torch
 from torch import fx, nn
 
-from bitfx.backends.onnx.integer_ops import LAYER_KEY, ZERO_POINT, conv_sum, sign_codes
-from bitfx.backends.onnx.session import load_model, run_session, session
+from bitfx.backends.onnx.integer_ops import LAYER_KEY, ZERO_POINT, sign_codes
+from bitfx.backends.onnx.layer_probe import BinaryLayerCheck, binarizing_layers, integer_sum, probe, run_forced
+from bitfx.backends.onnx.session import load_model
 from bitfx.backends.onnx.verify import DEFAULT_VERIFY_RTOL, VerifyReport, register_verifier
 from bitfx.errors import LoweringError
-from bitfx.ir.binary.deployed import DeployedBinaryConv2d, DeployedBinaryLinear
 from bitfx.ir.deploy import deployed
-from bitfx.ir.execution import Inputs, OutputError, as_inputs, compare_outputs, eval_mode, run_eval
+from bitfx.ir.execution import Inputs, OutputError, as_inputs, compare_outputs, run_eval
 
 _SUM_OPS = ("ConvInteger", "MatMulInteger")
-
-
-@dataclass(frozen=True)
-class BinaryLayerCheck:
-    """How one binary layer's integer results in onnxruntime compare with torch's."""
-
-    name: str
-    kernel: str
-    mismatched_codes: int
-    codes: int
-    mismatched_sums: int
-    sums: int
-
-    def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 @dataclass(frozen=True)
@@ -102,7 +86,7 @@ def verify_integer(
     model = load_model(path)
     probes = _layer_tensors(model)
     target = deployed(module) if isinstance(module, fx.GraphModule) else module
-    layers = {name: m for name, m in target.named_modules() if _binarizing(m)}
+    layers = binarizing_layers(target)
     missing = sorted(set(layers) - set(probes))
     if missing:
         raise LoweringError(
@@ -116,10 +100,8 @@ def verify_integer(
         if tensor
     ]
     n_outputs = len(model.graph.output)
-    with tempfile.TemporaryDirectory() as tmp:
-        probe = Path(tmp) / "probe.onnx"
-        onnx.save(_with_outputs(model, [(tensor, kind) for _, kind, tensor in extra]), str(probe))
-        results = run_session(session(probe), [t.detach().numpy() for t in inputs])
+    element = {"codes": onnx.TensorProto.UINT8, "sums": onnx.TensorProto.INT32}
+    results = probe(model, [(tensor, element[kind]) for _, kind, tensor in extra], [t.detach().numpy() for t in inputs])
     outputs = results[:n_outputs]
     observed = {(name, kind): value for (name, kind, _), value in zip(extra, results[n_outputs:])}
     free_running = compare_outputs(run_eval(module, inputs), outputs)
@@ -127,12 +109,6 @@ def verify_integer(
         target, inputs, layers, {name: kernel for name, (kernel, _, _) in probes.items()}, observed
     )
     return IntegerVerifyReport(compare_outputs(forced, outputs), rtol, tuple(checks), tuple(free_running))
-
-
-def _binarizing(module: nn.Module) -> bool:
-    if isinstance(module, DeployedBinaryConv2d):
-        return bool(module.geometry.binarize_input)
-    return isinstance(module, DeployedBinaryLinear) and bool(module.binarize_input)
 
 
 def _layer_tensors(model: onnx.ModelProto) -> dict[str, tuple[str, str, str | None]]:
@@ -150,26 +126,6 @@ def _layer_tensors(model: onnx.ModelProto) -> dict[str, tuple[str, str, str | No
     return found
 
 
-def _with_outputs(model: onnx.ModelProto, tensors: list[tuple[str, str]]) -> onnx.ModelProto:
-    """A copy of `model` that also outputs `tensors` ((name, "codes" or "sums") pairs)."""
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    for tensor, kind in tensors:
-        element = onnx.TensorProto.UINT8 if kind == "codes" else onnx.TensorProto.INT32
-        probe.graph.output.append(onnx.helper.make_tensor_value_info(tensor, element, None))
-    return probe
-
-
-def _integer_sum(layer: nn.Module, codes: torch.Tensor) -> torch.Tensor:
-    """torch's int32 sum k of `layer` on the activations stored as `codes`."""
-    if isinstance(layer, DeployedBinaryLinear):
-        return ((codes.to(torch.float32) - ZERO_POINT) @ layer.weight.t()).to(torch.int32)
-    g = layer.geometry
-    return conv_sum(codes, layer.weight, list(g.strides), list(g.pads), list(g.dilations), g.group, g.pad_value).to(
-        torch.int32
-    )
-
-
 def _run_with_codes(
     target: nn.Module,
     inputs: tuple[torch.Tensor, ...],
@@ -179,14 +135,13 @@ def _run_with_codes(
 ) -> tuple[Any, list[BinaryLayerCheck]]:
     """Run `target` with every binary layer fed onnxruntime's codes; compare integer results."""
     checks: list[BinaryLayerCheck] = []
-    handles = []
 
     def forced(name: str, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
         theirs = torch.from_numpy(observed[(name, "codes")]).reshape(x.shape)
         ours = sign_codes(x)
         sums, mismatched_sums = 0, 0
         if (name, "sums") in observed:
-            expected = _integer_sum(layer, theirs)
+            expected = integer_sum(layer, theirs)
             got = torch.from_numpy(observed[(name, "sums")].astype(np.int32)).reshape(expected.shape)
             sums, mismatched_sums = expected.numel(), int((expected != got).sum())
         checks.append(
@@ -194,17 +149,4 @@ def _run_with_codes(
         )
         return theirs.to(torch.float32) - ZERO_POINT
 
-    for name, layer in layers.items():
-        if layer.input_transform is not None:
-            hook = lambda m, args, out, name=name, layer=layer: forced(name, layer, out)  # noqa: E731
-            handles.append(layer.input_transform.register_forward_hook(hook))
-        else:
-            hook = lambda m, args, name=name, layer=layer: (forced(name, layer, args[0]), *args[1:])  # noqa: E731
-            handles.append(layer.register_forward_pre_hook(hook))
-    try:
-        with eval_mode(target), torch.no_grad():
-            outputs = target(*inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return outputs, checks
+    return run_forced(target, inputs, layers, forced), checks

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
+from bitfx.backends.packed.conv1d import convolutions_1d_as_2d
 from bitfx.backends.packed.errors import PackedModelError
 from bitfx.backends.packed.fusion import (
     EpilogueFusion,
@@ -53,6 +54,7 @@ def compile_graph(graph: Graph) -> Program:
     unsafe = check_graph(graph)
     if unsafe:
         raise PackedModelError("the packed runtime refuses this model:\n  " + "\n  ".join(unsafe))
+    convolutions_1d_as_2d(graph)
     readers_of = graph.consumers()
     report = CompileReport(ops=dict(Counter(n.qualified for n in graph.nodes)))
     problems: list[str] = []

@@ -2,13 +2,14 @@
 
 Thresholds (packed output). Between binary layers the float output y = a_c·d + b_c of one layer
 only matters through sign(f(y)) taken by the next (f: the elementwise ops in between, e.g.
-BatchNorm affine, ReLU, RSign shift; optionally one MaxPool). Since d is an integer in [−K, K],
-evaluating sign(f(a_c·d + b_c)) for every d — with the same float32 operations the file
-specifies — gives each channel's exact bit pattern; when it is monotone in d it is one integer
-threshold t_c and a flip (a decreasing pattern, e.g. a negative BN scale): bit = (d < t_c) XOR
-flip_c. A channel whose sign never changes gets t = ±(K+1). The layer then writes packed bits
-and activations never round-trip through float. MaxPool commutes with sign when every op of the
-chain is non-decreasing, and max of ±1 values is an AND of bits, so it runs on packed data.
+BatchNorm affine or a BatchNormalization node, ReLU, RSign shift; optionally one MaxPool).
+Since d is an integer in [−K, K], evaluating sign(f(a_c·d + b_c)) for every d — with the same
+float32 operations the file specifies — gives each channel's exact bit pattern; when it is
+monotone in d it is one integer threshold t_c and a flip (a decreasing pattern, e.g. a negative
+BN scale): bit = (d < t_c) XOR flip_c. A channel whose sign never changes gets t = ±(K+1). The
+layer then writes packed bits and activations never round-trip through float. MaxPool commutes
+with sign when every op of the chain is non-decreasing, and max of ±1 values is an AND of bits,
+so it runs on packed data.
 
 Epilogues. A float convolution (binary or not) whose only reader is an Add (residual) and/or a
 Relu/Clip absorbs them: y = clamp(a·conv + b + residual).
@@ -163,6 +164,11 @@ def _per_channel_constants(node: Node, value: str, graph: Graph, gemm: bool, cha
         except PackedModelError:
             return False
         return True
+    if node.op_type == "BatchNormalization":  # scale, B, mean, var: one value per channel each
+        values = [graph.constant(name) for name in node.inputs[1:]]
+        return not node.attr("training_mode", 0) and all(
+            value is not None and value.shape == (channels,) for value in values
+        )
     rank = 2 if gemm else 4
     for name in node.inputs:
         if not name or name == value:

@@ -14,6 +14,7 @@ from onnx import helper
 from bitfx.backends.packed.errors import PackedModelError
 from bitfx.backends.packed.graph import Graph, Node
 from bitfx.backends.packed.kernels import Window
+from bitfx.backends.packed.resize import output_shape, resize
 from bitfx.backends.packed.steps import NumpyStep
 
 Arrays = Sequence[np.ndarray]
@@ -233,6 +234,44 @@ def _activation(node: Node, graph: Graph) -> NumpyStep:
     return _step(node, compute)
 
 
+def erf(x: np.ndarray) -> np.ndarray:
+    """erf in float64 from a Chebyshev fit of erfc (relative error of erfc below 1.2e-7, so
+    1 + erf keeps float32 accuracy in the negative tail too: what GELU needs)."""
+    z = np.abs(x.astype(np.float64))
+    t = 1.0 / (1.0 + 0.5 * z)
+    poly = 0.17087277
+    for c in (-0.82215223, 1.48851587, -1.13520398, 0.27886807, -0.18628806, 0.09678418, 0.37409196, 1.00002368):
+        poly = c + t * poly
+    erfc = t * np.exp(-z * z - 1.26551223 + t * poly)
+    return np.where(x >= 0, 1.0 - erfc, erfc - 1.0)
+
+
+@_register("Erf", elementwise=True)
+def _erf(node: Node, graph: Graph) -> NumpyStep:
+    return _step(node, lambda ins, outs: _into([erf(ins[0]).astype(ins[0].dtype)], outs))
+
+
+GELU_APPROXIMATIONS = ("none", "tanh")
+
+
+@_register("Gelu", elementwise=True)
+def _gelu(node: Node, graph: Graph) -> NumpyStep:
+    """x·Φ(x) (opset 20), exactly or with the tanh approximation."""
+    approximate = node.attr("approximate", "none")
+    if approximate not in GELU_APPROXIMATIONS:
+        raise PackedModelError(f"{node.describe()}: attribute approximate={approximate!r} must be 'none' or 'tanh'")
+
+    def compute(ins: Arrays, outs: Arrays | None) -> Sequence[np.ndarray]:
+        x = ins[0].astype(np.float64)
+        if approximate == "tanh":
+            cdf = 0.5 * (1.0 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+        else:
+            cdf = 0.5 * (1.0 + erf(x / math.sqrt(2)))
+        return _into([(x * cdf).astype(ins[0].dtype)], outs)
+
+    return _step(node, compute)
+
+
 @_register("Where", elementwise=True)
 def _where(node: Node, graph: Graph) -> NumpyStep:
     return _step(node, lambda ins, outs: _into([np.where(*ins)], outs))
@@ -364,6 +403,60 @@ def _slice(node: Node, graph: Graph) -> NumpyStep:
 def _gather(node: Node, graph: Graph) -> NumpyStep:
     axis = node.attr("axis", 0)
     return _step(node, lambda ins, outs: _into([np.take(ins[0], ins[1], axis=axis)], outs))
+
+
+@_register("GatherND")
+def _gather_nd(node: Node, graph: Graph) -> NumpyStep:
+    batch_dims = node.attr("batch_dims", 0)
+
+    def compute(ins: Arrays, outs: Arrays | None) -> Sequence[np.ndarray]:
+        data, indices = ins[0], ins[1].astype(np.int64)
+        depth = indices.shape[-1] if indices.ndim else 0
+        if not 0 <= batch_dims < min(data.ndim, indices.ndim) or depth > data.ndim - batch_dims:
+            raise PackedModelError(
+                f"{node.describe()}: batch_dims={batch_dims} and indices of shape {indices.shape} do not fit "
+                f"data of shape {data.shape}"
+            )
+        batch = data.shape[:batch_dims]
+        if indices.shape[:batch_dims] != batch:
+            raise PackedModelError(f"{node.describe()}: the batch dimensions of data and indices differ")
+        sizes = np.asarray(data.shape[batch_dims : batch_dims + depth])
+        if np.any(indices < -sizes) or np.any(indices >= sizes):
+            raise PackedModelError(f"{node.describe()}: an index is outside data of shape {data.shape}")
+        flat_data = data.reshape(-1, *data.shape[batch_dims:])
+        flat_indices = (indices % sizes).reshape(math.prod(batch), -1, depth)
+        gathered = [flat_data[b][tuple(flat_indices[b].T)] for b in range(flat_data.shape[0])]
+        shape = (*indices.shape[:-1], *data.shape[batch_dims + depth :])
+        return _into([np.ascontiguousarray(np.stack(gathered).reshape(shape))], outs)
+
+    return _step(node, compute)
+
+
+@_register("Resize")
+def _resize(node: Node, graph: Graph) -> NumpyStep:
+    """Nearest and linear Resize without antialiasing (resize.py); scales or sizes may be computed at run time."""
+    mode, transform = node.attr("mode", "nearest"), node.attr("coordinate_transformation_mode", "half_pixel")
+    nearest_mode = node.attr("nearest_mode", "round_prefer_floor")
+
+    def compute(ins: Arrays, outs: Arrays | None) -> Sequence[np.ndarray]:
+        x = ins[0]
+        scales = ins[2] if len(ins) > 2 and ins[2] is not None and ins[2].size else None
+        sizes = ins[3] if len(ins) > 3 and ins[3] is not None and ins[3].size else None
+        axes = [a % x.ndim for a in node.attr("axes") or range(x.ndim)]
+        given = sizes if sizes is not None else scales
+        if given is None or len(given) != len(axes):
+            raise PackedModelError(
+                f"{node.describe()}: needs scales or sizes with one value per resized axis ({len(axes)}), "
+                f"got {None if given is None else list(given)}"
+            )
+        if scales is not None and sizes is None and np.any(scales <= 0):
+            raise PackedModelError(f"{node.describe()}: scales must be > 0, got {list(scales)}")
+        shape, factors = output_shape(x.shape, axes, scales, sizes)
+        if any(size < 0 for size in shape) or math.prod(shape) > 1 << 31:
+            raise PackedModelError(f"{node.describe()}: output shape {shape} is not valid (negative or too large)")
+        return _into([resize(x, shape, factors, mode, transform, nearest_mode)], outs)
+
+    return _step(node, compute)
 
 
 @_register("Shape")
@@ -515,18 +608,28 @@ def _softmax(node: Node, graph: Graph) -> NumpyStep:
     return _step(node, compute)
 
 
-@_register("BatchNormalization")
+def batch_norm_affine(node: Node, graph: Graph) -> tuple[np.ndarray, np.ndarray]:
+    """(a, b) per channel with BatchNormalization(x) = a·x + b (float32, as the step computes it)."""
+    scale, bias, mean, var = (
+        _const(node, graph, i, what) for i, what in enumerate(("scale", "B", "mean", "var"), start=1)
+    )
+    a = (scale / np.sqrt(var + np.float32(node.attr("epsilon", 1e-5)))).astype(np.float32)
+    return a, (bias - mean * a).astype(np.float32)
+
+
+_MONOTONE["BatchNormalization"] = lambda node, graph, position: (
+    position == 0 and bool(np.all(batch_norm_affine(node, graph)[0] >= 0))
+)
+
+
+@_register("BatchNormalization", elementwise=True)
 def _batch_norm(node: Node, graph: Graph) -> NumpyStep:
     if node.attr("training_mode", 0) or len([o for o in node.outputs if o]) > 1:
         raise PackedModelError(
             f"{node.describe()}: only inference BatchNormalization (one output) is supported; "
             "export the model in eval mode"
         )
-    scale, bias, mean, var = (
-        _const(node, graph, i, what) for i, what in enumerate(("scale", "B", "mean", "var"), start=1)
-    )
-    a = (scale / np.sqrt(var + np.float32(node.attr("epsilon", 1e-5)))).astype(np.float32)
-    b = (bias - mean * a).astype(np.float32)
+    a, b = batch_norm_affine(node, graph)
 
     def compute(ins: Arrays, outs: Arrays | None) -> Sequence[np.ndarray]:
         x = ins[0]

@@ -14,7 +14,9 @@ from collections.abc import Callable
 import numpy as np
 from onnx import defs
 
+from bitfx.backends.packed import resize
 from bitfx.backends.packed.graph import Graph, Node
+from bitfx.backends.packed.numpy_ops import GELU_APPROXIMATIONS
 from bitfx.format import BINARY_CONV2D, BINARY_GEMM, DOMAIN, packed_words
 
 MAX_WINDOW = 1 << 16  # largest kernel size, stride, dilation or pad
@@ -91,14 +93,15 @@ def _int(node: Node, name: str, found: Problems, *, low: int, high: int, default
     return value
 
 
-def _window(node: Node, found: Problems, *, kernel_required: bool) -> tuple | None:
-    """The kernel_shape (None when absent and optional) after checking strides, dilations and pads."""
-    kernel = _ints(node, "kernel_shape", found, count=2, low=1, default=None if kernel_required else ())
+def _window(node: Node, found: Problems, *, kernel_required: bool, dims: int = 2) -> tuple | None:
+    """The kernel_shape (None when absent and optional) after checking strides, dilations and pads
+    (`dims` spatial dimensions)."""
+    kernel = _ints(node, "kernel_shape", found, count=dims, low=1, default=None if kernel_required else ())
     if kernel_required and "kernel_shape" not in node.attributes:
-        found.add("attribute kernel_shape is missing; it must be a list of 2 values (integers >= 1)")
-    _ints(node, "strides", found, count=2, low=1, default=(1, 1))
-    _ints(node, "dilations", found, count=2, low=1, default=(1, 1))
-    _ints(node, "pads", found, count=4, low=0, default=(0, 0, 0, 0))
+        found.add(f"attribute kernel_shape is missing; it must be a list of {dims} values (integers >= 1)")
+    _ints(node, "strides", found, count=dims, low=1, default=(1,) * dims)
+    _ints(node, "dilations", found, count=dims, low=1, default=(1,) * dims)
+    _ints(node, "pads", found, count=2 * dims, low=0, default=(0,) * 2 * dims)
     if node.attr("auto_pad", "NOTSET") not in AUTO_PADS:
         found.add(f"attribute auto_pad={node.attr('auto_pad')!r} must be one of {', '.join(AUTO_PADS)}")
     if node.attr("ceil_mode", 0) not in (0, 1):
@@ -125,13 +128,21 @@ def _per_channel(node: Node, graph: Graph, index: int, what: str, channels: int,
 
 
 def _check_conv(node: Node, graph: Graph, found: Problems) -> None:
-    kernel = _window(node, found, kernel_required=False)
-    group = _int(node, "group", found, low=1, high=MAX_CHANNELS, default=1)
+    """2-D convolution, or 1-D (C_out×C_in/group×k weights: run as a 2-D one of height 1). The
+    spatial rank is kernel_shape's length when given, else W's."""
     weights = _constant(node, graph, 1, "W (weights)", found)
+    declared = node.attributes.get("kernel_shape")
+    if isinstance(declared, list) and len(declared) in (1, 2):
+        dims = len(declared)
+    else:
+        dims = 1 if weights is not None and weights.ndim == 3 else 2
+    kernel = _window(node, found, kernel_required=False, dims=dims)
+    group = _int(node, "group", found, low=1, high=MAX_CHANNELS, default=1)
     if weights is None:
         return
-    if weights.ndim != 4 or not np.issubdtype(weights.dtype, np.floating):
-        found.add(f"input W must be a float tensor with 4 dimensions (C_out×C_in/group×kh×kw), got {weights.shape}")
+    if weights.ndim != dims + 2 or not np.issubdtype(weights.dtype, np.floating):
+        shape = "4 dimensions (C_out×C_in/group×kh×kw)" if dims == 2 else "3 dimensions (1-D: C_out×C_in/group×k)"
+        found.add(f"input W must be a float tensor with {shape}, got {weights.shape}")
         return
     if kernel is not None and kernel != weights.shape[2:]:
         found.add(f"attribute kernel_shape={list(kernel)} does not match W's kernel {weights.shape[2:]}")
@@ -191,10 +202,40 @@ def _check_binary_gemm(node: Node, graph: Graph, found: Problems) -> None:
     _per_channel(node, graph, 3, "bias", weights.shape[0], found)
 
 
+def _one_of(node: Node, name: str, default: str, valid: tuple[str, ...], found: Problems) -> None:
+    if node.attr(name, default) not in valid:
+        found.add(f"attribute {name}={node.attr(name)!r} must be one of {', '.join(valid)}")
+
+
+def _check_resize(node: Node, graph: Graph, found: Problems) -> None:
+    _one_of(node, "mode", "nearest", resize.MODES, found)
+    _one_of(node, "coordinate_transformation_mode", "half_pixel", resize.TRANSFORMS, found)
+    _one_of(node, "nearest_mode", "round_prefer_floor", resize.NEAREST_MODES, found)
+    _one_of(node, "keep_aspect_ratio_policy", "stretch", ("stretch",), found)
+    _int(node, "antialias", found, low=0, high=0, default=0)
+    axes = node.attributes.get("axes")
+    if axes is not None and (not isinstance(axes, list) or not all(isinstance(a, int) for a in axes)):
+        found.add(f"attribute axes={axes!r} must be a list of integers")
+    scales = graph.constant(node.inputs[2]) if len(node.inputs) > 2 else None  # may be computed at run time
+    if scales is not None and scales.size and not (np.all(np.isfinite(scales)) and np.all(scales > 0)):
+        found.add(f"input scales must be finite and > 0, got {scales.tolist()}")
+
+
+def _check_gelu(node: Node, graph: Graph, found: Problems) -> None:
+    _one_of(node, "approximate", "none", GELU_APPROXIMATIONS, found)
+
+
+def _check_gather_nd(node: Node, graph: Graph, found: Problems) -> None:
+    _int(node, "batch_dims", found, low=0, high=MAX_WINDOW, default=0)
+
+
 _CHECKS: dict[str, Callable[[Node, Graph, Problems], None]] = {
     "Conv": _check_conv,
     "MaxPool": _check_pool,
     "AveragePool": _check_pool,
+    "Resize": _check_resize,
+    "Gelu": _check_gelu,
+    "GatherND": _check_gather_nd,
     f"{DOMAIN}.{BINARY_CONV2D}": _check_binary_conv,
     f"{DOMAIN}.{BINARY_GEMM}": _check_binary_gemm,
 }
