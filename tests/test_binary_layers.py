@@ -271,6 +271,19 @@ def test_costs_count_one_bit_weights_and_binary_macs() -> None:
     assert row.cost.weight_bits == 64 * 64 * 9 + 64 * 32  # 1-bit weights, float32 bias
 
 
+def test_summary_counts_float_and_binary_macs_apart() -> None:
+    stem, conv = _conv(3, 64, padding=1), _conv(64, 64, padding=1)
+    xnor = get_scheme("xnor")
+    binary = BinaryConv2d.from_conv(conv, xnor.weight_quantizer(conv.weight), xnor.input_quantizer(64))
+    table = summary(capture(nn.Sequential(stem, binary), torch.randn(1, 3, 8, 8)))
+    assert table.total.float_macs == 8 * 8 * 64 * 3 * 9
+    assert table.total.binary_macs == 8 * 8 * 64 * 64 * 9
+    assert table.totals()["macs"] == table.total.float_macs + table.total.binary_macs
+    header, *_, total = str(table).splitlines()
+    assert "float MACs" in header and "binary MACs" in header
+    assert f"{8 * 8 * 64 * 3 * 9:,}" in total and f"{8 * 8 * 64 * 64 * 9:,}" in total
+
+
 def test_deployed_graph_is_a_copy_with_fixed_layers() -> None:
     conv = _conv(4, 4, padding=1)
     reactnet = get_scheme("reactnet")
