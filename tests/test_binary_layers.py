@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bitfx.ir import capture, run_eval, summary
+from bitfx.ir import capture, run_eval, summary, to_dot, write_graph_picture
 from bitfx.ir.binary import (
     EDE,
     ApproxSign,
@@ -282,6 +282,17 @@ def test_summary_counts_float_and_binary_macs_apart() -> None:
     header, *_, total = str(table).splitlines()
     assert "float MACs" in header and "binary MACs" in header
     assert f"{8 * 8 * 64 * 3 * 9:,}" in total and f"{8 * 8 * 64 * 64 * 9:,}" in total
+
+
+def test_graph_pictures_mark_the_one_bit_layers(tmp_path) -> None:
+    stem, conv = _conv(3, 16, padding=1), _conv(16, 16, padding=1)
+    xnor = get_scheme("xnor")
+    binary = BinaryConv2d.from_conv(conv, xnor.weight_quantizer(conv.weight), xnor.input_quantizer(16))
+    gm = capture(nn.Sequential(stem, binary), torch.randn(1, 3, 8, 8))
+    svg = write_graph_picture(gm, tmp_path / "g").read_text()
+    assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>")
+    assert svg.count("— 1-bit") == 1 and "_1 — 1-bit" in svg  # the binary conv, not the float stem
+    assert to_dot(gm).count("— 1-bit") == 1
 
 
 def test_deployed_graph_is_a_copy_with_fixed_layers() -> None:
