@@ -8,7 +8,7 @@ packed runtime. Next to it: the float model in onnxruntime, and onnxruntime's ow
 latency at one thread, file size, peak memory), and writes an SVG of the rewritten graph with
 the 1-bit layers marked, a plot of accuracy against latency and a JSON report.
 
-    python -m examples.demo [--epochs 8] [--binary-epochs 8] [--out build/demo]
+    python -m examples.demo [--epochs 5] [--binary-epochs 5] [--out build/demo]
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ NEXT_STEPS = """Where to go next:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=8, help="epochs of float training")
-    parser.add_argument("--binary-epochs", type=int, default=8, help="epochs of fine-tuning the binary network")
+    parser.add_argument("--epochs", type=int, default=5, help="epochs of float training")
+    parser.add_argument("--binary-epochs", type=int, default=5, help="epochs of fine-tuning the binary network")
     parser.add_argument("--size", type=int, default=16, help="image side (the digits are 8×8, resized)")
     parser.add_argument("--repeats", type=int, default=200, help="timed batch-1 runs per variant")
     parser.add_argument("--out", default="build/demo", help="directory for the files, pictures and report")
