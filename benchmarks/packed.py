@@ -62,6 +62,7 @@ from bitfx.backends.packed import kernels as k
 from bitfx.backends.packed import reference as ref
 from bitfx.backends.packed.kernel_steps import BinaryConvStep
 from bitfx.ir.table import format_table
+from examples.memory import peak_memory_mb
 
 LAYERS = [(56, 64), (28, 128), (14, 256), (7, 512)]  # (pixels, channels) of ResNet-18's 3×3 binary convs
 
@@ -173,45 +174,6 @@ def measure_layer(pixels: int, channels: int, threads: int, isa: str, peak: floa
         "conv_pct_of_peak": 100 * bit_macs / (conv_ms * 1e-3) / peak,
         "peak_bit_macs_per_s": peak,
     }
-
-
-MEMORY_PROBE = """
-import sys
-import numpy as np
-
-def rss_mb(field):
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith(field)) / 1024
-
-kind, path = sys.argv[1], sys.argv[2]
-x = np.random.default_rng(0).normal(size=(1, 3, 224, 224)).astype(np.float32)
-if kind == "packed":
-    from bitfx.backends.packed import PackedModel, set_threads
-    set_threads(1)
-    before = rss_mb("VmRSS")
-    model = PackedModel(path)
-    run = lambda: model.run([x])
-else:
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    before = rss_mb("VmRSS")
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    run = lambda: session.run(None, {session.get_inputs()[0].name: x})
-for _ in range(5):
-    run()
-print(before, rss_mb("VmHWM"))
-"""
-
-
-def peak_memory_mb(kind: str, path: Path) -> dict:
-    """Peak RSS (VmHWM) of a fresh process that loads `path` and runs it 5 times (torch never
-    imported), and how much it grew over the RSS after its imports (the model's own share)."""
-    result = subprocess.run(
-        [sys.executable, "-c", MEMORY_PROBE, kind, str(path)], capture_output=True, text=True, check=True
-    )
-    before, peak = (float(v) for v in result.stdout.split())
-    return {"peak_rss_mb": peak, "model_rss_mb": peak - before}
 
 
 class _Inputs(CalibrationDataReader):
@@ -459,8 +421,8 @@ def measure_end_to_end(threads: list[int], repeats: int, workdir: Path, layers: 
         "file_size_ratio": float_path.stat().st_size / binary_path.stat().st_size,
         "packed_weight_bytes": packed.weight_bytes(),
         "packed_activation_bytes": packed.activation_bytes(xn),
-        "memory_packed": peak_memory_mb("packed", binary_path),
-        "memory_ort_float": peak_memory_mb("ort", float_path),
+        "memory_packed": peak_memory_mb("packed", binary_path, (1, 3, 224, 224)),
+        "memory_ort_float": peak_memory_mb("ort", float_path, (1, 3, 224, 224)),
         "compile_report": {key: value for key, value in vars(packed.report).items() if key != "ops"},
     }
 

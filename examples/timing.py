@@ -27,3 +27,18 @@ def timed(fn: Callable[[], object]) -> tuple[object, float]:
     start = time.perf_counter()
     result = fn()
     return result, time.perf_counter() - start
+
+
+def median_cpu_ms(fn: Callable[[], object], *, repeats: int, warmup: int = 3) -> float:
+    """Median CPU time of the calling thread over `fn()` calls, in milliseconds.
+
+    Measures the work of a runtime set to one thread (it runs on the caller's thread), and is
+    not inflated by other processes competing for the cores, as wall time would be."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.thread_time()
+        fn()
+        times.append((time.thread_time() - start) * 1000)
+    return statistics.median(times)

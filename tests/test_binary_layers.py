@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bitfx.ir import capture, run_eval, summary
+from bitfx.ir import capture, run_eval, summary, to_dot, write_graph_picture
 from bitfx.ir.binary import (
     EDE,
     ApproxSign,
@@ -269,6 +269,30 @@ def test_costs_count_one_bit_weights_and_binary_macs() -> None:
     row = summary(capture(model, torch.randn(1, 64, 8, 8))).rows[1]
     assert row.cost.macs == 8 * 8 * 64 * 64 * 9
     assert row.cost.weight_bits == 64 * 64 * 9 + 64 * 32  # 1-bit weights, float32 bias
+
+
+def test_summary_counts_float_and_binary_macs_apart() -> None:
+    stem, conv = _conv(3, 64, padding=1), _conv(64, 64, padding=1)
+    xnor = get_scheme("xnor")
+    binary = BinaryConv2d.from_conv(conv, xnor.weight_quantizer(conv.weight), xnor.input_quantizer(64))
+    table = summary(capture(nn.Sequential(stem, binary), torch.randn(1, 3, 8, 8)))
+    assert table.total.float_macs == 8 * 8 * 64 * 3 * 9
+    assert table.total.binary_macs == 8 * 8 * 64 * 64 * 9
+    assert table.totals()["macs"] == table.total.float_macs + table.total.binary_macs
+    header, *_, total = str(table).splitlines()
+    assert "float MACs" in header and "binary MACs" in header
+    assert f"{8 * 8 * 64 * 3 * 9:,}" in total and f"{8 * 8 * 64 * 64 * 9:,}" in total
+
+
+def test_graph_pictures_mark_the_one_bit_layers(tmp_path) -> None:
+    stem, conv = _conv(3, 16, padding=1), _conv(16, 16, padding=1)
+    xnor = get_scheme("xnor")
+    binary = BinaryConv2d.from_conv(conv, xnor.weight_quantizer(conv.weight), xnor.input_quantizer(16))
+    gm = capture(nn.Sequential(stem, binary), torch.randn(1, 3, 8, 8))
+    svg = write_graph_picture(gm, tmp_path / "g").read_text()
+    assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>")
+    assert svg.count("— 1-bit") == 1 and "_1 — 1-bit" in svg  # the binary conv, not the float stem
+    assert to_dot(gm).count("— 1-bit") == 1
 
 
 def test_deployed_graph_is_a_copy_with_fixed_layers() -> None:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+import bitfx
+
 ROOT = Path(__file__).resolve().parent.parent
 # Left out of the copy that is built: local environments and earlier build output (a stale
 # build/lib would otherwise put files that no longer exist into the wheel).
@@ -40,6 +42,7 @@ def test_wheel_holds_only_the_bitfx_package(tmp_path: Path) -> None:
     )
     assert build.returncode == 0, build.stderr
     (wheel,) = (tmp_path / "dist").glob("bitfx-*.whl")
+    assert wheel.name.startswith(f"bitfx-{bitfx.__version__}-")  # the version is read from bitfx/__init__.py
     names = zipfile.ZipFile(wheel).namelist()
 
     top_level = {name.split("/", 1)[0] for name in names}

@@ -4,7 +4,7 @@ from bitfx.ir.capture import capture
 from bitfx.ir.cost import NodeCost, graph_costs, total_cost
 from bitfx.ir.diff import GraphDiff, diff
 from bitfx.ir.execution import Inputs, OutputError, as_inputs, compare_outputs, eval_mode, flatten_outputs, run_eval
-from bitfx.ir.graph_view import to_dot, to_networkx, write_graph_picture
+from bitfx.ir.graph_view import to_dot, to_networkx, to_svg, write_graph_picture
 from bitfx.ir.shapes import example_inputs_of, node_dtype, node_shape, propagate_shapes
 from bitfx.ir.summary import Summary, summary
 
@@ -29,6 +29,7 @@ __all__ = [
     "summary",
     "to_dot",
     "to_networkx",
+    "to_svg",
     "total_cost",
     "write_graph_picture",
 ]

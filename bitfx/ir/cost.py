@@ -4,7 +4,9 @@ MACs are counted per sample (the batch dimension, dim 0, is divided out) for the
 whose cost is multiply-accumulate: convolutions (modules, also transposed, and functional
 convs), linear layers and matrix products; everything else counts 0 MACs, unless its module declares
 them with a method `bitfx_macs(output_shape) -> int` (the binary layers do: binary MACs;
-see `bitfx.ir.protocol`).
+see `bitfx.ir.protocol`). `macs` counts every MAC; `binary_macs` counts the part computed by
+layers whose weights are stored at 1 bit (XNOR-popcount when their inputs are binary too), so
+`float_macs = macs - binary_macs`.
 
 Weight storage counts every parameter and persistent buffer a node's module holds (what a
 deployed file must store) at its dtype's width. A module that stores a tensor at another
@@ -39,18 +41,29 @@ _CONV_TARGETS = (
 
 @dataclass(frozen=True)
 class NodeCost:
-    """What one node costs: trainable parameters, MACs per sample, and weight storage."""
+    """What one node costs: trainable parameters, MACs per sample (all, and those with 1-bit
+    weights), and weight storage."""
 
     params: int = 0
     macs: int = 0
     weight_bits: int = 0
+    binary_macs: int = 0
 
     @property
     def weight_bytes(self) -> float:
         return self.weight_bits / 8
 
+    @property
+    def float_macs(self) -> int:
+        return self.macs - self.binary_macs
+
     def __add__(self, other: NodeCost) -> NodeCost:
-        return NodeCost(self.params + other.params, self.macs + other.macs, self.weight_bits + other.weight_bits)
+        return NodeCost(
+            self.params + other.params,
+            self.macs + other.macs,
+            self.weight_bits + other.weight_bits,
+            self.binary_macs + other.binary_macs,
+        )
 
 
 def graph_costs(gm: fx.GraphModule) -> dict[str, NodeCost]:
@@ -59,7 +72,9 @@ def graph_costs(gm: fx.GraphModule) -> dict[str, NodeCost]:
     costs = {}
     for node in gm.graph.nodes:
         storage = _storage(gm, node, seen_modules)
-        costs[node.name] = NodeCost(storage.params, _macs(gm, node), storage.weight_bits)
+        macs = _macs(gm, node)
+        binary = macs if _has_one_bit_weights(gm, node) else 0
+        costs[node.name] = NodeCost(storage.params, macs, storage.weight_bits, binary)
     return costs
 
 
@@ -73,6 +88,10 @@ def tensor_bits(owner: nn.Module, name: str, tensor: torch.Tensor) -> int:
     declared = storage_bits(owner, name)
     width = declared if declared is not None else tensor.element_size() * 8
     return tensor.numel() * width
+
+
+def _has_one_bit_weights(gm: fx.GraphModule, node: fx.Node) -> bool:
+    return node.op == "call_module" and storage_bits(gm.get_submodule(node.target), "weight") == 1
 
 
 def _storage(gm: fx.GraphModule, node: fx.Node, seen_modules: set[int]) -> NodeCost:

@@ -10,8 +10,8 @@ from bitfx.ir.cost import NodeCost, graph_costs
 from bitfx.ir.shapes import node_shape
 from bitfx.ir.table import format_table
 
-_HEADERS = ("name", "op", "target", "output shape", "params", "MACs", "weight bytes")
-_NUMERIC = (False, False, False, False, True, True, True)
+_HEADERS = ("name", "op", "target", "output shape", "params", "float MACs", "binary MACs", "weight bytes")
+_NUMERIC = (False, False, False, False, True, True, True, True)
 
 
 @dataclass(frozen=True)
@@ -31,20 +31,25 @@ class Summary:
     total: NodeCost = field(default_factory=NodeCost)
 
     def totals(self) -> dict[str, float]:
-        """`{params, macs, weight_bytes}`, the form used in reports."""
-        return {"params": self.total.params, "macs": self.total.macs, "weight_bytes": self.total.weight_bytes}
+        """`{params, macs, float_macs, binary_macs, weight_bytes}`, the form used in reports (`macs` is
+        the sum of float and binary MACs)."""
+        total = self.total
+        return {
+            "params": total.params,
+            "macs": total.macs,
+            "float_macs": total.float_macs,
+            "binary_macs": total.binary_macs,
+            "weight_bytes": total.weight_bytes,
+        }
 
     def __str__(self) -> str:
-        body = [
-            (r.name, r.op, r.target, _shape_text(r.shape), r.cost.params, r.cost.macs, r.cost.weight_bytes)
-            for r in self.rows
-        ]
-        body.append(("total", "", "", "", self.total.params, self.total.macs, self.total.weight_bytes))
+        body = [(r.name, r.op, r.target, _shape_text(r.shape), *_numbers(r.cost)) for r in self.rows]
+        body.append(("total", "", "", "", *_numbers(self.total)))
         return format_table(_HEADERS, body, _NUMERIC)
 
 
 def summary(gm: fx.GraphModule) -> Summary:
-    """Table of every node (name, op, target, output shape, params, MACs, weight bytes)."""
+    """Table of every node (name, op, target, output shape, params, float and binary MACs, weight bytes)."""
     costs = graph_costs(gm)
     rows = [
         SummaryRow(node.name, node.op, target_name(gm, node), node_shape(node), costs[node.name])
@@ -60,6 +65,10 @@ def target_name(gm: fx.GraphModule, node: fx.Node) -> str:
     if node.op == "call_function":
         return getattr(node.target, "__name__", str(node.target))
     return str(node.target)
+
+
+def _numbers(cost: NodeCost) -> tuple[int, int, int, float]:
+    return cost.params, cost.float_macs, cost.binary_macs, cost.weight_bytes
 
 
 def _shape_text(shape: object) -> str:
