@@ -114,14 +114,7 @@ def fold_note(stats: dict) -> str:
     if not skipped:
         return note + " and left none"
     reasons = Counter(skipped.values())
-    note += f" and left {len(skipped)}: " + "; ".join(f"{count}× {why}" for why, count in reasons.most_common())
-    if any("Binary" in why for why in skipped.values()):
-        note += (
-            ".\n   Folding a BatchNorm into a binary layer's scale is pending in fuse_bn; where the next layer is "
-            "binary, the packed runtime folds the BatchNorm and that layer's sign into one integer threshold "
-            "per channel when it loads the file"
-        )
-    return note
+    return note + f" and left {len(skipped)}: " + "; ".join(f"{count}× {why}" for why, count in reasons.most_common())
 
 
 def _mac_line(gm: torch.fx.GraphModule) -> str:
