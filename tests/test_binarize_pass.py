@@ -147,3 +147,27 @@ def test_pipeline_file_round_trip(tmp_path: Path) -> None:
     gm = loaded.run(capture(zoo.resnet20().eval(), torch.randn(1, 3, 16, 16))).graph_module
     assert gm.get_submodule("layers.0.conv1").pad_value == 1
     assert type(gm.get_submodule("layers.8.conv1")) is nn.Conv2d
+
+
+def test_bireal_defaults_to_its_papers_network_shortcuts_and_real_downsample_convs() -> None:
+    gm, stats = _binarize(zoo.resnet20(), "binarize(scheme=bireal)")
+    downsample = {"layers.3.shortcut.0", "layers.6.shortcut.0"}
+    assert {name for name, reason in stats["skipped"].items() if "keep_downsample" in reason} == downsample
+    assert stats["binarized"] == 18 and stats["shortcuts"] == 16
+    assert all(type(gm.get_submodule(name)) is nn.Conv2d for name in downsample)
+    _, overridden = _binarize(zoo.resnet20(), "binarize(scheme=bireal, shortcuts=false, keep_downsample=false)")
+    assert overridden["binarized"] == 20 and overridden["shortcuts"] == 0
+    _, xnor = _binarize(zoo.resnet20(), "binarize(keep_downsample=true)")
+    assert xnor["binarized"] == 18 and xnor["shortcuts"] == 0
+
+
+def test_a_1x1_conv_fed_by_an_average_pool_counts_as_downsample() -> None:
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), nn.AvgPool2d(2), nn.Conv2d(8, 16, 1),
+        nn.Conv2d(16, 16, 1), nn.Flatten(), nn.Linear(16 * 64, 4),
+    )  # fmt: skip
+    _, stats = _binarize(model, "binarize(keep_downsample=true)")
+    assert stats["skipped"]["3"] == "1×1 downsample conv (keep_downsample=True)" and stats["layers"] == {
+        "1": "xnor",
+        "4": "xnor",
+    }

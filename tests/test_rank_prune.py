@@ -13,7 +13,7 @@ from bitfx import zoo
 from bitfx.errors import PassConfigError, PassError
 from bitfx.ir import capture, compare_outputs, run_eval, total_cost
 from bitfx.passes import LayerSelection, Pipeline, RankPrune, create_pass
-from bitfx.passes.prune.feature_rank import average_feature_ranks, channel_ranks
+from bitfx.passes.prune.feature_rank import average_feature_ranks, channel_ranks, rank_agreement
 from bitfx.zoo import random
 
 
@@ -199,3 +199,37 @@ def test_plan_prints_groups_removed_channels_and_resulting_shapes():
     assert "conv1 (+3)" in text and "input of the classifier 'fc'" in text and "reaches the model output" in text
     assert re.search(r"\nlayers\.0\.conv1 +2×16×32×32 → 2×8×32×32 +2,304 → 576 +2,359,296 → 589,824\n", text)
     assert re.search(r"\nMACs: 40,813,184 → [\d,]+ \(0\.\d+×\)$", text)
+
+
+def test_hrank_rule_keeps_residual_channels_and_ranks_each_block_conv_alone():
+    data = _batches()
+    gm = capture(zoo.resnet20(), data[0])
+    plan, pruned = _prune(gm, RankPrune(rate=0.5, residual="keep"), data)
+    residual = [g for g in plan.groups if len(g.layers) > 1]
+    assert len(residual) == 3 and all(not g.removed and "HRank" in g.rule for g in residual)
+    inner = [g for g in plan.groups if len(g.layers) == 1 and g.layers[0].endswith("conv1")]
+    assert len(inner) == 9 and all(len(g.removed) == g.channels // 2 for g in inner)
+    assert pruned.get_submodule("layers.0.conv2").out_channels == 16
+    assert pruned.get_submodule("layers.0.conv1").out_channels == 8
+    assert create_pass("rank_prune").residual == "stage"
+
+
+def test_plan_reports_how_well_the_taps_of_a_residual_group_agree():
+    data = _batches()
+    gm = capture(zoo.resnet20(), data[0])
+    plan = RankPrune(rate=0.5).plan(gm, data)
+    residual = [g for g in plan.groups if len(g.layers) > 1]
+    measured = [g.tap_agreement for g in residual if g.tap_agreement is not None]
+    assert measured and all(-1 <= value <= 1 for value in measured)
+    assert all(g.tap_agreement is None for g in plan.groups if len(g.layers) == 1)
+    assert "mean pairwise Spearman" in str(plan) and len(plan.stats()["tap_agreement"]) == len(measured)
+    assert RankPrune(rate=0.5, criterion="l1").plan(gm, data).stats()["tap_agreement"] == {}
+
+
+def test_rank_agreement_is_spearman_with_average_ranks_for_ties():
+    assert rank_agreement([[1, 2, 3, 4], [10, 20, 30, 40]]) == pytest.approx(1)
+    assert rank_agreement([[1, 2, 3, 4], [4, 3, 2, 1]]) == pytest.approx(-1)
+    # ties: [1, 1, 2] ranks as [1.5, 1.5, 3]; Pearson with [1, 2, 3] is √3/2
+    assert rank_agreement([[1, 1, 2], [1, 2, 3]]) == pytest.approx(np.sqrt(3) / 2)
+    assert rank_agreement([[1, 2, 3]]) is None and rank_agreement([[1, 1, 1], [1, 2, 3]]) is None
+    assert rank_agreement([[1, 1, 1], [1, 2, 3], [3, 2, 1]]) == pytest.approx(-1)  # the constant tap is left out

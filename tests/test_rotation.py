@@ -30,6 +30,7 @@ from bitfx.ir.binary.rotation import (
     rotate_filters,
 )
 from bitfx.passes import Pipeline
+from bitfx.passes.rotate import InsertRotation
 from bitfx.train import on_epoch_start
 from bitfx.zoo import digits
 from examples.training import train_classifier
@@ -155,7 +156,7 @@ def rotated_graph():
 def test_the_pass_rotates_every_binary_conv_and_leaves_the_input_alone(rotated_graph) -> None:
     gm, _ = rotated_graph
     before = state_snapshot(gm)
-    result = Pipeline.from_spec("binarize(scheme=bireal),rotate(seed=3)").run(gm)
+    result = Pipeline.from_spec("binarize(scheme=bireal),rotate(seed=3,standardize_activations=false)").run(gm)
     assert_same_state(gm, before)
     stats = result.records[1].stats
     assert stats["rotated"] == 2 and stats["layers"] == {"3": "R1 12×12, R2 12×12", "6": "R1 12×12, R2 18×18"}
@@ -293,3 +294,13 @@ def test_the_weight_quantizer_checks_its_shapes() -> None:
     torch.testing.assert_close(
         quantizer.transform(weight.double()), standardize_filters(weight.double())
     )  # θ = 0: no rotation
+
+
+def test_defaults_follow_the_released_code(rotated_graph) -> None:
+    """θ starts at π/2 and a plain sign's input is standardised per sample, as in the authors' released code."""
+    _, rotated = rotated_graph
+    layer = rotated.get_submodule("6")
+    torch.testing.assert_close(layer.weight_quantizer.angle.detach(), torch.full((24,), math.pi / 2))
+    assert isinstance(layer.input_quantizer, StandardizedSign)
+    rotate = InsertRotation()
+    assert rotate.angle_init == "half_pi" and rotate.standardize_activations is True and rotate.iterations == 3

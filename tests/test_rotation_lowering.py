@@ -75,7 +75,7 @@ def _signs_from_scratch(layer: RotatedBinaryConv2d) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def rotated() -> tuple[fx.GraphModule, fx.GraphModule]:
-    return _trained("rotate")
+    return _trained("rotate(standardize_activations=false)")
 
 
 def test_deployed_layers_hold_the_baked_signs_and_match_eval_bit_for_bit(rotated) -> None:

@@ -3,8 +3,10 @@
 Which layers: the layer selection (`layers`, default: every Conv2d and Linear). A layer the
 selection does not name explicitly (by type, regex or name) also stays float when it is the
 first conv (`keep_first`), the last weight layer, the classifier or output conv (`keep_last`),
-or a depthwise conv (`keep_depthwise`: one input channel per filter binarizes badly and packs
-into a whole 64-bit word per weight bit). A selection value `True` uses `scheme`; a string
+a depthwise conv (`keep_depthwise`: one input channel per filter binarizes badly and packs
+into a whole 64-bit word per weight bit), or a 1×1 downsample conv — stride > 1, or fed
+straight by an average pool (`keep_downsample`; default: the scheme's, on for `bireal`, whose
+network keeps them real). A selection value `True` uses `scheme`; a string
 names another scheme for that layer. Layers that cannot be binarized (called from several
 places, padding given as a string or not zero padding, a Linear on a non-2-D input) stay
 float too. The report lists every float layer with the reason (`skipped`).
@@ -21,7 +23,8 @@ not depend on its input. `ensures` fails the pass if such a binary layer is left
 
 `shortcuts=True` adds Bi-Real's real-valued shortcut around each binarized conv whose
 output (after the BatchNorm that directly follows it, if any) has the shape of its input:
-y = conv(x) + x.
+y = conv(x) + x. Default: the scheme's (on for `bireal`, as in the Bi-Real network; off for
+the others).
 
 The rewrite does not preserve outputs: a binarized model must be trained (`bitfx.train`).
 """
@@ -33,6 +36,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import torch.nn.functional as F
 from torch import fx, nn
 
 from bitfx.errors import PassConfigError, PassError
@@ -64,7 +68,8 @@ class BinarizeConvs(Pass):
     scale: Literal[None, "none", "mean", "mean_detached", "layer_mean", "pow2", "learned"] = None
     pad_value: int | None = None
     activations: Literal["scheme", "keep"] = "scheme"
-    shortcuts: bool = False
+    shortcuts: bool | None = None
+    keep_downsample: bool | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -108,7 +113,8 @@ class BinarizeConvs(Pass):
             del binarized[node.target], schemes[node]
             skipped[node.target] = reason
         binary_convs = [node for node in schemes if isinstance(gm.get_submodule(node.target), BinaryConv2d)]
-        shortcuts = self._add_shortcuts(gm, binary_convs) if self.shortcuts else 0
+        wants_shortcuts = get_scheme(self.scheme).shortcuts if self.shortcuts is None else self.shortcuts
+        shortcuts = self._add_shortcuts(gm, binary_convs) if wants_shortcuts else 0
         if binarized:
             gm.graph.eliminate_dead_code()
             gm.delete_all_unused_submodules()
@@ -168,6 +174,8 @@ class BinarizeConvs(Pass):
                 return "last layer, the classifier or output (keep_last=True)"
             if self.keep_depthwise and isinstance(module, nn.Conv2d) and module.groups == module.in_channels > 1:
                 return "depthwise conv (keep_depthwise=True)"
+            if self._keeps_downsample() and _is_downsample(node, module):
+                return "1×1 downsample conv (keep_downsample=True)"
         value = decision.value
         if value is True:
             return self._scheme(self.scheme, "scheme")
@@ -179,6 +187,9 @@ class BinarizeConvs(Pass):
             f"pass 'binarize': layer selection gives {value!r} for {node.target} ({decision.rule}); use "
             "true, false or a scheme name"
         )
+
+    def _keeps_downsample(self) -> bool:
+        return get_scheme(self.scheme).keep_downsample if self.keep_downsample is None else self.keep_downsample
 
     def _binary_layer(self, module: nn.Module, scheme: BinaryScheme) -> nn.Module:
         weight_quantizer = scheme.weight_quantizer(module.weight, self.scale)
@@ -219,6 +230,20 @@ class BinarizeConvs(Pass):
             shortcut.meta = dict(end.meta)
             added += 1
         return added
+
+
+def _is_downsample(node: fx.Node, module: nn.Module) -> bool:
+    """A 1×1 conv that downsamples: strided, or fed straight by an average pool (Bi-Real's downsample)."""
+    if not isinstance(module, nn.Conv2d) or module.kernel_size != (1, 1):
+        return False
+    if max(module.stride) > 1:
+        return True
+    source = node.args[0]
+    if not isinstance(source, fx.Node):
+        return False
+    if source.op == "call_module":
+        return isinstance(source.graph.owning_module.get_submodule(source.target), (nn.AvgPool2d, nn.AdaptiveAvgPool2d))
+    return source.op == "call_function" and source.target in (F.avg_pool2d, F.adaptive_avg_pool2d)
 
 
 def _relus_feeding(gm: fx.GraphModule, layer_node: fx.Node) -> list[fx.Node]:

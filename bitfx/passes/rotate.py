@@ -13,11 +13,12 @@ are kept, and so is the kind of activation quantizer (only its estimator changes
 Parameters: `seed` (R1, R2 start as seeded random orthogonal matrices, drawn in graph
 order; `init="identity"` starts them at I), `iterations` (Procrustes steps per epoch; 0
 keeps R1, R2 fixed: with `init="identity"` that is RBNN without rotation, an ablation),
-`angle_init` (θ starts at π/2 as in the paper and the authors' ImageNet code, or `uniform`
-in [0, π/2] per channel, seeded, as in their CIFAR code),
-`standardize_activations` (per-sample standardisation of each rotated layer's input, as the
-authors' ImageNet code does; it costs one ReduceMean and one Sub per layer when deployed), `t_min`,
-`t_max` (the estimator schedule).
+`angle_init` (θ starts at π/2, as in the paper and the authors' released ImageNet code, or
+`uniform` in [0, π/2] per channel, seeded, as a version of their CIFAR code does),
+`standardize_activations` (default on: each rotated layer's input is standardised per sample
+before its sign, as in both trees of the
+authors' released code; it costs one ReduceMean and one Sub per layer when deployed; off is an
+ablation), `t_min`, `t_max` (the estimator schedule).
 
 The rotation is baked at deployment: the lowered layer is an ordinary binary conv.
 """
@@ -64,7 +65,7 @@ class InsertRotation(Pass):
     init: Literal["random", "identity"] = "random"
     iterations: int = 3
     angle_init: Literal["half_pi", "uniform"] = "half_pi"
-    standardize_activations: bool = False
+    standardize_activations: bool = True
     t_min: float = T_MIN
     t_max: float = T_MAX
 

@@ -8,8 +8,10 @@ For a layer with latent weight W (C_out×C_in×kh×kw), n = C_in·kh·kw = a·b:
     w3 = w2 + |sin θ| · (w̃ − w2)                          (θ learnable per output channel, starts at π/2)
     y  = α ⊙ conv(sign(a2), sign(w3)) + bias              (α learnable per output channel, starts at mean|W|)
 
-a2 is the input, or with `StandardizedSign` as the input quantizer the input standardised
-per sample over (C, H, W). sign's backward is `TrainingAwareSign`; R1, R2 are updated by
+a2 is the input standardised per sample over (C, H, W) (`StandardizedSign`, the input
+quantizer the `rotate` pass gives by default, as the authors' released code does), or the
+raw input for layers whose input quantizer cannot take it (real inputs, RSign's threshold).
+sign's backward is `TrainingAwareSign`; R1, R2 are updated by
 `bitfx.ir.binary.rotation.procrustes_update` at the start of every epoch (the
 `bitfx.train.on_epoch_start` hook), identically on every torch.distributed rank.
 
@@ -177,7 +179,7 @@ class SampleCentering(nn.Module):
 
 class StandardizedSign(nn.Module):
     """sign((x − μ)/σ), μ and σ the mean and std of each sample over (C, H, W), with a
-    backward estimator: RBNN's activation quantizer (the authors' ImageNet code)."""
+    backward estimator: RBNN's activation quantizer (the authors' released CIFAR and ImageNet code)."""
 
     def __init__(self, estimator: Estimator) -> None:
         super().__init__()

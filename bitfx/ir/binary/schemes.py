@@ -3,7 +3,10 @@
 A scheme fixes the weight quantizer (scale, estimator, standardisation, how the gradient
 treats the scale, latent clipping), the activation quantizer (None: W1A32) and what replaces
 a ReLU in front of a binary layer: sign(ReLU(x)) is +1 everywhere, so binary networks put
-another nonlinearity there (or none). The math of each is in
+another nonlinearity there (or none). A scheme also says whether the paper's network has a
+real-valued shortcut around every binary conv and keeps its 1×1 downsample convs real
+(`bireal`: both; the `binarize` pass's `shortcuts` and `keep_downsample` override it).
+The math of each is in
 the module docstrings of `estimators`, `scales`
 and `quantizers`. Register new schemes with `register_scheme` (RBNN does).
 
@@ -44,6 +47,8 @@ class BinaryScheme:
     gradient_skips_scale: bool = False
     clip_latent: bool = False
     pad_value: int = 0
+    shortcuts: bool = False  # the paper's network has a real-valued shortcut around every binary conv
+    keep_downsample: bool = False  # the paper's network keeps its 1×1 downsample convs real-valued
 
     def weight_quantizer(self, weight: Tensor, scale: str | None = None) -> WeightBinarizer:
         """The weight quantizer for a layer with this latent weight; `scale` overrides the scheme's.
@@ -112,6 +117,7 @@ BIREAL = register_scheme(BinaryScheme(
     reference="Liu, Wu, Luo, Yang, Liu, Cheng. Bi-Real Net: Enhancing the Performance of 1-bit CNNs. ECCV 2018",
     scale="mean_detached", weight_estimator=ClippedSTE, gradient_skips_scale=True,
     activation=lambda channels: SignActivation(ApproxSign()), relu_replacement=None,
+    shortcuts=True, keep_downsample=True,
 ))  # fmt: skip
 
 REACTNET = register_scheme(BinaryScheme(

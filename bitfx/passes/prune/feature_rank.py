@@ -115,3 +115,25 @@ class _RankRecorder(fx.Interpreter):
             total = channel_ranks(value).sum(dim=0).double()
             self.sums[n.name] = self.sums[n.name] + total if n.name in self.sums else total
         return value
+
+
+def rank_agreement(vectors: Sequence[Sequence[float]]) -> float | None:
+    """Mean pairwise Spearman correlation between score vectors over the same channels (ties
+    get their average rank): 1 when every tap orders the channels alike, ~0 when unrelated.
+    A constant vector (every map full rank at that tap) orders nothing and is left out. None
+    with fewer than three channels or fewer than two non-constant vectors."""
+    if not vectors or len(vectors[0]) < 3:
+        return None
+    ranked = []
+    for vector in vectors:
+        values = torch.tensor(vector, dtype=torch.float64)
+        below = (values.unsqueeze(0) < values.unsqueeze(1)).sum(1)
+        equal = (values.unsqueeze(0) == values.unsqueeze(1)).sum(1)
+        ranks = below + (equal + 1) / 2
+        centred = ranks - ranks.mean()
+        if float(centred.norm()) > 0:
+            ranked.append(centred / centred.norm())
+    if len(ranked) < 2:
+        return None
+    pairs = [float(a @ b) for a, b in itertools.combinations(ranked, 2)]
+    return sum(pairs) / len(pairs)

@@ -26,6 +26,7 @@ class GroupPlan:
     removed_by_layer: dict[str, tuple[int, ...]]
     kept_because: tuple[str, ...]
     blocked_by: tuple[str, ...]
+    tap_agreement: float | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class PrunePlan:
             "criterion": self.criterion,
             "groups": len(self.groups),
             "groups_pruned": sum(1 for g in self.groups if g.removed),
+            "tap_agreement": {g.name: g.tap_agreement for g in self.groups if g.tap_agreement is not None},
             "channels_removed": self.channels_removed,
             "macs_ratio": round(self.macs_ratio, 4),
             "params_ratio": round(self.params_ratio, 4),
@@ -110,6 +112,7 @@ class PrunePlan:
                     group_rows,
                     (False, True, False, False, False),
                 ),
+                *_agreement_lines(self.groups),
                 "",
                 format_table(("layer", "output shape", "params", "MACs"), layer_rows, (False, False, True, True)),
                 f"params: {self.before.params:,} → {self.after.params:,} ({self.params_ratio:.3f}×)",
@@ -139,6 +142,12 @@ def layer_changes(before: Summary, after: Summary) -> list[LayerChange]:
                 )
             )
     return changes
+
+
+def _agreement_lines(groups: list[GroupPlan]) -> list[str]:
+    """One line naming how well the taps of each multi-tap group agree, if any group has several."""
+    measured = [f"{g.name} {g.tap_agreement:.2f}" for g in groups if g.tap_agreement is not None]
+    return ["rank agreement between taps (mean pairwise Spearman): " + ", ".join(measured)] if measured else []
 
 
 def _removed_text(group: GroupPlan, shown: int = 8) -> str:

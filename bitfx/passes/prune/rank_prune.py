@@ -7,8 +7,12 @@ using High-Rank Feature Map", CVPR 2020).
 2. Each channel's score is the average matrix rank of its feature maps over the calibration
    batches (`feature_rank`), measured after conv+BN+activation: at every activation node
    the channel reaches, or, for a channel that reaches none (a linear bottleneck), at the
-   conv+BN output. Scores are averaged over every place the channel appears, so a residual
-   channel is scored over all blocks of its stage.
+   conv+BN output. With `residual="stage"` (the default, a bitfx extension of HRank) scores
+   are averaged over every place the channel appears, so a residual channel is scored over
+   all blocks of its stage and removed stage-wide; the plan reports, per group, how well its
+   taps agree (`tap_agreement`: mean pairwise Spearman correlation of the per-tap ranks).
+   `residual="keep"` is HRank's own rule: channels joined across layers by an element-wise op
+   (a residual add) stay, and each conv inside a block is ranked on its own output alone.
 3. In a group with p prunable channels at rate r, the int(p·r) lowest-scoring channels go
    (ties: the lower channel index goes first); `round_to` rounds the kept count to a
    multiple. The rate of a group comes from `rates` (a `LayerSelection` over its layers:
@@ -42,7 +46,7 @@ from bitfx.passes.core.ordering import BINARY_LAYERS
 from bitfx.passes.core.registry import register_pass
 from bitfx.passes.core.selection import Decision, LayerSelection
 from bitfx.passes.prune import channel_ops as ops
-from bitfx.passes.prune.feature_rank import average_feature_ranks
+from bitfx.passes.prune.feature_rank import average_feature_ranks, rank_agreement
 from bitfx.passes.prune.groups import ChannelAnalysis, ChannelGroup, analyze_channels
 from bitfx.passes.prune.plan import GroupPlan, PrunePlan, layer_changes
 from bitfx.passes.prune.surgery import remove_channels
@@ -67,6 +71,7 @@ class RankPrune(Pass):
     prune_classifier: bool = False
     criterion: Literal["rank", "l1", "random"] = "rank"
     seed: int = 0
+    residual: Literal["stage", "keep"] = "stage"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -93,15 +98,22 @@ class RankPrune(Pass):
         output_shapes = [node_shape(n) for n in gm.graph.find_nodes(op="output")]
         analysis = analyze_channels(gm, prune_classifier=self.prune_classifier)
         rates = {group.index: self._group_rate(gm, group) for group in analysis.groups}
+        if self.residual == "keep":
+            for group in analysis.groups:
+                if sum(space.prunable for space in group.spaces) > 1:
+                    rates[group.index] = (0.0, "residual channels kept (residual=keep, HRank's rule)")
         _refuse_blocked(analysis, rates)
         active = [g for g in analysis.groups if rates[g.index][0] > 0 and g.prunable()]
-        scores, images, batches = self._scores(gm, analysis, active, data)
+        scores, images, batches, agreement = self._scores(gm, analysis, active, data)
         removed = {g.index: self._choose(analysis, g, scores, rates[g.index][0]) for g in active}
         remove_channels(gm, analysis, {c for channels in removed.values() for c in channels})
         propagate_shapes(gm, inputs)
         if [node_shape(n) for n in gm.graph.find_nodes(op="output")] != output_shapes:
             raise PassError(f"pruning changed the output shape from {output_shapes}; please report this model")
-        groups = [_group_plan(analysis, g, rates[g.index], removed.get(g.index, [])) for g in analysis.groups]
+        groups = [
+            _group_plan(analysis, g, rates[g.index], removed.get(g.index, []), agreement.get(g.index))
+            for g in analysis.groups
+        ]
         after = summary(gm)
         changes = layer_changes(before, after)
         skipped = _skipped(gm, analysis, groups)
@@ -137,19 +149,21 @@ class RankPrune(Pass):
 
     def _scores(
         self, gm: fx.GraphModule, analysis: ChannelAnalysis, groups: list[ChannelGroup], data: Iterable[Any] | None
-    ) -> tuple[dict[int, float], int, int]:
-        """A score per prunable channel (higher = keep), and the calibration images/batches used."""
+    ) -> tuple[dict[int, float], int, int, dict[int, float | None]]:
+        """A score per prunable channel (higher = keep), the calibration images/batches used, and
+        per group with several taps the agreement of their ranks."""
         wanted = {c for g in groups for c in g.prunable()}
         if self.criterion == "rank" and not _ranks_agree_to_calibrate(bool(wanted), data is not None):
             return {}, 0, 0
         if not wanted:
-            return {}, 0, 0
+            return {}, 0, 0, {}
         if self.criterion == "random":
             generator = torch.Generator().manual_seed(self.seed)
             ordered = sorted(wanted)
-            return dict(zip(ordered, torch.rand(len(ordered), generator=generator, dtype=torch.float64).tolist())), 0, 0
+            random_scores = torch.rand(len(ordered), generator=generator, dtype=torch.float64).tolist()
+            return dict(zip(ordered, random_scores)), 0, 0, {}
         if self.criterion == "l1":
-            return _filter_norms(gm, analysis, groups, wanted), 0, 0
+            return _filter_norms(gm, analysis, groups, wanted), 0, 0, {}
         if data is None:
             raise PassError(
                 "rank_prune ranks feature maps on calibration batches, and none were given: pass --data "
@@ -160,12 +174,21 @@ class RankPrune(Pass):
         taps = _taps(gm, analysis, groups, wanted)
         stats = average_feature_ranks(gm, taps, data, max_batches=self.batches)
         occurrences: dict[int, list[float]] = defaultdict(list)
+        per_tap: dict[str, dict[int, float]] = {}
         for tap in taps:
+            per_tap[tap] = {}
             for slot, value in zip(analysis.maps[tap], stats.ranks[tap].tolist()):
                 channel = analysis.channel_of(slot)
                 if channel in wanted:
                     occurrences[channel].append(value)
-        return {c: sum(v) / len(v) for c, v in occurrences.items()}, stats.images, stats.batches
+                    per_tap[tap][channel] = value
+        agreement = {}
+        for group in groups:
+            channels = group.prunable()
+            vectors = [[values[c] for c in channels] for values in per_tap.values() if set(channels) <= set(values)]
+            agreement[group.index] = rank_agreement(vectors)
+        scores = {c: sum(v) / len(v) for c, v in occurrences.items()}
+        return scores, stats.images, stats.batches, agreement
 
     def _choose(
         self, analysis: ChannelAnalysis, group: ChannelGroup, scores: dict[int, float], rate: float
@@ -241,7 +264,11 @@ def _refuse_blocked(analysis: ChannelAnalysis, rates: dict[int, tuple[float, str
 
 
 def _group_plan(
-    analysis: ChannelAnalysis, group: ChannelGroup, rate: tuple[float, str], removed: list[int]
+    analysis: ChannelAnalysis,
+    group: ChannelGroup,
+    rate: tuple[float, str],
+    removed: list[int],
+    agreement: float | None = None,
 ) -> GroupPlan:
     gone = set(removed)
     position = {c: i for i, c in enumerate(group.channels)}
@@ -262,6 +289,7 @@ def _group_plan(
         by_layer,
         reasons,
         tuple(group.blocking_ops()),
+        None if agreement is None else round(agreement, 4),
     )
 
 
