@@ -28,14 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from onnxruntime.quantization import (
-    CalibrationDataReader,
-    CalibrationMethod,
-    QuantFormat,
-    QuantType,
-    quant_pre_process,
-    quantize_static,
-)
+from common import ort_quantize_static
+from onnxruntime.quantization import quant_pre_process
 
 import bitfx.zoo as zoo
 from bitfx.backends.onnx import export, optimized_op_counts, run_session, session, verifier_for
@@ -70,14 +64,6 @@ def interleaved_median_ms(
     return [statistics.median(samples) for samples in times]
 
 
-class _Inputs(CalibrationDataReader):
-    def __init__(self, name: str, inputs: list[np.ndarray]) -> None:
-        self.items = iter([{name: x} for x in inputs])
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self.items, None)
-
-
 def _calibration(name: str, shape: tuple[int, ...]) -> list[np.ndarray]:
     if name == "resnet20_digits":
         images = digits(shape, split="train", batch_size=1)
@@ -103,17 +89,7 @@ def measure(name: str, threads: list[int], repeats: int, workdir: Path) -> list[
         )
     prepared, quantized = workdir / f"{name}-prepared.onnx", workdir / f"{name}-u8s8.onnx"
     quant_pre_process(float_path, prepared)
-    reader = _Inputs(session(float_path).get_inputs()[0].name, calibration)
-    quantize_static(
-        prepared,
-        quantized,
-        reader,
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        calibrate_method=CalibrationMethod.MinMax,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-    )
+    ort_quantize_static(prepared, quantized, session(float_path).get_inputs()[0].name, calibration)
     rows.append(({"variant": "quantize_static U8S8", "check": "approximate"}, quantized))
     for row, path in rows:
         optimized = optimized_op_counts(path)

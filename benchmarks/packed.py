@@ -46,16 +46,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
-from common import median_ms
+from common import median_ms, ort_quantize_static
 from onnx import TensorProto, helper, numpy_helper
-from onnxruntime.quantization import (
-    CalibrationDataReader,
-    CalibrationMethod,
-    QuantFormat,
-    QuantType,
-    quant_pre_process,
-    quantize_static,
-)
+from onnxruntime.quantization import quant_pre_process
 
 from bitfx.backends.packed import PackedModel, available_isas, cpu_count, get_isa, popcount_peak, set_isa, set_threads
 from bitfx.backends.packed import kernels as k
@@ -176,16 +169,6 @@ def measure_layer(pixels: int, channels: int, threads: int, isa: str, peak: floa
     }
 
 
-class _Inputs(CalibrationDataReader):
-    """Feeds onnxruntime's calibrator a few inputs of the benchmark's shape."""
-
-    def __init__(self, name: str, inputs: list[np.ndarray]) -> None:
-        self.items = iter([{name: x} for x in inputs])
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self.items, None)
-
-
 def quantize_int8(float_path: Path, workdir: Path, input_name: str) -> Path:
     """onnxruntime's own int8 model of the float file: `quantize_static`, QDQ, uint8 activations,
     int8 per-channel weights (U8S8), MinMax calibration on 8 random inputs."""
@@ -193,17 +176,7 @@ def quantize_int8(float_path: Path, workdir: Path, input_name: str) -> Path:
     quant_pre_process(float_path, prepared)
     rng = np.random.default_rng(2)
     calibration = [rng.normal(size=(1, 3, 224, 224)).astype(np.float32) for _ in range(8)]
-    quantize_static(
-        prepared,
-        path,
-        _Inputs(input_name, calibration),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        calibrate_method=CalibrationMethod.MinMax,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-    )
-    return path
+    return ort_quantize_static(prepared, path, input_name, calibration)
 
 
 def step_kind(step: object) -> str:

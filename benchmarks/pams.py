@@ -29,15 +29,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import median_ms, timed
-from onnxruntime.quantization import (
-    CalibrationDataReader,
-    CalibrationMethod,
-    QuantFormat,
-    QuantType,
-    quant_pre_process,
-    quantize_static,
-)
+from common import median_ms, ort_quantize_static, timed
+from onnxruntime.quantization import QuantType, quant_pre_process
 
 from bitfx.backends.onnx import export, load_model, op_counts, quantized_layer_fusion, run_session, session
 from bitfx.ir import capture
@@ -53,16 +46,6 @@ BITFX_VARIANTS = {
     "default placement": PAMSQuantize(bits=8),
     "every conv module": PAMSQuantize(bits=8, float_ends=False),
 }
-
-
-class _Batches(CalibrationDataReader):
-    """Feeds onnxruntime's calibrator the same crops bitfx calibrates on."""
-
-    def __init__(self, name: str, crops: list[torch.Tensor]) -> None:
-        self.items = iter([{name: crop.numpy()} for crop in crops])
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self.items, None)
 
 
 def center_crops(size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -138,16 +121,8 @@ def main() -> None:
         quant_pre_process(float_path, prepared)  # shape inference and graph clean-up, as onnxruntime recommends
         for label, activations in (("S8S8", QuantType.QInt8), ("U8S8", QuantType.QUInt8)):
             path = work / f"ort_{label}.onnx"
-            quantize_static(
-                prepared,
-                path,
-                _Batches(input_name, calibration),
-                quant_format=QuantFormat.QDQ,
-                per_channel=True,
-                calibrate_method=CalibrationMethod.MinMax,
-                activation_type=activations,
-                weight_type=QuantType.QInt8,
-            )
+            # the same crops bitfx calibrates on
+            ort_quantize_static(prepared, path, input_name, [crop.numpy() for crop in calibration], activations)
             paths[f"onnxruntime quantize_static {label}"] = path
         results = {name: accuracy(path, crops) for name, path in paths.items()}
         for count in threads:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import importlib
 import os
 import tempfile
 from collections.abc import Mapping
@@ -34,9 +33,10 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from bitfx.errors import BitfxError, CheckpointError
+from bitfx.errors import BitfxError, CheckpointError, ModelSpecError
 from bitfx.ir import capture, example_inputs_of
 from bitfx.passes import LayerSelection, Pipeline, create_pass
+from bitfx.specs import load_callable
 
 FORMAT = "bitfx-checkpoint"
 VERSION = 1
@@ -270,19 +270,10 @@ def _write_atomically(payload: dict[str, Any], path: Path) -> Path:
 
 
 def _factory(spec: str, where: str) -> Any:
-    module_name, colon, attr = spec.partition(":")
-    if not colon or not module_name or not attr:
-        raise CheckpointError(f"{where}: model spec {spec!r} must look like package.module:factory")
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise CheckpointError(
-            f"{where}: cannot import {module_name!r} for the model factory {spec!r} ({error}); put it on the path"
-        ) from error
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise CheckpointError(f"{where}: module {module_name!r} has no function {attr!r} (model spec {spec!r})")
-    return factory
+        return load_callable(spec, "model")
+    except ModelSpecError as error:
+        raise CheckpointError(f"{where}: {error}") from error
 
 
 def _plain_pipeline(pipeline: Pipeline) -> dict[str, Any]:

@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[1] / "bitfx"
 # the standard library and bitfx.errors). The order of the table in docs/architecture.md.
 ALLOWED = {
     "bitfx.format": {"numpy"},
+    "bitfx.specs": set(),
     "bitfx.ir": {"torch", "numpy", "networkx", "bitfx.format"},
     "bitfx.passes.core": {"torch", "tqdm", "bitfx.ir"},
     "bitfx.passes": {"torch", "numpy", "networkx", "tqdm", "bitfx.ir", "bitfx.passes.core"},
@@ -29,7 +30,7 @@ ALLOWED = {
         "bitfx.format",
     },
     "bitfx.backends.packed": {"numpy", "onnx", "bitfx.format"},
-    "bitfx.checkpoint": {"torch", "bitfx.ir", "bitfx.passes"},
+    "bitfx.checkpoint": {"torch", "bitfx.ir", "bitfx.passes", "bitfx.specs"},
     "bitfx.zoo": {"torch", "numpy", "sklearn", "skimage"},
 }
 

@@ -15,8 +15,9 @@ from typing import Any
 
 import torch
 
-from bitfx.cli.specs import first_input, load_callable
+from bitfx.cli.specs import first_input
 from bitfx.errors import ModelSpecError
+from bitfx.specs import load_callable
 
 _END = object()
 

@@ -37,7 +37,7 @@ script's index −1 wraps to the final recall).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -253,9 +253,19 @@ def mr_from_matches(matches: Sequence[ImageMatch], num_images: int) -> float:
         return float(np.exp(np.mean(np.log(1.0 - reached))))
 
 
-def _check(gts: Sequence[GroundTruth], dets: Sequence[Detections]) -> None:
+def _match_images(
+    match: Callable[..., ImageMatch],
+    size_ranges: dict[str, tuple[float, float]],
+    size: str,
+    gts: Sequence[GroundTruth],
+    dets: Sequence[Detections],
+    *rules: float | int | bool,
+) -> list[ImageMatch]:
+    """`match` (match_ap or match_mr) applied to every image pair in the size band `size_ranges[size]`."""
     if len(gts) != len(dets):
         raise ValueError(f"{len(gts)} ground-truth images but {len(dets)} detection images; pass one of each per image")
+    band = size_ranges[size]
+    return [match(g, d, band, *rules) for g, d in zip(gts, dets)]
 
 
 def average_precision(
@@ -268,12 +278,8 @@ def average_precision(
     use_iod_for_ignore: bool = True,
 ) -> float:
     """AP of `dets` against `gts` (one entry per image) in the AP size band `size` at one IoU."""
-    _check(gts, dets)
-    band = AP_SIZE_RANGES[size]
-    matches = [
-        match_ap(g, d, band, iou_threshold, max_dets, ignore_uncertain, use_iod_for_ignore) for g, d in zip(gts, dets)
-    ]
-    return ap_from_matches(matches)
+    rules = (iou_threshold, max_dets, ignore_uncertain, use_iod_for_ignore)
+    return ap_from_matches(_match_images(match_ap, AP_SIZE_RANGES, size, gts, dets, *rules))
 
 
 def miss_rate(
@@ -286,12 +292,8 @@ def miss_rate(
     use_iod_for_ignore: bool = True,
 ) -> float:
     """Log-average miss rate of `dets` against `gts` in the MR size band `size` at one IoU."""
-    _check(gts, dets)
-    band = MR_SIZE_RANGES[size]
-    matches = [
-        match_mr(g, d, band, iou_threshold, max_dets, ignore_uncertain, use_iod_for_ignore) for g, d in zip(gts, dets)
-    ]
-    return mr_from_matches(matches, len(gts))
+    rules = (iou_threshold, max_dets, ignore_uncertain, use_iod_for_ignore)
+    return mr_from_matches(_match_images(match_mr, MR_SIZE_RANGES, size, gts, dets, *rules), len(gts))
 
 
 def tiny_benchmark(

@@ -1,6 +1,6 @@
 """What passes need to read and rewrite an fx graph: the module behind a node, a node's only
 user, call counts, shared parameters, swapping a module at a qualified name, free attribute
-names, and the one vocabulary of activations.
+names, and the one vocabulary of activations and pooling functions.
 
 Activations come in three nested kinds, each for the question a rewrite asks:
 
@@ -15,6 +15,7 @@ Activations come in three nested kinds, each for the question a rewrite asks:
 
 `is_activation` and `is_rectifier` accept subclasses of the modules they list; `is_relu` wants
 `nn.ReLU` itself, since a fold relies on the exact math and a subclass may change `forward`.
+Every listed activation maps x ≥ 0 to a value ≥ 0 (`bitfx.ir.value_range` relies on it).
 """
 
 from __future__ import annotations
@@ -59,6 +60,23 @@ ACTIVATION_FUNCTIONS = frozenset(
     }
 )
 ACTIVATION_METHODS = frozenset({"relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_"})
+# Pooling functions: each output element is a max or an average of one channel's input elements.
+POOLING_FUNCTIONS = frozenset(
+    {
+        F.max_pool1d,
+        F.max_pool2d,
+        F.max_pool3d,
+        F.avg_pool1d,
+        F.avg_pool2d,
+        F.avg_pool3d,
+        F.adaptive_avg_pool1d,
+        F.adaptive_avg_pool2d,
+        F.adaptive_avg_pool3d,
+        F.adaptive_max_pool1d,
+        F.adaptive_max_pool2d,
+        F.adaptive_max_pool3d,
+    }
+)
 
 RECTIFIER_MODULES: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)
 RECTIFIER_FUNCTIONS = frozenset({F.relu, torch.relu, F.relu6})

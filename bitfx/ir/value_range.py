@@ -32,6 +32,8 @@ from torch import fx, nn
 from torch.nn.modules.dropout import _DropoutNd
 from torch.nn.modules.pooling import _AdaptiveAvgPoolNd, _AdaptiveMaxPoolNd, _AvgPoolNd, _MaxPoolNd
 
+from bitfx.ir.rewrite import ACTIVATION_FUNCTIONS, POOLING_FUNCTIONS
+
 _PRODUCER_MODULES: tuple[type[nn.Module], ...] = (
     nn.ReLU,
     nn.ReLU6,
@@ -83,7 +85,8 @@ _FIRST_INPUT_MODULES: tuple[type[nn.Module], ...] = (
     nn.Hardtanh,
     nn.Tanh,
 )
-_FIRST_INPUT_FUNCTIONS = frozenset(
+# pooling, and the activations with f(0) = 0 that keep x ≥ 0 at ≥ 0 (the other activations are producers)
+_FIRST_INPUT_FUNCTIONS = (POOLING_FUNCTIONS | (ACTIVATION_FUNCTIONS - _PRODUCER_FUNCTIONS)) | frozenset(
     {
         operator.getitem,
         torch.flatten,
@@ -103,27 +106,6 @@ _FIRST_INPUT_FUNCTIONS = frozenset(
         F.interpolate,
         F.dropout,
         F.dropout2d,
-        F.max_pool1d,
-        F.max_pool2d,
-        F.max_pool3d,
-        F.avg_pool1d,
-        F.avg_pool2d,
-        F.avg_pool3d,
-        F.adaptive_avg_pool1d,
-        F.adaptive_avg_pool2d,
-        F.adaptive_avg_pool3d,
-        F.adaptive_max_pool1d,
-        F.adaptive_max_pool2d,
-        F.adaptive_max_pool3d,
-        F.leaky_relu,
-        F.elu,
-        F.gelu,
-        F.silu,
-        F.mish,
-        F.hardswish,
-        F.hardtanh,
-        F.tanh,
-        torch.tanh,
     }
 )
 _FIRST_INPUT_METHODS = frozenset(

@@ -126,11 +126,9 @@ def _why_not_foldable(
     if len(layer_node.users) > 1:
         others = ", ".join(u.name for u in layer_node.users if u is not bn_node)
         return f"the output of {layer_node.target} has other users ({others})"
+    if reason := _why_not_called_alone(gm, layer_node, calls):
+        return reason
     name = _layer_name(layer_node)
-    if calls[name] > 1:
-        return f"{name} is called from {calls[name]} places"
-    if layer_node.op == "call_function" and not _owns_parameters_alone(gm, layer_node):
-        return f"the parameters of {name} are read by other nodes too"
     if name in sharing:
         return f"{name} shares a parameter with another module"
     if bn.running_mean is None or bn.running_var is None:
@@ -361,6 +359,17 @@ def _batch_norm_name(node: fx.Node) -> str:
     return node.name
 
 
+def _why_not_called_alone(gm: fx.GraphModule, layer_node: fx.Node, calls: Counter) -> str | None:
+    """Why a fold would change more than `layer_node`: its layer is called from several places, or the
+    parameters of its functional call are read by other nodes too; None when neither."""
+    name = _layer_name(layer_node)
+    if calls[name] > 1:
+        return f"{name} is called from {calls[name]} places"
+    if layer_node.op == "call_function" and not _owns_parameters_alone(gm, layer_node):
+        return f"the parameters of {name} are read by other nodes too"
+    return None
+
+
 def _why_not_foldable_call(gm: fx.GraphModule, layer_node: object, calls: Counter) -> str | None:
     """None when the conv/linear `layer_node` can absorb an `F.batch_norm` call of its output, else the reason."""
     layer = _folding_layer(gm, layer_node)
@@ -371,11 +380,8 @@ def _why_not_foldable_call(gm: fx.GraphModule, layer_node: object, calls: Counte
         return f"input is a {kind.__name__}, which cannot absorb a batch norm of its output"
     if len(layer_node.users) > 1:
         return f"the output of {_layer_name(layer_node)} has other users"
-    name = _layer_name(layer_node)
-    if calls[name] > 1:
-        return f"{name} is called from {calls[name]} places"
-    if layer_node.op == "call_function" and not _owns_parameters_alone(gm, layer_node):
-        return f"the parameters of {name} are read by other nodes too"
+    if reason := _why_not_called_alone(gm, layer_node, calls):
+        return reason
     if issubclass(kind, nn.Linear) and len(node_shape(layer_node) or ()) != 2:
         return "a batch norm after a Linear with a non-2D output normalises another axis"
     return None

@@ -11,38 +11,12 @@ The zoo imports torch and ``bitfx.ir`` only. Data that needs an optional package
 called and, if it is missing, says to install the ``bitfx[examples]`` extra.
 """
 
+from bitfx.zoo import patterns
 from bitfx.zoo.data import digits, random
 from bitfx.zoo.densenet import densenet_tiny
 from bitfx.zoo.edsr import edsr_lite
 from bitfx.zoo.mobilenet import mobilenet_v2
-from bitfx.zoo.patterns import (
-    PATTERNS,
-    bn_act_net,
-    conv1d_net,
-    convnext,
-    densenet_bc,
-    dla,
-    dpn,
-    efficientnet,
-    ghostnet,
-    hrnet,
-    inception,
-    mobilenet_v2_compact,
-    mobilenet_v3,
-    preact_resnet,
-    regnet,
-    repvgg,
-    resnet_basic,
-    resnet_bottleneck,
-    resnet_d,
-    resnext,
-    shufflenet_v2,
-    squeezenet,
-    two_input_net,
-    vgg_adaptive,
-    wide_resnet,
-    ws_conv_net,
-)
+from bitfx.zoo.patterns import *  # noqa: F403 (PATTERNS and the factories it names)
 from bitfx.zoo.resnet_cifar import resnet20, resnet56
 from bitfx.zoo.resnet_imagenet import resnet18
 from bitfx.zoo.vgg import vgg_small
@@ -52,39 +26,14 @@ MODELS = ("resnet20", "resnet56", "resnet18", "vgg_small", "mobilenet_v2", "dens
 
 __all__ = [
     "MODELS",
-    "PATTERNS",
-    "bn_act_net",
-    "conv1d_net",
-    "convnext",
-    "densenet_bc",
     "densenet_tiny",
     "digits",
-    "dla",
-    "dpn",
     "edsr_lite",
-    "efficientnet",
-    "ghostnet",
-    "hrnet",
-    "inception",
     "mobilenet_v2",
-    "mobilenet_v2_compact",
-    "mobilenet_v3",
-    "preact_resnet",
     "random",
-    "regnet",
-    "repvgg",
     "resnet18",
     "resnet20",
     "resnet56",
-    "resnet_basic",
-    "resnet_bottleneck",
-    "resnet_d",
-    "resnext",
-    "shufflenet_v2",
-    "squeezenet",
-    "two_input_net",
-    "vgg_adaptive",
     "vgg_small",
-    "wide_resnet",
-    "ws_conv_net",
+    *patterns.__all__,
 ]

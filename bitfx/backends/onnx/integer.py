@@ -132,18 +132,7 @@ def _lower_layer(gm: fx.GraphModule, node: fx.Node, codes_of: dict[fx.Node, fx.N
                 codes_of[source] = graph.call_function(_SIGN_CODES, (source,))
             codes = codes_of[source]
         if isinstance(layer, DeployedBinaryLinear):
-            w_codes = _buffer(gm, f"{prefix}_w_codes", (layer.weight + 1).to(torch.uint8))
-            out = graph.call_function(
-                _GEMM_FLOAT,
-                (
-                    codes,
-                    w_codes,
-                    _buffer(gm, f"{prefix}_scale", layer.scale),
-                    _buffer(gm, f"{prefix}_bias", layer.bias),
-                    node.target,
-                ),
-            )
-            node.replace_all_uses_with(out)
+            _float_output(gm, node, _GEMM_FLOAT, codes, node.target)
             return
         g = layer.geometry
         attrs = (
@@ -165,18 +154,18 @@ def _lower_layer(gm: fx.GraphModule, node: fx.Node, codes_of: dict[fx.Node, fx.N
             w_zero = _buffer(gm, f"{prefix}_w_zero", torch.zeros(channels, dtype=torch.int8))
             codes_of[node] = graph.call_function(_CONV_SIGN, (codes, weight, bias, w_scale, w_zero, *attrs))
             return
-        w_codes = _buffer(gm, f"{prefix}_w_codes", (layer.weight + 1).to(torch.uint8))
-        out = graph.call_function(
-            _CONV_FLOAT,
-            (
-                codes,
-                w_codes,
-                _buffer(gm, f"{prefix}_scale", layer.scale),
-                _buffer(gm, f"{prefix}_bias", layer.bias),
-                *attrs,
-            ),
-        )
-        node.replace_all_uses_with(out)
+        _float_output(gm, node, _CONV_FLOAT, codes, *attrs)
+
+
+def _float_output(gm: fx.GraphModule, node: fx.Node, op: object, codes: fx.Node, *attrs: object) -> None:
+    """Replace the binary layer `node` by `op` on the sign `codes` and the layer's weight codes, scale and
+    bias (its float output), followed by `attrs`; inserted where the graph currently inserts."""
+    layer = gm.get_submodule(node.target)
+    prefix = node.target.replace(".", "_")
+    w_codes = _buffer(gm, f"{prefix}_w_codes", (layer.weight + 1).to(torch.uint8))
+    scale = _buffer(gm, f"{prefix}_scale", layer.scale)
+    bias = _buffer(gm, f"{prefix}_bias", layer.bias)
+    node.replace_all_uses_with(gm.graph.call_function(op, (codes, w_codes, scale, bias, *attrs)))
 
 
 def _buffer(gm: fx.GraphModule, name: str, tensor: torch.Tensor) -> fx.Node:

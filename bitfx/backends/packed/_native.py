@@ -61,23 +61,14 @@ class BinaryConvDesc(ctypes.Structure):
     ]
 
 
+# The window of a max pool, in the order both pool descriptors declare it.
+_POOL_WINDOW = _fields(
+    "kernel_h", "kernel_w", "stride_h", "stride_w", "dilation_h", "dilation_w", "pad_top", "pad_left", "out_h", "out_w"
+)
+
+
 class BinaryMaxPoolDesc(ctypes.Structure):
-    _fields_ = [
-        ("input", PackedGeom),
-        ("out", PackedGeom),
-        *_fields(
-            "kernel_h",
-            "kernel_w",
-            "stride_h",
-            "stride_w",
-            "dilation_h",
-            "dilation_w",
-            "pad_top",
-            "pad_left",
-            "out_h",
-            "out_w",
-        ),
-    ]
+    _fields_ = [("input", PackedGeom), ("out", PackedGeom), *_POOL_WINDOW]
 
 
 class FloatConvDesc(ctypes.Structure):
@@ -94,21 +85,7 @@ class FloatGemmDesc(ctypes.Structure):
 
 
 class FloatMaxPoolDesc(ctypes.Structure):
-    _fields_ = _fields(
-        "planes",
-        "height",
-        "width",
-        "kernel_h",
-        "kernel_w",
-        "stride_h",
-        "stride_w",
-        "dilation_h",
-        "dilation_w",
-        "pad_top",
-        "pad_left",
-        "out_h",
-        "out_w",
-    )
+    _fields_ = [*_fields("planes", "height", "width"), *_POOL_WINDOW]
 
 
 def _library_path() -> str:

@@ -84,6 +84,10 @@ class Window:
             raise BitfxError(f"a {self.kernel} window with pads {self.pads} does not fit a {height}×{width} input")
         return sizes[0], sizes[1]
 
+    def c_fields(self) -> tuple[int, int, int, int, int, int]:
+        """Kernel, strides and dilations in the order the C descriptors declare them: kh, kw, sh, sw, dh, dw."""
+        return (*self.kernel, *self.strides, *self.dilations)
+
     def rows_read(self, out_size: int, axis: int) -> int:
         """How many padded input rows (axis 0) or columns (axis 1) the outputs read."""
         return (out_size - 1) * self.strides[axis] + (self.kernel[axis] - 1) * self.dilations[axis] + 1
@@ -375,17 +379,11 @@ class BinaryConv:
                     f"residual must have the output's shape {(x.batch, self.out_channels, out_h, out_w)}, "
                     f"got {residual.shape}"
                 )
-        (kh, kw), (sh, sw), (dh, dw) = self.window.kernel, self.window.strides, self.window.dilations
         desc = BinaryConvDesc(
             x.geom(),
             self.group,
             self.group_words,
-            kh,
-            kw,
-            sh,
-            sw,
-            dh,
-            dw,
+            *self.window.c_fields(),
             top,
             left,
             out_h,
@@ -508,7 +506,6 @@ class FloatConv:
             _check_float(residual, "the residual")
             if residual.shape != out.shape:
                 raise BitfxError(f"residual must have the output's shape {out.shape}, got {residual.shape}")
-        (kh, kw), (sh, sw), (dh, dw) = self.window.kernel, self.window.strides, self.window.dilations
         desc = FloatConvDesc(
             batch,
             channels,
@@ -517,12 +514,7 @@ class FloatConv:
             self.group,
             self.out_channels,
             self.tiles,
-            kh,
-            kw,
-            sh,
-            sw,
-            dh,
-            dw,
+            *self.window.c_fields(),
             self.window.pads[0],
             self.window.pads[1],
             out_h,
@@ -619,8 +611,7 @@ def bind_binary_maxpool(
     ):
         if start < 0 or start + window.rows_read(size, axis) > span:
             raise BitfxError(f"the packed input's border {x.border} is too small for the pool's pads {window.pads}")
-    (kh, kw), (sh, sw), (dh, dw) = window.kernel, window.strides, window.dilations
-    desc = BinaryMaxPoolDesc(x.geom(), out.geom(), kh, kw, sh, sw, dh, dw, top, left, out_h, out_w)
+    desc = BinaryMaxPoolDesc(x.geom(), out.geom(), *window.c_fields(), top, left, out_h, out_w)
     args = (ctypes.byref(desc), _pointer(x.data), _pointer(out.data))
     fill = out.fill_border if any(out.border) else None
 
@@ -640,10 +631,7 @@ def bind_float_maxpool(x: np.ndarray, out: np.ndarray, window: Window, ceil_mode
     out_h, out_w = window.out_size(height, width, ceil_mode)
     if out.shape != (batch, channels, out_h, out_w):
         raise BitfxError(f"max pool output must have shape {(batch, channels, out_h, out_w)}, got {out.shape}")
-    (kh, kw), (sh, sw), (dh, dw) = window.kernel, window.strides, window.dilations
-    desc = FloatMaxPoolDesc(
-        batch * channels, height, width, kh, kw, sh, sw, dh, dw, window.pads[0], window.pads[1], out_h, out_w
-    )
+    desc = FloatMaxPoolDesc(batch * channels, height, width, *window.c_fields(), *window.pads[:2], out_h, out_w)
     args = (ctypes.byref(desc), _pointer(x), _pointer(out))
 
     def run() -> None:

@@ -14,6 +14,7 @@ from bitfx.ir.rewrite import (
     ACTIVATION_FUNCTIONS,
     ACTIVATION_METHODS,
     ACTIVATION_MODULES,
+    POOLING_FUNCTIONS,
     computes_as,
     overridden_methods,
 )
@@ -53,32 +54,24 @@ CHANNELWISE_MODULES: tuple[type[nn.Module], ...] = ACTIVATION_MODULES + (
 )
 SOFTMAX_MODULES: tuple[type[nn.Module], ...] = (nn.Softmax, nn.LogSoftmax)
 
-CHANNELWISE_FUNCTIONS = ACTIVATION_FUNCTIONS | {
-    F.dropout,
-    F.dropout1d,
-    F.dropout2d,
-    F.dropout3d,
-    F.alpha_dropout,
-    F.feature_alpha_dropout,
-    F.interpolate,
-    F.upsample,
-    F.max_pool1d,
-    F.max_pool2d,
-    F.max_pool3d,
-    F.avg_pool1d,
-    F.avg_pool2d,
-    F.avg_pool3d,
-    F.adaptive_avg_pool1d,
-    F.adaptive_avg_pool2d,
-    F.adaptive_avg_pool3d,
-    F.adaptive_max_pool1d,
-    F.adaptive_max_pool2d,
-    F.adaptive_max_pool3d,
-    torch.clamp,
-    torch.abs,
-    torch.neg,
-    operator.neg,
-}
+CHANNELWISE_FUNCTIONS = (
+    ACTIVATION_FUNCTIONS
+    | POOLING_FUNCTIONS
+    | {
+        F.dropout,
+        F.dropout1d,
+        F.dropout2d,
+        F.dropout3d,
+        F.alpha_dropout,
+        F.feature_alpha_dropout,
+        F.interpolate,
+        F.upsample,
+        torch.clamp,
+        torch.abs,
+        torch.neg,
+        operator.neg,
+    }
+)
 CHANNELWISE_METHODS = ACTIVATION_METHODS | {
     "contiguous",
     "clone",

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bitfx.zoo.densenet import DenseLayer
 from bitfx.zoo.patterns.common import Head, conv_bn, init_pattern_weights
 
 
@@ -42,24 +43,6 @@ def squeezenet() -> _Net:
     head = nn.Sequential(nn.Dropout(0.5), nn.Conv2d(64, 10, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     stem = nn.Sequential(nn.Conv2d(3, 32, 3, 2, 1), nn.ReLU())
     return _Net(stem, body, head)
-
-
-class DenseLayer(nn.Module):
-    """DenseNet-BC layer: BN-ReLU-1x1 conv, BN-ReLU-3x3 conv, concatenated to its input."""
-
-    def __init__(self, in_channels: int, growth: int) -> None:
-        super().__init__()
-        self.layers = nn.Sequential(
-            nn.BatchNorm2d(in_channels),
-            nn.ReLU(),
-            nn.Conv2d(in_channels, 4 * growth, 1, bias=False),
-            nn.BatchNorm2d(4 * growth),
-            nn.ReLU(),
-            nn.Conv2d(4 * growth, growth, 3, 1, 1, bias=False),
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.cat([x, self.layers(x)], 1)
 
 
 def densenet_bc() -> _Net:
