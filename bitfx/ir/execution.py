@@ -46,7 +46,7 @@ def preserved_state(module: nn.Module) -> Iterator[nn.Module]:
     updates (BatchNorm statistics in train mode, counters a forward increments) are copied
     back, and a tensor attribute the forward replaced is put back as the original object."""
     saved = [
-        (table, dict(table), {name: t.detach().clone() for name, t in table.items() if t is not None})
+        (table, dict(table), {name: t.detach().clone() for name, t in table.items() if _initialized(t)})
         for m in module.modules()
         for table in (m._parameters, m._buffers)
     ]
@@ -59,6 +59,12 @@ def preserved_state(module: nn.Module) -> Iterator[nn.Module]:
                 table.update(objects)
                 for name, value in values.items():
                     table[name].copy_(value)
+
+
+def _initialized(tensor: torch.Tensor | None) -> bool:
+    """False for a missing tensor and for a lazy module's parameter not materialised yet (its first
+    forward materialises it in place, as any first call would; there is no value to restore)."""
+    return tensor is not None and not isinstance(tensor, nn.parameter.UninitializedTensorMixin)
 
 
 def run_eval(module: nn.Module, inputs: Inputs) -> Any:

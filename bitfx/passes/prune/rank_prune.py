@@ -154,7 +154,7 @@ class RankPrune(Pass):
         per group with several taps the agreement of their ranks."""
         wanted = {c for g in groups for c in g.prunable()}
         if self.criterion == "rank" and not _ranks_agree_to_calibrate(bool(wanted), data is not None):
-            return {}, 0, 0
+            return {}, 0, 0, {}
         if not wanted:
             return {}, 0, 0, {}
         if self.criterion == "random":
