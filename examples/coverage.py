@@ -78,6 +78,11 @@ def short(error: BaseException) -> str:
     text = TEMPORARY_PATH.sub(r"'\1'", PIPELINE_PREAMBLE.sub("", text))
     if not isinstance(error, BitfxError):
         text = f"{type(error).__name__}: {text}"
+    return fit(text)
+
+
+def fit(text: str) -> str:
+    """`text` as one table cell: no column separator, at most REASON_CHARS characters."""
     text = text.replace("|", "/")
     return text if len(text) <= REASON_CHARS else text[: REASON_CHARS - 1] + "…"
 
@@ -162,7 +167,7 @@ class Matrix:
             problem = run()
         except Exception as error:  # every failure becomes the cell's reason
             problem = short(error)
-        self.result.cells[stage] = problem or OK
+        self.result.cells[stage] = fit(problem) if problem else OK
         self.result.stage_seconds[stage] = round(time.perf_counter() - start, 2)
 
     def run(self) -> FamilyResult:
