@@ -38,7 +38,6 @@ def test_results_table_has_one_row_per_variant_with_units_in_the_headers() -> No
 def test_fold_note_names_what_fuse_bn_left_and_why() -> None:
     note = fold_note({"fused": 1, "skipped": {"bn1": "input is a BinaryConv2d, which cannot absorb a BatchNorm2d"}})
     assert note.startswith("fuse_bn folded 1 BatchNorms and left 1: 1× input is a BinaryConv2d")
-    assert "packed runtime folds" in note
     assert fold_note({"fused": 3, "skipped": {}}) == "fuse_bn folded 3 BatchNorms and left none"
 
 
