@@ -98,10 +98,10 @@ def random_inputs(shapes: tuple[tuple[int, ...], ...], batch: int, seed: int) ->
 
 
 def calibration_data(shapes: tuple[tuple[int, ...], ...]) -> list[Any]:
-    """Two random batches of 8 in the data protocol: a tensor per batch, or the tuple of inputs
-    for a model with several (which the protocol would read as ``(inputs, labels)``)."""
+    """Two random batches of 8 in the data protocol: a tensor per batch, or for a model with
+    several inputs an ``(inputs, labels)`` tuple whose inputs are the tuple of tensors."""
     batches = [random_inputs(shapes, 8, 100 + index) for index in range(2)]
-    return [b[0] if len(b) == 1 else b for b in batches]
+    return [b[0] if len(b) == 1 else (b, torch.zeros(8, dtype=torch.long)) for b in batches]
 
 
 @dataclass

@@ -11,6 +11,7 @@ although no error was raised, and None when it found nothing.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -61,13 +62,15 @@ def non_negative_binary_inputs(module: nn.Module, batches: Sequence[Sequence[tor
 
 
 def noop_reason(rewritten: int, candidates: int, what: str, skipped: dict[str, str]) -> str | None:
-    """A reason when a pass rewrote none of `candidates` (> 0) layers: the first reason it gave
+    """A reason when a pass rewrote none of `candidates` (> 0) layers: the reason it gave most often
     for skipping one, or that it gave none."""
     if rewritten > 0 or candidates == 0:
         return None
     if skipped:
-        layer, why = next(iter(skipped.items()))
-        return f"no-op: 0 of {candidates} {what}; {layer}: {why}"
+        (why, count), *_ = Counter(skipped.values()).most_common(1)
+        layer = next(name for name, reason in skipped.items() if reason == why)
+        more = f" (and {count - 1} more)" if count > 1 else ""
+        return f"no-op: 0 of {candidates} {what}; {layer}{more}: {why}"
     return f"no-op: 0 of {candidates} {what}, no reason given"
 
 

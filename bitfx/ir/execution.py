@@ -24,6 +24,13 @@ def as_inputs(inputs: Inputs) -> tuple[torch.Tensor, ...]:
     return values
 
 
+def batch_inputs(batch: Any) -> tuple[Any, ...]:
+    """The model inputs of a data batch: a tensor is the one input; an `(inputs, labels)` tuple gives
+    its inputs, a tensor or, for a model of several inputs, a tuple of tensors."""
+    inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
+    return tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
+
+
 @contextmanager
 def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
     """Put every submodule in eval mode and restore each one's own training flag afterwards.

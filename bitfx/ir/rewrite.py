@@ -170,3 +170,46 @@ def free_name(gm: fx.GraphModule, base: str) -> str:
     while hasattr(gm, name):
         name, index = f"{base}_{index}", index + 1
     return name
+
+
+WEIGHT_LAYER_MODULES: tuple[type[nn.Module], ...] = (
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+    nn.Linear,
+)
+WEIGHT_LAYER_FUNCTIONS = frozenset(
+    {
+        torch.conv1d,
+        torch.conv2d,
+        torch.conv3d,
+        torch.conv_transpose1d,
+        torch.conv_transpose2d,
+        torch.conv_transpose3d,
+        F.conv1d,
+        F.conv2d,
+        F.conv3d,
+        F.conv_transpose1d,
+        F.conv_transpose2d,
+        F.conv_transpose3d,
+        F.linear,
+    }
+)
+
+
+def weight_layers(gm: fx.GraphModule) -> dict[str, str]:
+    """Every conv/linear computation in `gm`, by the name a pass reports it under, with what it is:
+    a module call by its qualified name ("Conv1d"), a functional call by its node name ("functional
+    conv2d": a weight computed at run time, or a layer defined outside torch.nn that traced into it).
+    A pass that rewrites some kinds reports the others it leaves, so none is left silently."""
+    found = {}
+    for node in gm.graph.nodes:
+        module = module_of(gm, node)
+        if isinstance(module, WEIGHT_LAYER_MODULES):
+            found.setdefault(str(node.target), type(module).__name__)
+        elif node.op == "call_function" and node.target in WEIGHT_LAYER_FUNCTIONS:
+            found[node.name] = f"functional {node.target.__name__}"
+    return found

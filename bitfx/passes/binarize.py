@@ -42,7 +42,16 @@ from torch import fx, nn
 from bitfx.errors import PassConfigError, PassError
 from bitfx.ir.binary import SCALE_NAMES, BinaryConv2d, BinaryLayer, BinaryLinear, BinaryScheme, get_scheme
 from bitfx.ir.binary.ops import PAD_VALUES
-from bitfx.ir.rewrite import call_counts, computes_as, free_name, is_rectifier, module_of, only_user, replace_module
+from bitfx.ir.rewrite import (
+    call_counts,
+    computes_as,
+    free_name,
+    is_rectifier,
+    module_of,
+    only_user,
+    replace_module,
+    weight_layers,
+)
 from bitfx.ir.shapes import node_shape
 from bitfx.ir.value_range import describe, never_negative, non_negative_sources
 from bitfx.passes.core.base import Pass, PassContext, PassResult
@@ -83,6 +92,7 @@ class BinarizeConvs(Pass):
             )
 
     def run(self, gm: fx.GraphModule, context: PassContext) -> PassResult:
+        every_layer = weight_layers(gm)
         weight_nodes = self.layers.select(gm, (nn.Conv2d, nn.Linear))
         weight_nodes = [
             (node, module, decision)
@@ -112,6 +122,9 @@ class BinarizeConvs(Pass):
             replace_module(gm, node.target, originals[node])
             del binarized[node.target], schemes[node]
             skipped[node.target] = reason
+        for name, kind in every_layer.items():
+            if name not in binarized and name not in skipped:
+                skipped[name] = f"a {kind}: binarize makes Conv2d and Linear modules binary and leaves this float"
         binary_convs = [node for node in schemes if isinstance(gm.get_submodule(node.target), BinaryConv2d)]
         wants_shortcuts = get_scheme(self.scheme).shortcuts if self.shortcuts is None else self.shortcuts
         shortcuts = self._add_shortcuts(gm, binary_convs) if wants_shortcuts else 0

@@ -45,10 +45,10 @@ from tqdm import tqdm
 
 from bitfx.errors import PassConfigError, PassError
 from bitfx.ir.distributed import agree, check_same_model, is_distributed
-from bitfx.ir.execution import compare_outputs, eval_mode, run_eval
+from bitfx.ir.execution import batch_inputs, compare_outputs, eval_mode, run_eval
 from bitfx.ir.output_chain import chain_after, chain_before
 from bitfx.ir.quant import MAX_BITS, MIN_BITS, QUANT_LAYER_TYPES, QUANTIZED_LAYERS, ActQuant, quantize_layer
-from bitfx.ir.rewrite import call_counts, computes_as, free_name, module_of, replace_module
+from bitfx.ir.rewrite import call_counts, computes_as, free_name, module_of, replace_module, weight_layers
 from bitfx.passes.core.base import Pass, PassContext, PassResult
 from bitfx.passes.core.ordering import BINARY_LAYERS
 from bitfx.passes.core.registry import register_pass
@@ -168,6 +168,10 @@ class PAMSQuantize(Pass):
                 skipped[node.target] = "called with more than one argument"
             else:
                 chosen.append(node)
+        chosen_names = {node.target for node in chosen}
+        for name, kind in weight_layers(gm).items():
+            if name not in chosen_names and name not in skipped:
+                skipped[name] = f"a {kind}: pams quantizes Conv1d/2d/3d and Linear modules and leaves this float"
         return chosen, skipped
 
 
@@ -289,7 +293,7 @@ def _observe(
     try:
         with eval_mode(gm), torch.no_grad():
             for batch in tqdm(batches, desc="pams calibration", unit="batch", leave=False):
-                inputs = tuple(batch) if len(context.example_inputs) > 1 else (_first(batch),)
+                inputs = batch_inputs(batch)
                 gm(*inputs)
                 samples += int(inputs[0].shape[0])
     finally:
@@ -307,7 +311,3 @@ def _calibration_batches(context: PassContext) -> tuple[Iterable[Any], str]:
     if context.data is None:
         return [context.example_inputs], "the example inputs (no calibration data given; pass --data or data=)"
     return context.data, "the calibration data"
-
-
-def _first(batch: Any) -> torch.Tensor:
-    return batch[0] if isinstance(batch, (tuple, list)) else batch

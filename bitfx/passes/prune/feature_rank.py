@@ -25,6 +25,7 @@ from tqdm import tqdm
 from bitfx.errors import PassError
 from bitfx.ir import eval_mode
 from bitfx.ir.distributed import agree, check_same_model, is_distributed
+from bitfx.ir.execution import batch_inputs
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,7 @@ def _record(recorder: _RankRecorder, data: Iterable[Any], max_batches: int) -> i
         for batch in tqdm(
             itertools.islice(data, max_batches), total=total, desc="HRank calibration", unit="batch", leave=False
         ):
-            inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
-            inputs = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
+            inputs = batch_inputs(batch)
             if not inputs or not all(isinstance(t, torch.Tensor) for t in inputs):
                 raise PassError(
                     f"calibration batch {batches} is a {type(batch).__name__}; a batch must be a tensor "
