@@ -7,7 +7,6 @@ from pruning_helpers import masked_reference
 from torch import Tensor, nn
 
 from bitfx import zoo
-from bitfx.errors import PassError
 from bitfx.ir import capture, compare_outputs, run_eval
 from bitfx.passes import LayerSelection, Pipeline, RankPrune
 from bitfx.passes.prune.groups import analyze_channels
@@ -147,12 +146,15 @@ def test_vgg_flatten_to_linear_over_4x4_maps_is_pruned_only_when_asked():
     )
 
 
-def test_an_op_the_analysis_does_not_know_stops_pruning_with_its_name_unless_excluded():
+def test_an_op_the_analysis_does_not_know_stops_pruning_of_its_group_only_with_its_name():
     gm = capture(Wrapped(Roll()), torch.randn(1, 3, 8, 8))
     assert _group(analyze_channels(gm), "first").blocking_ops() == ["function roll (node 'roll')"]
     data = _data()
-    with pytest.raises(PassError, match=r"function roll \(node 'roll'\).*rates=\{'by_name': \{'first': 0.0\}\}"):
-        Pipeline([RankPrune(rate=0.5, prune_classifier=True)]).run(gm, data=data)
+    result = Pipeline([RankPrune(rate=0.5, prune_classifier=True)]).run(gm, data=data)
+    record = result.records[0]
+    assert record.modified  # the rest of the model is pruned
+    assert "function roll (node 'roll')" in record.stats["skipped"]["first"]
+    assert result.graph_module.get_submodule("first").out_channels == gm.get_submodule("first").out_channels
     excluded = RankPrune(rate=0.5, prune_classifier=True, rates=LayerSelection(by_name={"first": 0.0}))
     plan = excluded.plan(gm, data)
     assert plan.groups[0].removed == () and plan.groups[0].blocked_by == ("function roll (node 'roll')",)

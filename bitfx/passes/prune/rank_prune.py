@@ -102,7 +102,7 @@ class RankPrune(Pass):
             for group in analysis.groups:
                 if sum(space.prunable for space in group.spaces) > 1:
                     rates[group.index] = (0.0, "residual channels kept (residual=keep, HRank's rule)")
-        _refuse_blocked(analysis, rates)
+        _keep_blocked(analysis, rates)
         active = [g for g in analysis.groups if rates[g.index][0] > 0 and g.prunable()]
         scores, images, batches, agreement = self._scores(gm, analysis, active, data)
         removed = {g.index: self._choose(analysis, g, scores, rates[g.index][0]) for g in active}
@@ -248,19 +248,16 @@ def _filter_norms(
     return {c: sum(v) / len(v) for c, v in occurrences.items()}
 
 
-def _refuse_blocked(analysis: ChannelAnalysis, rates: dict[int, tuple[float, str]]) -> None:
-    """Pruning a group whose channels flow into an op the analysis does not understand is an error."""
-    blocked = [g for g in analysis.groups if g.blocked and rates[g.index][0] > 0]
-    if not blocked:
-        return
-    details = "; ".join(f"group {g.name} flows into {', '.join(g.blocking_ops())}" for g in blocked)
-    keep = ", ".join(f"{g.layers[0]!r}: 0.0" for g in blocked)
-    raise PassError(
-        f"the channel analysis does not understand ops that pruned channels would reach ({details}), so "
-        "pruning these groups could silently break the model. "
-        f"Keep them with rates={{'by_name': {{{keep}}}}} (written the same way in --passes), or express "
-        "those ops with ones the analysis knows (see bitfx.passes.prune.channel_ops)"
-    )
+def _keep_blocked(analysis: ChannelAnalysis, rates: dict[int, tuple[float, str]]) -> None:
+    """A group whose channels flow into an op the analysis does not understand keeps every channel
+    (pruning it could silently break the model), with the ops named; the other groups are pruned."""
+    for group in analysis.groups:
+        if group.blocked and rates[group.index][0] > 0:
+            rates[group.index] = (
+                0.0,
+                f"its channels flow into {', '.join(group.blocking_ops())}, which the channel analysis does not "
+                "understand: kept (express those ops with ones it knows, see bitfx.passes.prune.channel_ops)",
+            )
 
 
 def _group_plan(
