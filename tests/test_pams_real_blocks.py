@@ -111,3 +111,29 @@ def _weight_through(layout: str, tmp_path) -> str:
 def test_the_fusion_report_follows_weights_through_layout_ops(layout: str, key: str, tmp_path) -> None:
     report = quantized_layer_fusion(_weight_through(layout, tmp_path), optimized_ops={})
     assert report[key] == 1 and not report["all_fused"]
+
+
+class TwinPools(nn.Module):
+    """Two equal max pools of one tensor, each feeding its own conv (a DLA tree's shapes): the
+    exporter merges the pools and their equal quantizers into one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.pool_left, self.pool_right = nn.MaxPool2d(2), nn.MaxPool2d(2)
+        self.left, self.right = nn.Conv2d(8, 8, 1), nn.Conv2d(8, 8, 1)
+        self.out = nn.Conv2d(16, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.a(x))
+        return self.out(torch.cat([self.left(self.pool_left(y)), self.right(self.pool_right(y))], 1))
+
+
+def test_quantizers_the_exporter_merges_are_verified_through_their_twin(tmp_path) -> None:
+    gm, x = _pams(TwinPools())
+    path = export(gm, x, tmp_path / "m.onnx", lowering="qdq")
+    pools = [node for node in onnx.load(str(path)).graph.node if node.op_type == "MaxPool"]
+    assert len(pools) == 1  # the two equal pools became one, and so did their quantizers
+    report = verify_qdq(path, gm, x)
+    assert report.ok, report
+    assert len(report.quantizers) == len(_quantizer_nodes(gm))

@@ -215,6 +215,7 @@ def verify_qdq(
     model = load_model(path)
     codes_by_name = _quantizer_outputs(model)
     quantizers = {name: m for name, m in module.named_modules() if isinstance(m, ActQuant)}
+    codes_by_name.update(_merged_twins(module, set(quantizers) - set(codes_by_name), codes_by_name))
     missing = sorted(set(quantizers) - set(codes_by_name))
     if missing:
         raise LoweringError(
@@ -222,11 +223,13 @@ def verify_qdq(
             "was it written by the 'qdq' lowering from this module?"
         )
     n_outputs = len(model.graph.output)
+    tensors = list(dict.fromkeys(tensor for tensor, _ in codes_by_name.values()))
     with tempfile.TemporaryDirectory() as tmp:
         probe = Path(tmp) / "probe.onnx"
-        onnx.save(_with_code_outputs(model, codes_by_name), str(probe))
+        onnx.save(_with_code_outputs(model, tensors), str(probe))
         results = run_session(session(probe), arrays)
-    outputs, codes = results[:n_outputs], dict(zip(codes_by_name, results[n_outputs:]))
+    outputs, by_tensor = results[:n_outputs], dict(zip(tensors, results[n_outputs:]))
+    codes = {name: by_tensor[tensor] for name, (tensor, _) in codes_by_name.items()}
     names = [value.name for value in model.graph.output]
     free_running = compare_outputs(*paired_outputs(run_eval(module, inputs), names, outputs))
     zero_points = {name: zero for name, (_, zero) in codes_by_name.items()}
@@ -245,10 +248,50 @@ def _quantizer_outputs(model: onnx.ModelProto) -> dict[str, tuple[str, int]]:
     return found
 
 
-def _with_code_outputs(model: onnx.ModelProto, codes_by_name: dict[str, tuple[str, int]]) -> onnx.ModelProto:
+def _merged_twins(
+    module: nn.Module, absent: set[str], codes_by_name: dict[str, tuple[str, int]]
+) -> dict[str, tuple[str, int]]:
+    """Codes for quantizers the exporter merged away: when two quantizers with equal state quantize
+    equal computations (the same parameter-free module type and settings, on the same inputs), the
+    exporter's common-subexpression elimination keeps one; the other's codes are the kept one's."""
+    if not absent or not isinstance(module, torch.fx.GraphModule):
+        return {}
+    nodes = {node.target: node for node in module.graph.nodes if node.op == "call_module"}
+    found = {}
+    for name in absent:
+        twin = next(
+            (
+                kept
+                for kept in codes_by_name
+                if name in nodes and kept in nodes and _equal_quantizers(module, nodes[name], nodes[kept])
+            ),
+            None,
+        )
+        if twin is not None:
+            found[name] = codes_by_name[twin]
+    return found
+
+
+def _equal_quantizers(module: torch.fx.GraphModule, a: torch.fx.Node, b: torch.fx.Node) -> bool:
+    """True when quantizer nodes `a` and `b` compute the same codes: equal state, equal inputs."""
+    state_a, state_b = module.get_submodule(a.target).state_dict(), module.get_submodule(b.target).state_dict()
+    if state_a.keys() != state_b.keys() or not all(torch.equal(state_a[k], state_b[k]) for k in state_a):
+        return False
+    x, y = a.args[0], b.args[0]
+    if x is y:
+        return True
+    if not (isinstance(x, torch.fx.Node) and isinstance(y, torch.fx.Node)) or x.op != "call_module" or y.op != x.op:
+        return False
+    first, second = module.get_submodule(x.target), module.get_submodule(y.target)
+    stateless = not any(True for _ in first.parameters()) and not any(True for _ in first.buffers())
+    same_call = x.args == y.args and x.kwargs == y.kwargs
+    return stateless and type(first) is type(second) and repr(first) == repr(second) and same_call
+
+
+def _with_code_outputs(model: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
-    for tensor, _ in codes_by_name.values():
+    for tensor in tensors:
         probe.graph.output.append(onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.UINT8, None))
     return probe
 
