@@ -254,8 +254,8 @@ def _is_downsample(node: fx.Node, module: nn.Module) -> bool:
     source = node.args[0]
     if not isinstance(source, fx.Node):
         return False
-    if source.op == "call_module":
-        return isinstance(source.graph.owning_module.get_submodule(source.target), (nn.AvgPool2d, nn.AdaptiveAvgPool2d))
+    if isinstance(module_of(source.graph.owning_module, source), (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
+        return True
     return source.op == "call_function" and source.target in (F.avg_pool2d, F.adaptive_avg_pool2d)
 
 
