@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -93,7 +94,8 @@ def main() -> None:
     print(
         f"latency: median thread CPU time of {args.repeats} batch-1 runs, each runtime set to 1 thread "
         f"(packed kernels: {get_isa()}); peak RSS of a fresh process running the file, (model) = its growth "
-        f"after imports; {sum(len(labels) for _, labels in test)} test images"
+        f"after imports; {sum(len(labels) for _, labels in test)} test images; "
+        f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}"
     )
     plot_path = plot_accuracy_latency(rows, out / "accuracy_latency.png")
     report = {"args": vars(args), "fold": binary_result.records[0].stats, "results": rows}
