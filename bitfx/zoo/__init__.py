@@ -14,6 +14,7 @@ called and, if it is missing, says to install the ``bitfx[examples]`` extra.
 from bitfx.zoo import patterns
 from bitfx.zoo.data import digits, random
 from bitfx.zoo.densenet import densenet_tiny
+from bitfx.zoo.detection_data import tiny_objects
 from bitfx.zoo.edsr import edsr_lite
 from bitfx.zoo.mobilenet import mobilenet_v2
 from bitfx.zoo.patterns import *  # noqa: F403 (PATTERNS and the factories it names)
@@ -22,7 +23,7 @@ from bitfx.zoo.resnet_imagenet import resnet18
 from bitfx.zoo.vgg import vgg_small
 
 MODELS = ("resnet20", "resnet56", "resnet18", "vgg_small", "mobilenet_v2", "densenet_tiny", "edsr_lite")
-"""Names of the model factories (the data functions are ``digits`` and ``random``)."""
+"""Names of the model factories (the data functions are ``digits``, ``random`` and ``tiny_objects``)."""
 
 __all__ = [
     "MODELS",
@@ -34,6 +35,7 @@ __all__ = [
     "resnet18",
     "resnet20",
     "resnet56",
+    "tiny_objects",
     "vgg_small",
     *patterns.__all__,
 ]

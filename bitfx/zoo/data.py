@@ -5,6 +5,7 @@ iterable of batches, each either a tensor of inputs or an ``(inputs, labels)`` t
 The first batch serves as the example inputs (for tracing and export).
 """
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -15,6 +16,26 @@ SPLITS = ("train", "test")
 def _check_shape(input_shape: tuple[int, ...]) -> None:
     if len(input_shape) != 4:
         raise ValueError(f"input_shape must be (N, C, H, W), got {tuple(input_shape)}")
+
+
+def digit_images(split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed 80/20 stratified split of scikit-learn's digits: 8×8 images in [0, 1] and their labels."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    try:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+    except ImportError as err:
+        raise ImportError(
+            "bitfx.zoo.digits needs scikit-learn: pip install 'bitfx[examples]' (or pip install scikit-learn)"
+        ) from err
+
+    dataset = load_digits()
+    train_x, test_x, train_y, test_y = train_test_split(
+        dataset.images, dataset.target, test_size=0.2, random_state=0, stratify=dataset.target
+    )
+    images, labels = (train_x, train_y) if split == "train" else (test_x, test_y)
+    return images / 16.0, labels
 
 
 def digits(
@@ -35,20 +56,8 @@ def digits(
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     _check_shape(input_shape)
-    try:
-        from sklearn.datasets import load_digits
-        from sklearn.model_selection import train_test_split
-    except ImportError as err:
-        raise ImportError(
-            "bitfx.zoo.digits needs scikit-learn: pip install 'bitfx[examples]' (or pip install scikit-learn)"
-        ) from err
-
-    dataset = load_digits()
-    train_x, test_x, train_y, test_y = train_test_split(
-        dataset.images, dataset.target, test_size=0.2, random_state=0, stratify=dataset.target
-    )
-    images, labels = (train_x, train_y) if split == "train" else (test_x, test_y)
-    images = torch.as_tensor(images, dtype=torch.float32).unsqueeze(1) / 16.0
+    images, labels = digit_images(split)
+    images = torch.as_tensor(images, dtype=torch.float32).unsqueeze(1)
     images = (images - 0.5) / 0.5
     labels = torch.as_tensor(labels, dtype=torch.int64)
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
