@@ -20,15 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
-from common import ort_quantize_static
+from common import interleaved_median_ms, ort_quantize_static
 from onnxruntime.quantization import quant_pre_process
 
 import bitfx.zoo as zoo
@@ -45,23 +43,6 @@ MODELS: dict[str, tuple[str, tuple[int, ...]]] = {
 }
 BINARY = (("binary integer", "integer"), ("binary int8", "int8"))
 INTEGER_CONVS = ("QLinearConv", "com.microsoft.QLinearConv", "ConvInteger")
-
-
-def interleaved_median_ms(
-    runs: list[Callable[[], object]], *, repeats: int, clock: Callable[[], float] = time.perf_counter, warmup: int = 5
-) -> list[float]:
-    """Median time in ms of each of `runs` by `clock`, timed in turn round after round, so that
-    the load of a shared machine falls on all of them alike."""
-    for run in runs:
-        for _ in range(warmup):
-            run()
-    times: list[list[float]] = [[] for _ in runs]
-    for _ in range(repeats):
-        for run, samples in zip(runs, times):
-            start = clock()
-            run()
-            samples.append((clock() - start) * 1000)
-    return [statistics.median(samples) for samples in times]
 
 
 def _calibration(name: str, shape: tuple[int, ...]) -> list[np.ndarray]:

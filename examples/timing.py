@@ -42,3 +42,20 @@ def median_cpu_ms(fn: Callable[[], object], *, repeats: int, warmup: int = 3) ->
         fn()
         times.append((time.thread_time() - start) * 1000)
     return statistics.median(times)
+
+
+def interleaved_median_ms(
+    runs: list[Callable[[], object]], *, repeats: int, clock: Callable[[], float] = time.perf_counter, warmup: int = 5
+) -> list[float]:
+    """Median time in ms of each of `runs` by `clock`, timed in turn round after round, so that
+    the load of a shared machine falls on all of them alike."""
+    for run in runs:
+        for _ in range(warmup):
+            run()
+    times: list[list[float]] = [[] for _ in runs]
+    for _ in range(repeats):
+        for run, samples in zip(runs, times):
+            start = clock()
+            run()
+            samples.append((clock() - start) * 1000)
+    return [statistics.median(samples) for samples in times]

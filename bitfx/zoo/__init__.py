@@ -20,10 +20,12 @@ from bitfx.zoo.mobilenet import mobilenet_v2
 from bitfx.zoo.patterns import *  # noqa: F403 (PATTERNS and the factories it names)
 from bitfx.zoo.resnet_cifar import resnet20, resnet56
 from bitfx.zoo.resnet_imagenet import resnet18
+from bitfx.zoo.tiny_detector import tiny_detector
 from bitfx.zoo.vgg import vgg_small
 
 MODELS = ("resnet20", "resnet56", "resnet18", "vgg_small", "mobilenet_v2", "densenet_tiny", "edsr_lite")
-"""Names of the model factories (the data functions are ``digits``, ``random`` and ``tiny_objects``)."""
+"""Names of the classifier and super-resolution factories; the detector is ``tiny_detector``,
+the data functions are ``digits``, ``random`` and ``tiny_objects``."""
 
 __all__ = [
     "MODELS",
@@ -35,6 +37,7 @@ __all__ = [
     "resnet18",
     "resnet20",
     "resnet56",
+    "tiny_detector",
     "tiny_objects",
     "vgg_small",
     *patterns.__all__,
