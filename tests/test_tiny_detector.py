@@ -76,6 +76,16 @@ def test_binarize_then_iff_runs_the_binarized_head_twice(batch):
     assert _calls(result.graph_module, "cls_tower.0") == 2
 
 
+def test_rank_prune_then_iff_runs_the_pruned_head_twice(batch):
+    images = batch[0][:2]
+    pruned = Pipeline.from_spec("rank_prune(rate=0.5)").run(_captured(images), (images,), data=[(images,)])
+    gm = pruned.graph_module
+    assert gm.get_submodule("backbone.2.0").out_channels == 16
+    result = Pipeline.from_spec(iff_spec(gm)).run(gm)
+    assert result.records[0].modified and result.records[0].max_rel_error <= result.records[0].noise_floor
+    assert _calls(result.graph_module, "cls_tower.0") == 2
+
+
 def test_iff_then_binarize_or_rank_prune_leaves_the_shared_head_and_says_why(batch):
     images = batch[0][:2]
     gm = _captured(images)
