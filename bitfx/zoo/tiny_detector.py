@@ -17,6 +17,7 @@ max-pool peak extraction in place of NMS, the `top_k` best peaks per image.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -76,8 +77,8 @@ def targets(truths: Sequence, height: int, width: int) -> tuple[Tensor, Tensor, 
     for i, truth in enumerate(truths):
         for (bx, by, bw, bh), skip in zip(truth.boxes, truth.ignore | truth.uncertain):
             if skip:
-                x0, y0 = int(bx // STRIDE), int(by // STRIDE)
-                mask[i, 0, y0 : int(-(-(by + bh) // STRIDE)), x0 : int(-(-(bx + bw) // STRIDE))] = 0
+                rows = slice(int(by // STRIDE), math.ceil((by + bh) / STRIDE))
+                mask[i, 0, rows, int(bx // STRIDE) : math.ceil((bx + bw) / STRIDE)] = 0
                 continue
             cx, cy = (bx + bw / 2) / STRIDE, (by + bh / 2) / STRIDE
             col, row = min(int(cx), w - 1), min(int(cy), h - 1)
