@@ -118,7 +118,7 @@ def run_seed(seed: int, budget: Budget, workdir: Path, progress: tqdm) -> list[d
     example, x1 = test_set[0][0][:8], test_set[0][0][:1].numpy()
     torch.manual_seed(seed)
     model = tiny_detector()
-    train(model, train_set, budget.float_epochs, FLOAT_LR, f"seed {seed} float")
+    train(model, train_set, budget.float_epochs, FLOAT_LR, f"seed {seed} float training")
     rows, runs = [], []
     for name in VARIANTS:
         torch.manual_seed(seed)
