@@ -101,6 +101,7 @@ def test_iff_then_binarize_or_rank_prune_leaves_the_shared_head_and_says_why(bat
     assert pruned.graph_module.get_submodule("cls_tower.0").out_channels == 32
 
 
+@pytest.mark.slow
 def test_bitfx_compile_lowers_the_binarized_detector_with_iff(tmp_path):
     spec = "binarize(layers={'by_name': {'cls': False}}),iff(features=backbone_4_1, outputs=cls+reg)"
     args = ["compile", "bitfx.zoo:tiny_detector", "--passes", spec, "--lowering", "custom"]
