@@ -18,12 +18,12 @@ static inline __m256i nibble_count(__m256i v, __m256i lut, __m256i low) {
     return _mm256_add_epi8(lo, hi);
 }
 
-static inline __attribute__((always_inline)) void bconv_tile(const bitfx_bconv_job *job, int64_t n, int64_t g, int64_t block, int64_t q0, int64_t oh, int64_t ow, int64_t count) {
+static inline __attribute__((always_inline)) void bconv_tile(const bitfx_bconv_job *job, int64_t n, int64_t g, int64_t block, int64_t q0, int64_t count) {
     const bitfx_bconv_desc *d = job->d;
     const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
     const __m256i low = _mm256_set1_epi8(0x0f);
     bitfx_tile tile;
-    bitfx_tile_pixels(job, n, g, oh, ow, count, BITFX_TILE_PIXELS, &tile);
+    bitfx_tile_pixels(job, n, g, q0, count, BITFX_TILE_PIXELS, &tile);
     const uint64_t *const *px = tile.px;
     const uint64_t *wblock = job->weights + (g * d->blocks + block) * job->k_words * BITFX_BLOCK;
     int64_t dots[BITFX_TILE_PIXELS][BITFX_BLOCK];
@@ -61,15 +61,15 @@ static inline __attribute__((always_inline)) void bconv_tile(const bitfx_bconv_j
             total[3][0] = _mm256_add_epi64(total[3][0], _mm256_sad_epu8(c30, zero));
             total[3][1] = _mm256_add_epi64(total[3][1], _mm256_sad_epu8(c31, zero));
         }
-        const int64_t lane0 = (g * d->blocks + block) * BITFX_BLOCK + part, stride = d->groups * d->blocks * BITFX_BLOCK;
+        const int64_t lane0 = (g * d->blocks + block) * BITFX_BLOCK + part;
         for (int j = 0; j < BITFX_TILE_PIXELS; ++j) {
-            const int64_t *kc = job->kc + job->pattern[q0 + (j < count ? j : count - 1)] * stride + lane0;
+            const int64_t *kc = job->kc + job->pixels[q0 + (j < count ? j : count - 1)].kc + lane0;
             const __m256i two0 = _mm256_slli_epi64(total[j][0], 1), two1 = _mm256_slli_epi64(total[j][1], 1);
             _mm256_storeu_si256((__m256i *)&dots[j][part], _mm256_sub_epi64(_mm256_loadu_si256((const __m256i *)kc), two0));
             _mm256_storeu_si256((__m256i *)&dots[j][part + 4], _mm256_sub_epi64(_mm256_loadu_si256((const __m256i *)(kc + 4)), two1));
         }
     }
-    bitfx_bconv_epilogue(job, &tile, n, g, block, q0, count, dots);
+    bitfx_bconv_epilogue(job, n, g, block, q0, count, dots);
 }
 
 static void pack_row(const bitfx_pack_desc *d, const float *x, uint64_t *out, int64_t n, int64_t h) {
