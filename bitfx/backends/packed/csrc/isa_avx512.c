@@ -44,6 +44,18 @@ static inline void transpose8(const __m256 y[8], __m256 rows[8]) {
     }
 }
 
+/* One channel's row of P output pixels: residual added, clamped, stored (P contiguous floats). */
+static inline __attribute__((always_inline)) void store_row(float *out, const float *residual, __m256 r, __m256 low, __m256 high,
+                                                            __mmask8 mask, const int P, const int kind) {
+    if (kind == OUT_FLOAT_RESIDUAL || kind == OUT_FLOAT_RESIDUAL_CLAMP)
+        r = _mm256_add_ps(r, P == TILE ? _mm256_loadu_ps(residual) : _mm256_maskz_loadu_ps(mask, residual));
+    if (kind == OUT_FLOAT_CLAMP || kind == OUT_FLOAT_RESIDUAL_CLAMP) r = _mm256_min_ps(_mm256_max_ps(r, low), high);
+    if (P == TILE)
+        _mm256_storeu_ps(out, r);
+    else
+        _mm256_mask_storeu_ps(out, mask, r);
+}
+
 /* Float output of P consecutive pixels (from q0) × 8 channels starting at channel `channel` of
  * group g: y = scale·d + bias (Mul, then Add, as `bitfx_binary_float` in output_transform.h),
  * transposed to one NCHW row per channel (P contiguous floats), residual added, clamped. */
@@ -59,19 +71,13 @@ static inline __attribute__((always_inline)) void store_float(const bitfx_bconv_
     const int64_t first = (n * d_->out_channels + g * per_group + channel) * plane + q0;
     float *out = (float *)job->out + first;
     const float *residual = job->residual + first;
-    const int add_residual = kind == OUT_FLOAT_RESIDUAL || kind == OUT_FLOAT_RESIDUAL_CLAMP;
-    const int clamp = kind == OUT_FLOAT_CLAMP || kind == OUT_FLOAT_RESIDUAL_CLAMP;
     const __m256 low = _mm256_set1_ps((float)d_->clamp_lo), high = _mm256_set1_ps((float)d_->clamp_hi);
     const __mmask8 mask = (__mmask8)((1u << P) - 1);
-    for (int64_t c = 0; c < valid; ++c, out += plane, residual += plane) {
-        __m256 r = rows[c];
-        if (add_residual) r = _mm256_add_ps(r, P == TILE ? _mm256_loadu_ps(residual) : _mm256_maskz_loadu_ps(mask, residual));
-        if (clamp) r = _mm256_min_ps(_mm256_max_ps(r, low), high);
-        if (P == TILE)
-            _mm256_storeu_ps(out, r);
-        else
-            _mm256_mask_storeu_ps(out, mask, r);
+    if (valid == 8) { /* every block but a group's last when its channels are not a multiple of 8: unrolled */
+        for (int c = 0; c < 8; ++c) store_row(out + c * plane, residual + c * plane, rows[c], low, high, mask, P, kind);
+        return;
     }
+    for (int64_t c = 0; c < valid; ++c) store_row(out + c * plane, residual + c * plane, rows[c], low, high, mask, P, kind);
 }
 
 /* One tile: P output pixels (from q0) × the 32 channels of a block, as two halves of 16 channels
