@@ -18,7 +18,60 @@ static inline __m256i nibble_count(__m256i v, __m256i lut, __m256i low) {
     return _mm256_add_epi8(lo, hi);
 }
 
-static inline __attribute__((always_inline)) void bconv_tile(const bitfx_bconv_job *job, int64_t n, int64_t g, int64_t block, int64_t q0, int64_t count) {
+/* Float output of a tile's `count` pixels (from q0) × 8 channels from `channel` (lanes from `lane`):
+ * y = scale·d + bias (Mul, then Add, as `bitfx_binary_float`), transposed to one NCHW row of
+ * pixels per channel, residual added, clamped. d is converted through int32, exact for |d| < 2³¹
+ * (the caller checks K). */
+static inline __attribute__((always_inline)) void store_float(const bitfx_bconv_job *job, int64_t n, int64_t g, int64_t channel, int64_t lane,
+                                                              int64_t q0, int64_t count, const int64_t dots[BITFX_TILE_PIXELS][BITFX_BLOCK],
+                                                              int part, const int kind) {
+    const bitfx_bconv_desc *d = job->d;
+    const int64_t per_group = d->out_channels / d->groups, plane = d->out_h * d->out_w;
+    const __m256 s = _mm256_load_ps(job->scale + lane), b = _mm256_load_ps(job->bias + lane);
+    const __m256i low_dwords = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+    __m256 y[BITFX_TILE_PIXELS];
+    for (int j = 0; j < BITFX_TILE_PIXELS; ++j) {
+        const __m256i a = _mm256_permutevar8x32_epi32(_mm256_loadu_si256((const __m256i *)&dots[j][part]), low_dwords);
+        const __m256i c = _mm256_permutevar8x32_epi32(_mm256_loadu_si256((const __m256i *)&dots[j][part + 4]), low_dwords);
+        const __m256 dj = _mm256_cvtepi32_ps(_mm256_permute2x128_si256(a, c, 0x20));
+        y[j] = _mm256_add_ps(_mm256_mul_ps(dj, s), b);
+    }
+    /* 4 pixels × 8 channels → r[c] holds channel c (low half) and c + 4 (high half) of the 4 pixels. */
+    const __m256 t0 = _mm256_unpacklo_ps(y[0], y[1]), t1 = _mm256_unpackhi_ps(y[0], y[1]);
+    const __m256 t2 = _mm256_unpacklo_ps(y[2], y[3]), t3 = _mm256_unpackhi_ps(y[2], y[3]);
+    const __m256 r[4] = {_mm256_shuffle_ps(t0, t2, 0x44), _mm256_shuffle_ps(t0, t2, 0xEE), _mm256_shuffle_ps(t1, t3, 0x44),
+                         _mm256_shuffle_ps(t1, t3, 0xEE)};
+    const int64_t valid = per_group - channel < 8 ? per_group - channel : 8;
+    const int64_t first = (n * d->out_channels + g * per_group + channel) * plane + q0;
+    const __m128i mask = _mm_cmpgt_epi32(_mm_set1_epi32((int)count), _mm_setr_epi32(0, 1, 2, 3));
+    const __m128 low = _mm_set1_ps((float)d->clamp_lo), high = _mm_set1_ps((float)d->clamp_hi);
+    for (int64_t c = 0; c < valid; ++c) {
+        __m128 row = c < 4 ? _mm256_castps256_ps128(r[c]) : _mm256_extractf128_ps(r[c - 4], 1);
+        float *out = (float *)job->out + first + c * plane;
+        if (BITFX_KIND_RESIDUAL(kind)) row = _mm_add_ps(row, _mm_maskload_ps(job->residual + first + c * plane, mask));
+        if (BITFX_KIND_CLAMP(kind)) row = _mm_min_ps(_mm_max_ps(row, low), high);
+        _mm_maskstore_ps(out, mask, row);
+    }
+}
+
+/* Packed output of a tile: bit l of pixel j is (d < threshold) for the block's 32 channels. */
+static inline void store_bits(const bitfx_bconv_job *job, int64_t n, int64_t block, int64_t q0, int64_t count,
+                              const int64_t dots[BITFX_TILE_PIXELS][BITFX_BLOCK]) {
+    const int64_t *threshold = job->threshold + block * BITFX_BLOCK;
+    uint32_t bits[BITFX_TILE_PIXELS];
+    for (int j = 0; j < BITFX_TILE_PIXELS; ++j) {
+        bits[j] = 0;
+        for (int part = 0; part < BITFX_BLOCK; part += 4) {
+            const __m256i less = _mm256_cmpgt_epi64(_mm256_loadu_si256((const __m256i *)(threshold + part)),
+                                                    _mm256_loadu_si256((const __m256i *)&dots[j][part]));
+            bits[j] |= (uint32_t)_mm256_movemask_pd(_mm256_castsi256_pd(less)) << part;
+        }
+    }
+    bitfx_store_packed_bits(job, n, block, q0, count, bits);
+}
+
+static inline __attribute__((always_inline)) void bconv_tile(const bitfx_bconv_job *job, int64_t n, int64_t g, int64_t block, int64_t q0, int64_t count,
+                                                             const int kind) {
     const bitfx_bconv_desc *d = job->d;
     const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
     const __m256i low = _mm256_set1_epi8(0x0f);
@@ -69,7 +122,25 @@ static inline __attribute__((always_inline)) void bconv_tile(const bitfx_bconv_j
             _mm256_storeu_si256((__m256i *)&dots[j][part + 4], _mm256_sub_epi64(_mm256_loadu_si256((const __m256i *)(kc + 4)), two1));
         }
     }
-    bitfx_bconv_epilogue(job, n, g, block, q0, count, dots);
+    const int64_t lane0 = (g * d->blocks + block) * BITFX_BLOCK;
+    if (kind == BITFX_OUT_KINDS) {
+        bitfx_bconv_epilogue(job, n, g, block, q0, count, dots);
+        return;
+    }
+    if (kind == BITFX_OUT_BITS) {
+        store_bits(job, n, block, q0, count, dots);
+        return;
+    }
+    for (int part = 0; part < BITFX_BLOCK && block * BITFX_BLOCK + part < d->out_channels / d->groups; part += 8)
+        store_float(job, n, g, block * BITFX_BLOCK + part, lane0 + part, q0, count, dots, part, kind);
+}
+
+/* Tiles first .. last−1 with the output kind fixed. */
+static inline __attribute__((always_inline)) void tile_run(const bitfx_bconv_job *job, int64_t n, int64_t g, int64_t block, int64_t first,
+                                                           int64_t last, const int kind) {
+    const bitfx_tiling tiling = bitfx_tiling_of(job->d->out_h * job->d->out_w, BITFX_TILE_PIXELS);
+    for (int64_t t = first; t < last; ++t)
+        bconv_tile(job, n, g, block, bitfx_tile_start(&tiling, t), t < tiling.full ? tiling.size : tiling.size - 1, kind);
 }
 
 static void pack_row(const bitfx_pack_desc *d, const float *x, uint64_t *out, int64_t n, int64_t h) {
@@ -146,7 +217,18 @@ static void fgemm_columns(const bitfx_fgemm_desc *d, const float *x, const float
     bitfx_fgemm_columns_portable(d, x, w, bias, out, c0, c1);
 }
 
-BITFX_TILE_LOOP(bconv_tile, BITFX_TILE_PIXELS)
+/* The tile loop, compiled once per output kind; a reduction of 2³¹ bits or more (|d| may not fit the
+ * int32 conversion of store_float) takes the portable output transform. */
+static void bconv_tiles(const bitfx_bconv_job *job, int64_t n, int64_t g, int64_t block, int64_t first, int64_t last) {
+    switch (job->k_words < (1ll << 25) ? bitfx_out_kind(job->d) : BITFX_OUT_KINDS) {
+    case BITFX_OUT_BITS: tile_run(job, n, g, block, first, last, BITFX_OUT_BITS); break;
+    case BITFX_OUT_F: tile_run(job, n, g, block, first, last, BITFX_OUT_F); break;
+    case BITFX_OUT_F_RESIDUAL: tile_run(job, n, g, block, first, last, BITFX_OUT_F_RESIDUAL); break;
+    case BITFX_OUT_F_CLAMP: tile_run(job, n, g, block, first, last, BITFX_OUT_F_CLAMP); break;
+    case BITFX_OUT_F_RESIDUAL_CLAMP: tile_run(job, n, g, block, first, last, BITFX_OUT_F_RESIDUAL_CLAMP); break;
+    default: tile_run(job, n, g, block, first, last, BITFX_OUT_KINDS);
+    }
+}
 
 const bitfx_isa_ops bitfx_ops_avx2 = {pack_row, BITFX_TILE_PIXELS, bconv_tiles, fconv_chunk, 0, popcount_peak, fmaxpool_row, fgemm_columns};
 #endif

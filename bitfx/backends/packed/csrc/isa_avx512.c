@@ -22,9 +22,6 @@
     } while (0)
 #define TILE 8 /* output pixels per tile, at most */
 
-/* What a tile writes; the tile code is specialised for each when the call starts (no per-tile test). */
-enum { OUT_BITS, OUT_FLOAT, OUT_FLOAT_RESIDUAL, OUT_FLOAT_CLAMP, OUT_FLOAT_RESIDUAL_CLAMP, OUT_KINDS };
-
 /* Transposes 8 pixels × 8 channels (one vector per pixel) into 8 rows of 8 pixels, one per channel. */
 static inline void transpose8(const __m256 y[8], __m256 rows[8]) {
     __m256 t[8], u[8];
@@ -47,9 +44,9 @@ static inline void transpose8(const __m256 y[8], __m256 rows[8]) {
 /* One channel's row of P output pixels: residual added, clamped, stored (P contiguous floats). */
 static inline __attribute__((always_inline)) void store_row(float *out, const float *residual, __m256 r, __m256 low, __m256 high,
                                                             __mmask8 mask, const int P, const int kind) {
-    if (kind == OUT_FLOAT_RESIDUAL || kind == OUT_FLOAT_RESIDUAL_CLAMP)
+    if (BITFX_KIND_RESIDUAL(kind))
         r = _mm256_add_ps(r, P == TILE ? _mm256_loadu_ps(residual) : _mm256_maskz_loadu_ps(mask, residual));
-    if (kind == OUT_FLOAT_CLAMP || kind == OUT_FLOAT_RESIDUAL_CLAMP) r = _mm256_min_ps(_mm256_max_ps(r, low), high);
+    if (BITFX_KIND_CLAMP(kind)) r = _mm256_min_ps(_mm256_max_ps(r, low), high);
     if (P == TILE)
         _mm256_storeu_ps(out, r);
     else
@@ -110,7 +107,7 @@ static inline __attribute__((always_inline)) void bconv_tile(const bitfx_bconv_j
             lo[j] = _mm512_sub_epi64(_mm512_load_si512(kc[j] + 16 * half), _mm512_slli_epi64(lo[j], 1));
             hi[j] = _mm512_sub_epi64(_mm512_load_si512(kc[j] + 16 * half + 8), _mm512_slli_epi64(hi[j], 1));
         }
-        if (kind == OUT_BITS) {
+        if (kind == BITFX_OUT_BITS) {
             const __m512i t0 = _mm512_load_si512(job->threshold + lane), t1 = _mm512_load_si512(job->threshold + lane + 8);
             for (int j = 0; j < P; ++j)
                 bits[j] |= ((uint32_t)_mm512_cmplt_epi64_mask(lo[j], t0) | (uint32_t)_mm512_cmplt_epi64_mask(hi[j], t1) << 8) << (16 * half);
@@ -119,7 +116,7 @@ static inline __attribute__((always_inline)) void bconv_tile(const bitfx_bconv_j
         store_float(job, n, g, block * BITFX_BLOCK + 16 * half, lane, q0, lo, P, kind);
         store_float(job, n, g, block * BITFX_BLOCK + 16 * half + 8, lane + 8, q0, hi, P, kind);
     }
-    if (kind == OUT_BITS) bitfx_store_packed_bits(job, n, block, q0, P, bits);
+    if (kind == BITFX_OUT_BITS) bitfx_store_packed_bits(job, n, block, q0, P, bits);
 }
 
 /* Tiles first .. last−1 of P pixels each: the tile loop, specialised per tile size and output kind.
@@ -142,21 +139,19 @@ typedef void (*tile_run)(const bitfx_bconv_job *job, int64_t n, int64_t g, int64
 #define TILE_RUNS(kind)                                                                                            \
     TILE_RUN(1, kind) TILE_RUN(2, kind) TILE_RUN(3, kind) TILE_RUN(4, kind) TILE_RUN(5, kind) TILE_RUN(6, kind) \
         TILE_RUN(7, kind) TILE_RUN(8, kind)
-TILE_RUNS(OUT_BITS)
-TILE_RUNS(OUT_FLOAT)
-TILE_RUNS(OUT_FLOAT_RESIDUAL)
-TILE_RUNS(OUT_FLOAT_CLAMP)
-TILE_RUNS(OUT_FLOAT_RESIDUAL_CLAMP)
+TILE_RUNS(BITFX_OUT_BITS)
+TILE_RUNS(BITFX_OUT_F)
+TILE_RUNS(BITFX_OUT_F_RESIDUAL)
+TILE_RUNS(BITFX_OUT_F_CLAMP)
+TILE_RUNS(BITFX_OUT_F_RESIDUAL_CLAMP)
 #define TILE_SIZES(kind) \
     {0, tiles_1_##kind, tiles_2_##kind, tiles_3_##kind, tiles_4_##kind, tiles_5_##kind, tiles_6_##kind, tiles_7_##kind, tiles_8_##kind}
-static const tile_run tile_runs[OUT_KINDS][TILE + 1] = {TILE_SIZES(OUT_BITS), TILE_SIZES(OUT_FLOAT), TILE_SIZES(OUT_FLOAT_RESIDUAL),
-                                                        TILE_SIZES(OUT_FLOAT_CLAMP), TILE_SIZES(OUT_FLOAT_RESIDUAL_CLAMP)};
+static const tile_run tile_runs[BITFX_OUT_KINDS][TILE + 1] = {TILE_SIZES(BITFX_OUT_BITS), TILE_SIZES(BITFX_OUT_F), TILE_SIZES(BITFX_OUT_F_RESIDUAL),
+                                                        TILE_SIZES(BITFX_OUT_F_CLAMP), TILE_SIZES(BITFX_OUT_F_RESIDUAL_CLAMP)};
 
 static void bconv_tiles(const bitfx_bconv_job *job, int64_t n, int64_t g, int64_t block, int64_t first, int64_t last) {
-    const bitfx_bconv_desc *d = job->d;
-    const bitfx_tiling tiling = bitfx_tiling_of(d->out_h * d->out_w, TILE);
-    const int clamp = d->clamp_lo > -__builtin_inf() || d->clamp_hi < __builtin_inf();
-    const int kind = d->out_mode == BITFX_OUT_PACKED ? OUT_BITS : OUT_FLOAT + (d->has_residual ? 1 : 0) + (clamp ? 2 : 0);
+    const bitfx_tiling tiling = bitfx_tiling_of(job->d->out_h * job->d->out_w, TILE);
+    const int kind = bitfx_out_kind(job->d);
     const int64_t split = last < tiling.full ? last : tiling.full; /* tiles before `split` have tiling.size pixels */
     if (first < split) tile_runs[kind][tiling.size](job, n, g, block, first, split, &tiling);
     if (split < last) tile_runs[kind][tiling.size - 1](job, n, g, block, split > first ? split : first, last, &tiling);

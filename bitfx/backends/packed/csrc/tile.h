@@ -26,6 +26,17 @@ static inline int64_t bitfx_tile_start(const bitfx_tiling *t, int64_t tile) {
     return tile <= t->full ? tile * t->size : t->full * t->size + (tile - t->full) * (t->size - 1);
 }
 
+/* What a tile writes. The AVX-512 and AVX2 tiles are compiled once per kind and the kind is chosen
+ * when the call starts, so no tile tests it. */
+enum { BITFX_OUT_BITS, BITFX_OUT_F, BITFX_OUT_F_RESIDUAL, BITFX_OUT_F_CLAMP, BITFX_OUT_F_RESIDUAL_CLAMP, BITFX_OUT_KINDS };
+
+static inline int bitfx_out_kind(const bitfx_bconv_desc *d) {
+    const int clamp = d->clamp_lo > -__builtin_inf() || d->clamp_hi < __builtin_inf();
+    return d->out_mode == BITFX_OUT_PACKED ? BITFX_OUT_BITS : BITFX_OUT_F + (d->has_residual ? 1 : 0) + (clamp ? 2 : 0);
+}
+#define BITFX_KIND_RESIDUAL(kind) ((kind) == BITFX_OUT_F_RESIDUAL || (kind) == BITFX_OUT_F_RESIDUAL_CLAMP)
+#define BITFX_KIND_CLAMP(kind) ((kind) == BITFX_OUT_F_CLAMP || (kind) == BITFX_OUT_F_RESIDUAL_CLAMP)
+
 /* The input pointer of each pixel of a tile of `count` pixels starting at q0 (image n, group g);
  * the slots past `count` repeat its last pixel. */
 typedef struct {
