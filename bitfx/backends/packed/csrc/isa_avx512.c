@@ -70,8 +70,15 @@ static inline __attribute__((always_inline)) void store_float(const bitfx_bconv_
     const float *residual = job->residual + first;
     const __m256 low = _mm256_set1_ps((float)d_->clamp_lo), high = _mm256_set1_ps((float)d_->clamp_hi);
     const __mmask8 mask = (__mmask8)((1u << P) - 1);
+    const int large = plane >= 2048; /* measured: helps 56×56 planes, costs 2–3% on 28×28 and smaller */
     if (valid == 8) { /* every block but a group's last when its channels are not a multiple of 8: unrolled */
-        for (int c = 0; c < 8; ++c) store_row(out + c * plane, residual + c * plane, rows[c], low, high, mask, P, kind);
+        for (int c = 0; c < 8; ++c) {
+            if (large) { /* the lines two tiles ahead of 8 rows far apart, which the hardware does not fetch in time */
+                if (BITFX_KIND_RESIDUAL(kind)) _mm_prefetch((const char *)(residual + c * plane + 32), _MM_HINT_T0);
+                _mm_prefetch((const char *)(out + c * plane + 32), _MM_HINT_ET0);
+            }
+            store_row(out + c * plane, residual + c * plane, rows[c], low, high, mask, P, kind);
+        }
         return;
     }
     for (int64_t c = 0; c < valid; ++c) store_row(out + c * plane, residual + c * plane, rows[c], low, high, mask, P, kind);
