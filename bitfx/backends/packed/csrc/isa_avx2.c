@@ -1,4 +1,5 @@
-/* The AVX2 path: popcount by nibble lookup (vpshufb), byte counts summed with vpsadbw.
+/* The AVX2 path: popcount by nibble lookup (vpshufb), byte counts summed with vpsadbw; a tile of
+ * 4 pixels × 32 channels compiled once per output kind, its output transform in registers.
  * Every function here is compiled for AVX2+FMA; the dispatcher only calls them on CPUs that
  * have both. */
 #if defined(__x86_64__)
@@ -70,8 +71,8 @@ static inline void store_bits(const bitfx_bconv_job *job, int64_t n, int64_t blo
     bitfx_store_packed_bits(job, n, block, q0, count, bits);
 }
 
-static inline __attribute__((always_inline)) void bconv_tile(const bitfx_bconv_job *job, int64_t n, int64_t g, int64_t block, int64_t q0, int64_t count,
-                                                             const int kind) {
+static inline __attribute__((always_inline)) void bconv_tile(const bitfx_bconv_job *job, int64_t n, int64_t g, int64_t block, int64_t q0,
+                                                             int64_t count, const int kind) {
     const bitfx_bconv_desc *d = job->d;
     const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
     const __m256i low = _mm256_set1_epi8(0x0f);

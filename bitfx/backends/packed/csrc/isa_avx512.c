@@ -1,6 +1,7 @@
 /* The AVX-512 path: VPOPCNTQ on 8 output channels per vector, a register tile of up to 8 pixels ×
- * 16 channels (16 accumulators, twice per 32-channel block; code specialised per tile size and output kind), and the output transform done in registers
- * (8×8 transposes for NCHW float rows, compare masks for packed bits). Every function here is
+ * 16 channels (16 accumulators, twice per 32-channel block; code specialised per tile size and
+ * output kind), and the output transform done in registers (8×8 transposes for NCHW float rows,
+ * compare masks for packed bits). Every function here is
  * compiled for AVX-512 (F, VL, BW, DQ, VPOPCNTDQ); the dispatcher only calls them on CPUs that
  * have all of these. */
 #if defined(__x86_64__)
@@ -153,8 +154,9 @@ TILE_RUNS(BITFX_OUT_F_CLAMP)
 TILE_RUNS(BITFX_OUT_F_RESIDUAL_CLAMP)
 #define TILE_SIZES(kind) \
     {0, tiles_1_##kind, tiles_2_##kind, tiles_3_##kind, tiles_4_##kind, tiles_5_##kind, tiles_6_##kind, tiles_7_##kind, tiles_8_##kind}
-static const tile_run tile_runs[BITFX_OUT_KINDS][TILE + 1] = {TILE_SIZES(BITFX_OUT_BITS), TILE_SIZES(BITFX_OUT_F), TILE_SIZES(BITFX_OUT_F_RESIDUAL),
-                                                        TILE_SIZES(BITFX_OUT_F_CLAMP), TILE_SIZES(BITFX_OUT_F_RESIDUAL_CLAMP)};
+static const tile_run tile_runs[BITFX_OUT_KINDS][TILE + 1] = {TILE_SIZES(BITFX_OUT_BITS), TILE_SIZES(BITFX_OUT_F),
+                                                              TILE_SIZES(BITFX_OUT_F_RESIDUAL), TILE_SIZES(BITFX_OUT_F_CLAMP),
+                                                              TILE_SIZES(BITFX_OUT_F_RESIDUAL_CLAMP)};
 
 static void bconv_tiles(const bitfx_bconv_job *job, int64_t n, int64_t g, int64_t block, int64_t first, int64_t last) {
     const bitfx_tiling tiling = bitfx_tiling_of(job->d->out_h * job->d->out_w, TILE);
