@@ -111,6 +111,31 @@ def packed_input(x: np.ndarray, case: dict) -> k.PackedTensor:
 
 
 @pytest.mark.parametrize("isa", ISAS)
+def test_binary_conv_every_tile_size_matches_reference(isa) -> None:
+    """Output planes of 1 .. 24 pixels and ResNet's 7×7 and 14×14: every tile size of the tiling
+    (7×7 = 7 tiles of 7, 14×14 = 21 tiles of 8 and 4 of 7), float output with the fused residual
+    and clamp, and packed output; 40 output channels (a partial second block)."""
+    use(isa, 1)
+    sizes = [(1, n) for n in range(1, 25)] + [(7, 7), (14, 14), (3, 5)]
+    for index, (height, width) in enumerate(sizes):
+        case = dict(batch=1, group=1, in_channels=70, out_channels=40, window=k.Window((3, 3), pads=(1, 1, 1, 1)),
+                    height=height, width=width, pad_value=0, seed=index)  # fmt: skip
+        x, _, words, scale, bias, attributes = make_conv(case)
+        residual = np.random.default_rng(index).normal(size=(1, 40, height, width)).astype(np.float32)
+        expected = np.clip(ref.binary_conv2d(x, words, scale, bias, **attributes) + residual, -1.5, 2.0)
+        conv = binary_conv(case, words, scale, bias)
+        out = conv(packed_input(x, case), residual=residual, clamp=(-1.5, 2.0))
+        np.testing.assert_array_equal(out, expected, err_msg=f"float, {height}, {width}")
+        dots = ref.conv_dots(x, words, **attributes).astype(np.int64)
+        threshold, flip = np.random.default_rng(index).integers(-conv.k, conv.k + 1, 40), np.arange(40) % 3 == 0
+        conv.set_packed_output(threshold, flip)
+        packed = conv(packed_input(x, case), packed_border=(1, 1, 1, 1))
+        expected_bits = (dots < threshold[None, :, None, None]) ^ flip[None, :, None, None]
+        expected_signs = np.where(expected_bits, -1.0, 1.0)
+        np.testing.assert_array_equal(packed.to_signs(), expected_signs, err_msg=f"packed, {height}, {width}")
+
+
+@pytest.mark.parametrize("isa", ISAS)
 @SETTINGS
 @given(
     batch=st.integers(1, 2),

@@ -117,8 +117,8 @@ def _check_status(status: int, function: ctypes._CFuncPtr, arguments: tuple) -> 
 
 def _load() -> ctypes.CDLL:
     lib = ctypes.CDLL(_library_path())
-    element_types = (ctypes.c_uint64, _i64, ctypes.c_int32, ctypes.c_uint32, ctypes.c_float)
-    u64, i64, i32, u32, f32 = (_pointer(t) for t in element_types)
+    element_types = (ctypes.c_uint64, _i64, ctypes.c_uint32, ctypes.c_float)
+    u64, i64, u32, f32 = (_pointer(t) for t in element_types)
     queries = {
         "bitfx_isa_supported": (ctypes.c_int, [_i64]),
         "bitfx_best_isa": (_i64, []),
@@ -132,7 +132,20 @@ def _load() -> ctypes.CDLL:
     kernels = {
         "bitfx_pack": [_pointer(PackDesc), f32, u64],
         "bitfx_fill_border": [_pointer(PackedGeom), u64, u64],
-        "bitfx_binary_conv": [_pointer(BinaryConvDesc), u64, u64, i32, i64, f32, f32, f32, i64, u32, ctypes.c_void_p],
+        "bitfx_binary_conv": [
+            _pointer(BinaryConvDesc),
+            u64,
+            u64,
+            i64,
+            i64,
+            i64,
+            f32,
+            f32,
+            f32,
+            i64,
+            u32,
+            ctypes.c_void_p,
+        ],
         "bitfx_binary_maxpool": [_pointer(BinaryMaxPoolDesc), u64, u64],
         "bitfx_float_conv": [_pointer(FloatConvDesc), f32, f32, f32, f32, f32, f32, f32],
         "bitfx_float_maxpool": [_pointer(FloatMaxPoolDesc), f32, f32],

@@ -323,6 +323,28 @@ class BinaryConv:
         kc = np.stack([self._lanes(self.k - c, np.int64) for c in correction])
         return pattern, aligned(kc)
 
+    def _taps(self, x: PackedTensor) -> np.ndarray:
+        """Word offset of every reduction word (kh, kw, word) from a pixel's first input word."""
+        (kh, kw), (dh, dw) = self.window.kernel, self.window.dilations
+        rows = np.arange(kh)[:, None, None] * dh * x.data.shape[2]
+        cols = np.arange(kw)[None, :, None] * dw
+        return aligned(((rows + cols) * x.data.shape[3] + np.arange(self.group_words)[None, None, :]).reshape(-1))
+
+    def _pixels(self, x: PackedTensor, out: np.ndarray | PackedTensor, pattern: np.ndarray, lanes: int) -> np.ndarray:
+        """The pixel table (bitfx_bconv_pixel per output pixel): input word offset, packed output
+        half-word offset, kc row offset."""
+        out_h, out_w = self.out_size(x.height, x.width)
+        (sh, sw), (top, left) = self.window.strides, self.window.pads[:2]
+        oh, ow = np.divmod(np.arange(out_h * out_w), out_w)
+        table = np.zeros((out_h * out_w, 3), np.int64)
+        in_row, in_col = x.border[0] - top + oh * sh, x.border[1] - left + ow * sw
+        table[:, 0] = (in_row * x.data.shape[2] + in_col) * x.data.shape[3]
+        if isinstance(out, PackedTensor):
+            out_row, out_col = out.border[0] + oh, out.border[1] + ow
+            table[:, 1] = (out_row * out.data.shape[2] + out_col) * out.data.shape[3] * 2
+        table[:, 2] = pattern.astype(np.int64) * lanes
+        return aligned(table)
+
     def bind(
         self,
         x: PackedTensor,
@@ -397,6 +419,7 @@ class BinaryConv:
             clamp[1],
             out_geom,
         )
+        taps, pixels = self._taps(x), self._pixels(x, out, pattern, kc.shape[1])
         threshold = self.threshold if packed else np.zeros(1, np.int64)
         flip = self.flip if packed else np.zeros(1, np.uint32)
         target = out.data if packed else out
@@ -404,7 +427,8 @@ class BinaryConv:
             ctypes.byref(desc),
             _pointer(x.data),
             _pointer(self.weights),
-            _pointer(pattern),
+            _pointer(taps),
+            _pointer(pixels),
             _pointer(kc),
             _pointer(self.scale),
             _pointer(self.bias),
@@ -420,7 +444,7 @@ class BinaryConv:
             if fill:
                 fill()
 
-        run.keep = (desc, x, out, residual, pattern, kc, threshold, flip, self.weights, self.scale, self.bias)
+        run.keep = (desc, x, out, residual, taps, pixels, kc, threshold, flip, self.weights, self.scale, self.bias)
         return run
 
     def __call__(

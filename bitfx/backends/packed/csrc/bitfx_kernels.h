@@ -43,7 +43,8 @@ typedef struct {
 
 /* XNOR-popcount convolution on a packed input.
  * d = K − 2·popcount(x ⊕ w) − correction, the exact ±1 dot product (the correction, folded
- * into the `kc` table = K − correction per border pattern, removes what padded taps added).
+ * into the `kc` table = K − correction per border pattern and channel lane, removes what padded
+ * taps added).
  * Float output: y = clamp((scale·d + bias) [+ residual], lo, hi), NCHW.
  * Packed output: bit = (d < threshold) XOR flip, into the interior of `out` geometry. */
 typedef struct {
@@ -59,6 +60,14 @@ typedef struct {
     double clamp_lo, clamp_hi;
     bitfx_packed_geom out; /* BITFX_OUT_PACKED only */
 } bitfx_bconv_desc;
+
+/* One output pixel of a binary convolution, computed when the layer is bound so the tiles do no
+ * index arithmetic: `in`, the word offset of its first input word (tap (0, 0), group 0) from the
+ * start of its image; `out`, packed output only, the 32-bit half-word offset of the pixel from the
+ * start of its output image; `kc`, the offset of its border pattern's row in the kc table. */
+typedef struct {
+    int64_t in, out, kc;
+} bitfx_bconv_pixel;
 
 /* Max pool on packed data: max of ±1 values is AND of the bits (bit 1 = −1). The input
  * border must hold ones (−1) for real channels, the identity of AND, so padded taps are
@@ -110,8 +119,10 @@ int64_t bitfx_max_threads(void);
 
 int bitfx_pack(const bitfx_pack_desc *d, const float *x, uint64_t *out);
 int bitfx_fill_border(const bitfx_packed_geom *g, const uint64_t *pad_pixel, uint64_t *buffer);
-int bitfx_binary_conv(const bitfx_bconv_desc *d, const uint64_t *x, const uint64_t *weights, const int32_t *pattern,
-                      const int64_t *kc, const float *scale, const float *bias, const float *residual,
+/* `taps[k]`: word offset of reduction word k (kh, kw, word) from a pixel's first input word;
+ * `pixels`: one entry per output pixel of an image (out_h · out_w). */
+int bitfx_binary_conv(const bitfx_bconv_desc *d, const uint64_t *x, const uint64_t *weights, const int64_t *taps,
+                      const bitfx_bconv_pixel *pixels, const int64_t *kc, const float *scale, const float *bias, const float *residual,
                       const int64_t *threshold, const uint32_t *flip, void *out);
 int bitfx_binary_maxpool(const bitfx_bmaxpool_desc *d, const uint64_t *x, uint64_t *out);
 int bitfx_float_conv(const bitfx_fconv_desc *d, const float *x, const float *weights, const float *block_weights,

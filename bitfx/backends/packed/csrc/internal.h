@@ -4,17 +4,20 @@
 
 #include "bitfx_kernels.h"
 
-/* One binary convolution call: the descriptor, its arrays and the word offset of every
- * (kh, kw, word) tap relative to a pixel's first word, computed once per call. */
+/* One binary convolution call: the descriptor, its arrays (see bitfx_binary_conv) and sizes
+ * derived once per call. */
 typedef struct {
     const bitfx_bconv_desc *d;
     const uint64_t *x, *weights;
-    const int32_t *pattern;
-    const int64_t *kc, *threshold, *offsets;
+    const bitfx_bconv_pixel *pixels;
+    const int64_t *kc, *threshold, *offsets; /* offsets: the `taps` table */
     const float *scale, *bias, *residual;
     const uint32_t *flip;
     void *out;
-    int64_t k_words; /* taps × group words = the reduction length in words */
+    int64_t k_words;     /* taps × group words = the reduction length in words */
+    int64_t image_words; /* input words per image, border included */
+    int64_t out_image;   /* packed output: 32-bit half-words per output image, border included */
+    int64_t lanes;       /* channel lanes of a kc, scale, bias or threshold row: groups · blocks · BITFX_BLOCK */
 } bitfx_bconv_job;
 
 /* One float convolution call; `panel` rows are BITFX_FLOAT_CHUNK floats, one per (c, kh, kw). */
@@ -28,9 +31,9 @@ typedef struct {
 typedef struct {
     /* Pack row h of image n: every word of every pixel of that row. */
     void (*pack_row)(const bitfx_pack_desc *d, const float *x, uint64_t *out, int64_t n, int64_t h);
-    /* Output pixels per tile of the binary convolution. */
+    /* Output pixels per tile of the binary convolution, at most (tiles are sized by bitfx_tiling_of). */
     int64_t tile_pixels;
-    /* Tiles first .. last−1 (tile_pixels output pixels each, linear in the image) × channel block
+    /* Tiles first .. last−1 (runs of output pixels, linear in the image) × channel block
      * `block` of group g of image n: accumulate, then the output transform. */
     void (*bconv_tiles)(const bitfx_bconv_job *job, int64_t n, int64_t g, int64_t block, int64_t first, int64_t last);
     /* Build the im2col panel of output pixels p0 .. p0+count−1 (count ≤ BITFX_FLOAT_CHUNK) of image n,

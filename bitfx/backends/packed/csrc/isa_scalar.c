@@ -14,10 +14,10 @@ static inline uint64_t popcount64(uint64_t v) {
     return v & 0x7f;
 }
 
-static inline __attribute__((always_inline)) void bconv_tile(const bitfx_bconv_job *job, int64_t n, int64_t g, int64_t block, int64_t q0, int64_t oh, int64_t ow, int64_t count) {
+static inline __attribute__((always_inline)) void bconv_tile(const bitfx_bconv_job *job, int64_t n, int64_t g, int64_t block, int64_t q0, int64_t count) {
     const bitfx_bconv_desc *d = job->d;
     bitfx_tile tile;
-    bitfx_tile_pixels(job, n, g, oh, ow, count, BITFX_TILE_PIXELS, &tile);
+    bitfx_tile_pixels(job, n, g, q0, count, BITFX_TILE_PIXELS, &tile);
     const uint64_t *const *px = tile.px;
     const uint64_t *w = job->weights + (g * d->blocks + block) * job->k_words * BITFX_BLOCK;
     uint64_t acc[BITFX_TILE_PIXELS][BITFX_BLOCK] = {{0}};
@@ -29,12 +29,12 @@ static inline __attribute__((always_inline)) void bconv_tile(const bitfx_bconv_j
         }
     }
     int64_t dots[BITFX_TILE_PIXELS][BITFX_BLOCK];
-    const int64_t lane0 = (g * d->blocks + block) * BITFX_BLOCK, stride = d->groups * d->blocks * BITFX_BLOCK;
+    const int64_t lane0 = (g * d->blocks + block) * BITFX_BLOCK;
     for (int j = 0; j < BITFX_TILE_PIXELS; ++j) {
-        const int64_t *kc = job->kc + job->pattern[q0 + (j < count ? j : count - 1)] * stride + lane0;
+        const int64_t *kc = job->kc + job->pixels[q0 + (j < count ? j : count - 1)].kc + lane0;
         for (int l = 0; l < BITFX_BLOCK; ++l) dots[j][l] = kc[l] - 2 * (int64_t)acc[j][l];
     }
-    bitfx_bconv_epilogue(job, &tile, n, g, block, q0, count, dots);
+    bitfx_bconv_epilogue(job, n, g, block, q0, count, dots);
 }
 
 static void pack_row(const bitfx_pack_desc *d, const float *x, uint64_t *out, int64_t n, int64_t h) {

@@ -111,22 +111,19 @@ static void bconv_item(void *ctx, int64_t item, int64_t worker) {
     t->isa->bconv_tiles(t->job, n, g, block, first, last);
 }
 
-int bitfx_binary_conv(const bitfx_bconv_desc *d, const uint64_t *x, const uint64_t *weights, const int32_t *pattern,
-                      const int64_t *kc, const float *scale, const float *bias, const float *residual,
-                      const int64_t *threshold, const uint32_t *flip, void *out) {
-    if (!d || !x || !weights || !pattern || !kc || !scale || !bias || !threshold || !flip || !out)
+int bitfx_binary_conv(const bitfx_bconv_desc *d, const uint64_t *x, const uint64_t *weights, const int64_t *taps,
+                      const bitfx_bconv_pixel *pixels, const int64_t *kc, const float *scale, const float *bias,
+                      const float *residual, const int64_t *threshold, const uint32_t *flip, void *out) {
+    if (!d || !x || !weights || !taps || !pixels || !kc || !scale || !bias || !threshold || !flip || !out)
         return BITFX_ERR_ARGUMENT;
     if ((d->has_residual && !residual) || d->groups < 1 || (d->out_mode == BITFX_OUT_PACKED && d->groups != 1))
         return BITFX_ERR_ARGUMENT;
     const bitfx_isa_ops *isa = ops();
-    const int64_t wp = bitfx_padded_w(&d->in), taps = d->kernel_h * d->kernel_w;
-    int64_t *offsets = malloc((size_t)(taps * d->group_words) * sizeof(int64_t));
-    if (!offsets) return BITFX_ERR_ALLOC;
-    for (int64_t kh = 0, k = 0; kh < d->kernel_h; ++kh)
-        for (int64_t kw = 0; kw < d->kernel_w; ++kw)
-            for (int64_t w = 0; w < d->group_words; ++w, ++k)
-                offsets[k] = (kh * d->dilation_h * wp + kw * d->dilation_w) * d->in.words + w;
-    const bitfx_bconv_job job = {d, x, weights, pattern, kc, threshold, offsets, scale, bias, residual, flip, out, taps * d->group_words};
+    const int64_t image_words = bitfx_padded_h(&d->in) * bitfx_padded_w(&d->in) * d->in.words;
+    const int64_t out_image = bitfx_padded_h(&d->out) * bitfx_padded_w(&d->out) * d->out.words * 2;
+    const bitfx_bconv_job job = {d,        x,    weights, pixels, kc,  threshold, taps, scale, bias, residual, flip, out,
+                                 d->kernel_h * d->kernel_w * d->group_words, image_words, out_image,
+                                 d->groups * d->blocks * BITFX_BLOCK};
     const int64_t plane = d->out_h * d->out_w, threads = bitfx_get_threads();
     const int64_t tiles = (plane + isa->tile_pixels - 1) / isa->tile_pixels;
     const int64_t blocks = d->in.batch * d->groups * d->blocks;
@@ -136,7 +133,6 @@ int bitfx_binary_conv(const bitfx_bconv_desc *d, const uint64_t *x, const uint64
     const int64_t run_tiles = (tiles + runs - 1) / runs;
     bconv_task task = {isa, &job, tiles, run_tiles, (tiles + run_tiles - 1) / run_tiles};
     bitfx_parallel_for(blocks * task.runs, threads, bconv_item, &task);
-    free(offsets);
     return BITFX_OK;
 }
 

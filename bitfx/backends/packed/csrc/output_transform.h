@@ -15,30 +15,24 @@ static inline float bitfx_binary_float(int64_t d, float scale, float bias) {
     return product + bias;
 }
 
-/* Where output pixel (oh, ow) of image n starts in a packed output, in 32-bit half-words. */
-static inline uint32_t *bitfx_packed_out_pixel(const bitfx_bconv_job *job, int64_t n, int64_t oh, int64_t ow) {
-    const bitfx_bconv_desc *d = job->d;
-    const int64_t row = n * bitfx_padded_h(&d->out) + d->out.pad_top + oh;
-    return (uint32_t *)job->out + ((row * bitfx_padded_w(&d->out) + d->out.pad_left + ow) * d->out.words) * 2;
-}
-
-/* Packed output of `count` pixels of a tile: bits[j] holds (d < threshold) of the block's
+/* Packed output of `count` pixels starting at q0: bits[j] holds (d < threshold) of the block's
  * BITFX_BLOCK channels of pixel j, before the flip. groups == 1 here (checked by the caller), so
  * block b is half-word b of the pixel; the half-word past an odd last block is cleared. */
-static inline void bitfx_store_packed_bits(const bitfx_bconv_job *job, const bitfx_tile *tile, int64_t n, int64_t g,
-                                           int64_t block, int64_t count, const uint32_t *bits) {
-    const bitfx_bconv_desc *d = job->d;
-    const uint32_t flip = job->flip[g * d->blocks + block];
+static inline void bitfx_store_packed_bits(const bitfx_bconv_job *job, int64_t n, int64_t block, int64_t q0, int64_t count,
+                                           const uint32_t *bits) {
+    const uint32_t flip = job->flip[block];
+    uint32_t *image = (uint32_t *)job->out + n * job->out_image + block;
+    const int clear_next = block == job->d->blocks - 1 && (job->d->blocks & 1);
     for (int64_t j = 0; j < count; ++j) {
-        uint32_t *pixel = bitfx_packed_out_pixel(job, n, tile->oh[j], tile->ow[j]);
-        pixel[block] = bits[j] ^ flip;
-        if (block == d->blocks - 1 && (d->blocks & 1)) pixel[block + 1] = 0;
+        uint32_t *pixel = image + job->pixels[q0 + j].out;
+        pixel[0] = bits[j] ^ flip;
+        if (clear_next) pixel[1] = 0;
     }
 }
 
 /* The output transform from exact dot products dots[j][lane] (any ISA may call it). */
-static inline void bitfx_bconv_epilogue(const bitfx_bconv_job *job, const bitfx_tile *tile, int64_t n, int64_t g, int64_t block, int64_t q0,
-                                        int64_t count, const int64_t dots[BITFX_TILE_PIXELS][BITFX_BLOCK]) {
+static inline void bitfx_bconv_epilogue(const bitfx_bconv_job *job, int64_t n, int64_t g, int64_t block, int64_t q0, int64_t count,
+                                        const int64_t dots[BITFX_TILE_PIXELS][BITFX_BLOCK]) {
     const bitfx_bconv_desc *d = job->d;
     const int64_t lane0 = (g * d->blocks + block) * BITFX_BLOCK;
     if (d->out_mode == BITFX_OUT_PACKED) {
@@ -47,7 +41,7 @@ static inline void bitfx_bconv_epilogue(const bitfx_bconv_job *job, const bitfx_
             bits[j] = 0;
             for (int l = 0; l < BITFX_BLOCK; ++l) bits[j] |= (uint32_t)(dots[j][l] < job->threshold[lane0 + l]) << l;
         }
-        bitfx_store_packed_bits(job, tile, n, g, block, count, bits);
+        bitfx_store_packed_bits(job, n, block, q0, count, bits);
         return;
     }
     const int64_t per_group = d->out_channels / d->groups, plane = d->out_h * d->out_w;
