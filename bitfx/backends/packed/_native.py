@@ -136,6 +136,7 @@ def _load() -> ctypes.CDLL:
         "bitfx_binary_maxpool": [_pointer(BinaryMaxPoolDesc), u64, u64],
         "bitfx_float_conv": [_pointer(FloatConvDesc), f32, f32, f32, f32, f32, f32, f32],
         "bitfx_float_maxpool": [_pointer(FloatMaxPoolDesc), f32, f32],
+        "bitfx_float_conv_maxpool": [_pointer(FloatConvDesc), _pointer(FloatMaxPoolDesc), f32, f32, f32, f32, f32, f32],
         "bitfx_float_gemm": [_pointer(FloatGemmDesc), f32, f32, f32, f32],
     }
     for name, (restype, argtypes) in queries.items():

@@ -12,6 +12,7 @@ from bitfx.backends.packed.fusion import (
     EpilogueFusion,
     ThresholdChain,
     binarizes,
+    find_conv_pool,
     find_epilogue,
     find_threshold_chain,
     is_binary,
@@ -69,6 +70,8 @@ def compile_graph(graph: Graph) -> Program:
     absorbed = {n.name for chain in chains.values() for n in chain.nodes}
     epilogues = _epilogues(graph, chains, absorbed, readers_of)
     absorbed |= {n.name for fusion in epilogues.values() for n in fusion.nodes}
+    pools = _conv_pools(graph, epilogues, absorbed, readers_of)
+    absorbed |= {pool.name for pool in pools.values()}
     packed_inputs = {chain.end: f"{chain.end}::packed" for chain in chains.values()}
     packs = _pack_plans(graph, packed_inputs)
 
@@ -77,7 +80,7 @@ def compile_graph(graph: Graph) -> Program:
         if node.name in absorbed or (binarizes(node) and node.name not in kernels):
             continue  # a binary layer whose kernel could not be prepared is already among the problems
         try:
-            anchor, steps = _steps_for(node, graph, kernels, chains, epilogues, packs, packed_inputs)
+            anchor, steps = _steps_for(node, graph, kernels, chains, epilogues, pools, packs, packed_inputs)
         except PackedModelError as error:
             problems.append(str(error))
             continue
@@ -99,6 +102,7 @@ def compile_graph(graph: Graph) -> Program:
     report.packed_max_pools = sum(chain.pool is not None for chain in chains.values())
     report.packs = len(emitted_packs)
     report.fused_epilogues = len(epilogues)
+    report.fused_max_pools = len(pools)
     report.absorbed_nodes = len(absorbed)
     return Program(ordered, graph, report)
 
@@ -145,6 +149,19 @@ def _epilogues(
     return fusions
 
 
+def _conv_pools(
+    graph: Graph, epilogues: dict[str, EpilogueFusion], absorbed: set[str], readers_of: dict[str, list[Node]]
+) -> dict[str, Node]:
+    """The MaxPool each float Conv runs in the same pass (fusion.find_conv_pool), by the Conv's name."""
+    pools = {}
+    for node in graph.nodes:
+        if node.name not in absorbed:
+            pool = find_conv_pool(node, epilogues.get(node.name), graph, readers_of)
+            if pool is not None and pool.name not in absorbed:
+                pools[node.name] = pool
+    return pools
+
+
 def _pack_plans(graph: Graph, packed_inputs: dict[str, str]) -> dict[str, PackStep]:
     """One PackStep per (float value, layout) that binarizing readers need, named by its output."""
     wanted: dict[tuple[str, int, int], list[PackedLayout]] = defaultdict(list)
@@ -169,6 +186,7 @@ def _steps_for(
     kernels: dict[str, BinaryConv],
     chains: dict[str, ThresholdChain],
     epilogues: dict[str, EpilogueFusion],
+    pools: dict[str, Node],
     packs: dict[str, PackStep],
     packed_inputs: dict[str, str],
 ) -> tuple[str, list[Step]]:
@@ -180,7 +198,10 @@ def _steps_for(
     name = node.describe() + (f" + {', '.join(epilogue.fused)}" if epilogue.fused else "")
     if node.qualified == "Conv":
         make, kernel = conv_factory(node, graph)
-        return anchor, [FloatConvStep(name, node.inputs[0], output, make, node, kernel, epilogue)]
+        pool = pools.get(node.name)
+        if pool is not None:
+            name, output, anchor = f"{name} + {pool.name}", pool.outputs[0], pool.name
+        return anchor, [FloatConvStep(name, node.inputs[0], output, make, node, kernel, epilogue, pool)]
     if node.qualified == "MaxPool":
         return anchor, [FloatMaxPoolStep(node)]
     if node.qualified == "Gemm" and (gemm_kernel := float_gemm(node, graph)) is not None:

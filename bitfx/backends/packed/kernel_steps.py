@@ -16,6 +16,7 @@ from bitfx.backends.packed.kernels import (
     BinaryConv,
     FloatConv,
     FloatGemm,
+    MaxPool,
     PackedTensor,
     Window,
     bind_binary_maxpool,
@@ -74,7 +75,8 @@ def _bound(refreshes: Sequence[Callable[[], None] | None], call: Callable[[], No
 
 
 class FloatConvStep(Step):
-    """ONNX Conv (and bitfx ops with binarize_input=0) on the float kernel, with fused epilogue."""
+    """ONNX Conv (and bitfx ops with binarize_input=0) on the float kernel, with fused epilogue; with
+    `pool` (a MaxPool node reading the epilogue's result) the step's output is that pool's, fused."""
 
     def __init__(
         self,
@@ -85,9 +87,10 @@ class FloatConvStep(Step):
         node: Node,
         kernel: Sequence[int],
         epilogue: Epilogue,
+        pool: Node | None = None,
     ) -> None:
         super().__init__(name, [x] + ([epilogue.residual] if epilogue.residual else []), [output])
-        self.make, self.node, self.kernel, self.epilogue = make, node, tuple(kernel), epilogue
+        self.make, self.node, self.kernel, self.epilogue, self.pool = make, node, tuple(kernel), epilogue, pool
         self._convs: dict[tuple, FloatConv] = {}
 
     def conv(self, shape: tuple) -> FloatConv:
@@ -105,10 +108,19 @@ class FloatConvStep(Step):
             )
         return conv
 
+    def max_pool(self, conv_shape: tuple) -> MaxPool | None:
+        """The fused pool for a convolution output of `conv_shape`, or None."""
+        if self.pool is None:
+            return None
+        window = window_of(self.pool, conv_shape, self.pool.attr("kernel_shape"))
+        return MaxPool(window, bool(self.pool.attr("ceil_mode", 0)))
+
     def eager(self, inputs: Sequence[Value]) -> list[Value]:
         x = inputs[0]
         conv = self.conv(x.shape)
-        out = np.empty((x.shape[0], conv.out_channels, *conv.out_size(*x.shape[2:])), np.float32)
+        size = conv.out_size(*x.shape[2:])
+        pool = self.max_pool((x.shape[0], conv.out_channels, *size))
+        out = np.empty((x.shape[0], conv.out_channels, *(pool.out_size(*size) if pool else size)), np.float32)
         self.bind(inputs, [out])()
         return [out]
 
@@ -116,7 +128,10 @@ class FloatConvStep(Step):
         x, out = inputs[0], outputs[0]
         residual, refresh = _residual_call(inputs[1] if len(inputs) > 1 else None, out.shape)
         x, convert = _float32_call(x)
-        return _bound((convert, refresh), self.conv(x.shape).bind(x, out, residual=residual, clamp=self.epilogue.clamp))
+        conv = self.conv(x.shape)
+        pool = self.max_pool((x.shape[0], conv.out_channels, *conv.out_size(*x.shape[2:])))
+        call = conv.bind(x, out, residual=residual, clamp=self.epilogue.clamp, pool=pool)
+        return _bound((convert, refresh), call)
 
 
 class FloatMaxPoolStep(Step):

@@ -39,6 +39,7 @@ class CompileReport:
     packed_max_pools: int = 0
     packs: int = 0  # float → packed conversions
     fused_epilogues: int = 0  # convolutions that absorbed an Add and/or Relu/Clip
+    fused_max_pools: int = 0  # float convolutions whose MaxPool reader runs in the same pass (the stem)
     absorbed_nodes: int = 0
     ops: dict[str, int] = field(default_factory=dict)
 

@@ -117,6 +117,10 @@ int bitfx_binary_maxpool(const bitfx_bmaxpool_desc *d, const uint64_t *x, uint64
 int bitfx_float_conv(const bitfx_fconv_desc *d, const float *x, const float *weights, const float *block_weights,
                      const float *scale, const float *bias, const float *residual, float *out);
 int bitfx_float_maxpool(const bitfx_fmaxpool_desc *d, const float *x, float *out);
+/* The float convolution (no residual) then the float max pool `pool` over its output (pool->planes =
+ * batch × out_channels, its height × width = the convolution's out_h × out_w), fused: out is the pool's. */
+int bitfx_float_conv_maxpool(const bitfx_fconv_desc *d, const bitfx_fmaxpool_desc *pool, const float *x, const float *weights,
+                             const float *block_weights, const float *scale, const float *bias, float *out);
 int bitfx_float_gemm(const bitfx_fgemm_desc *d, const float *x, const float *weights, const float *bias, float *out);
 /* Runs `rounds` rounds of the XOR+popcount+add inner loop of the current ISA once per thread
  * (register operands only; work-shared like the kernels) and returns how many bit-MACs were

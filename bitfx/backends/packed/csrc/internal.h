@@ -17,12 +17,17 @@ typedef struct {
     int64_t k_words; /* taps × group words = the reduction length in words */
 } bitfx_bconv_job;
 
-/* One float convolution call; `panel` rows are BITFX_FLOAT_CHUNK floats, one per (c, kh, kw). */
+/* One float convolution call; `panel` rows are BITFX_FLOAT_CHUNK floats, one per (c, kh, kw).
+ * With `stage_out` (the fused stem, stem.c; no residual) the epilogue writes output row oh of channel co
+ * to stage_out[co − stage_channel0][oh − stage_row0] (rows of out_w floats, stage_rows per channel)
+ * instead of `out`. */
 typedef struct {
     const bitfx_fconv_desc *d;
     const float *x, *weights, *scale, *bias, *residual;
     float *out;
     int64_t k; /* reduction length: channels per group × kh × kw */
+    float *stage_out;
+    int64_t stage_channel0, stage_row0, stage_rows;
 } bitfx_fconv_job;
 
 typedef struct {
@@ -48,6 +53,12 @@ typedef struct {
     void (*fgemm_columns)(const bitfx_fgemm_desc *d, const float *x, const float *w, const float *bias, float *out, int64_t c0, int64_t c1);
 } bitfx_isa_ops;
 
+/* The ISA the kernels use now (kernels.c). */
+const bitfx_isa_ops *bitfx_current_ops(void);
+
+/* Floats of the direct float convolution's scratch `stage`: pixel-major tiles + 64 channel rows. */
+static inline int64_t bitfx_direct_stage_floats(const bitfx_fconv_desc *d) { return 2 * BITFX_FLOAT_BLOCK * ((d->out_w + 15) / 16 * 16); }
+
 /* Rows and columns of a packed tensor including its border. */
 static inline int64_t bitfx_padded_h(const bitfx_packed_geom *g) { return g->pad_top + g->height + g->pad_bottom; }
 static inline int64_t bitfx_padded_w(const bitfx_packed_geom *g) { return g->pad_left + g->width + g->pad_right; }
@@ -68,6 +79,11 @@ static inline void bitfx_float_epilogue(const bitfx_fconv_job *job, const float 
     const float lo = (float)d->clamp_lo, hi = (float)d->clamp_hi;
     float *out = job->out + index;
     const float *res = d->has_residual ? job->residual + index : 0;
+    if (job->stage_out) {
+        const int64_t oh = p0 / d->out_w;
+        out = job->stage_out + ((co - job->stage_channel0) * job->stage_rows + oh - job->stage_row0) * d->out_w + p0 % d->out_w;
+        res = 0;
+    }
     for (int64_t p = 0; p < count; ++p) {
         float y = acc[p] * s + b;
         if (res) y += res[p];
