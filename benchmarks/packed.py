@@ -53,10 +53,11 @@ from onnxruntime.quantization import quant_pre_process
 from bitfx.backends.packed import PackedModel, available_isas, cpu_count, get_isa, popcount_peak, set_isa, set_threads
 from bitfx.backends.packed import kernels as k
 from bitfx.backends.packed import reference as ref
-from bitfx.backends.packed.kernel_steps import BinaryConvStep
+from bitfx.backends.packed.kernel_steps import BinaryConvStep, FloatConvStep
 from bitfx.ir.table import format_table
 from examples.memory import peak_memory_mb
 
+STEM_KINDS = ("float conv", "float max pool", "float conv + max pool (fused)")
 LAYERS = [(56, 64), (28, 128), (14, 256), (7, 512)]  # (pixels, channels) of ResNet-18's 3×3 binary convs
 
 
@@ -184,6 +185,8 @@ def step_kind(step: object) -> str:
     name = type(step).__name__
     if isinstance(step, BinaryConvStep):
         return "binary conv (packed out)" if step.packed_out is not None else "binary conv (float out)"
+    if isinstance(step, FloatConvStep) and step.pool is not None:
+        return "float conv + max pool (fused)"
     return {
         "FloatConvStep": "float conv",
         "FloatMaxPoolStep": "float max pool",
@@ -425,6 +428,8 @@ def print_breakdown(steps: list[dict], every_step: bool) -> None:
             (False, True, True, True),
         )
     )
+    stem = sum(s["ms"] for s in steps if s["kind"] in STEM_KINDS)
+    print(f"stem (float conv and max pool, fused or not): {stem:.3f} ms, {100 * stem / total:.0f}% of the run")
     if every_step:
         print(
             format_table(

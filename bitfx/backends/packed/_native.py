@@ -80,6 +80,10 @@ class FloatConvDesc(ctypes.Structure):
     ]
 
 
+class Int8Desc(ctypes.Structure):
+    _fields_ = [("inv_scale", _f64), *_fields("zero_point", "quads")]
+
+
 class FloatGemmDesc(ctypes.Structure):
     _fields_ = [*_fields("rows", "k", "channels", "has_bias"), *_fields("alpha", "beta", kind=_f64)]
 
@@ -136,6 +140,17 @@ def _load() -> ctypes.CDLL:
         "bitfx_binary_maxpool": [_pointer(BinaryMaxPoolDesc), u64, u64],
         "bitfx_float_conv": [_pointer(FloatConvDesc), f32, f32, f32, f32, f32, f32, f32],
         "bitfx_float_maxpool": [_pointer(FloatMaxPoolDesc), f32, f32],
+        "bitfx_int8_conv": [
+            _pointer(FloatConvDesc),
+            _pointer(Int8Desc),
+            _pointer(FloatMaxPoolDesc),
+            f32,
+            _pointer(ctypes.c_int8),
+            i32,
+            f32,
+            f32,
+            f32,
+        ],
         "bitfx_float_conv_maxpool": [_pointer(FloatConvDesc), _pointer(FloatMaxPoolDesc), f32, f32, f32, f32, f32, f32],
         "bitfx_float_gemm": [_pointer(FloatGemmDesc), f32, f32, f32, f32],
     }

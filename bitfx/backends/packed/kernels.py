@@ -16,6 +16,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -35,6 +36,9 @@ from bitfx.backends.packed._native import (
     lib,
 )
 from bitfx.errors import BitfxError
+
+if TYPE_CHECKING:
+    from bitfx.backends.packed.int8_conv import Int8Conv
 from bitfx.format import packed_words, real_bits_mask, unpack_signs
 
 Pads = tuple[int, int, int, int]  # top, left, bottom, right
@@ -43,6 +47,7 @@ _CTYPES = {
     np.dtype(np.uint64): ctypes.c_uint64,
     np.dtype(np.int64): ctypes.c_int64,
     np.dtype(np.int32): ctypes.c_int32,
+    np.dtype(np.int8): ctypes.c_int8,
     np.dtype(np.uint32): ctypes.c_uint32,
     np.dtype(np.float32): ctypes.c_float,
 }
@@ -495,45 +500,13 @@ class FloatConv:
     ) -> Callable[[], None]:
         """A call that writes y = clamp(scale·conv(x) + bias [+ residual]) into `out`; with `pool`, `out`
         receives that max pool of y instead, computed in one pass (the fused stem; no residual)."""
-        _check_float(x, "the float conv input")
-        batch, channels, height, width = x.shape
-        if channels != self.in_channels:
-            raise BitfxError(f"float conv expects {self.in_channels} input channels, got {channels}")
-        out_h, out_w = self.out_size(height, width)
-        _check_float(out, "the float conv output")
-        expected = (batch, self.out_channels, *(pool.out_size(out_h, out_w) if pool else (out_h, out_w)))
-        if out.shape != expected:
-            raise BitfxError(f"float conv output must have shape {expected}, got {out.shape}")
-        if pool is not None and residual is not None:
-            raise BitfxError("a float conv fused with a max pool takes no residual")
-        if residual is not None:
-            _check_float(residual, "the residual")
-            if residual.shape != out.shape:
-                raise BitfxError(f"residual must have the output's shape {out.shape}, got {residual.shape}")
-        desc = FloatConvDesc(
-            batch,
-            channels,
-            height,
-            width,
-            self.group,
-            self.out_channels,
-            self.tiles,
-            *self.window.c_fields(),
-            self.window.pads[0],
-            self.window.pads[1],
-            out_h,
-            out_w,
-            residual is not None,
-            self.pad_value,
-            clamp[0],
-            clamp[1],
-        )
+        desc = conv_desc(self, x, out, residual=residual, clamp=clamp, pool=pool)
         arrays = (_pointer(self.weights), _pointer(self.block_weights), _pointer(self.scale), _pointer(self.bias))
         if pool is None:
             args = (ctypes.byref(desc), _pointer(x), *arrays, _pointer(residual), _pointer(out))
             kernel = lib.bitfx_float_conv
         else:
-            pool_desc = pool.desc(batch * self.out_channels, out_h, out_w)
+            pool_desc = pool.desc(desc.batch * self.out_channels, desc.out_h, desc.out_w)
             args = (ctypes.byref(desc), ctypes.byref(pool_desc), _pointer(x), *arrays, _pointer(out))
             kernel = lib.bitfx_float_conv_maxpool
 
@@ -557,6 +530,52 @@ class FloatConv:
         out = np.empty((x.shape[0], self.out_channels, out_h, out_w), np.float32)
         self.bind(np.ascontiguousarray(x, np.float32), out, residual=residual, clamp=clamp, pool=pool)()
         return out
+
+
+def conv_desc(
+    conv: FloatConv | Int8Conv,
+    x: np.ndarray,
+    out: np.ndarray,
+    *,
+    residual: np.ndarray | None,
+    clamp: tuple[float, float],
+    pool: MaxPool | None,
+) -> FloatConvDesc:
+    """The C descriptor of a float (or int8) convolution call, after checking every array against it."""
+    _check_float(x, "the float conv input")
+    batch, channels, height, width = x.shape
+    if channels != conv.in_channels:
+        raise BitfxError(f"float conv expects {conv.in_channels} input channels, got {channels}")
+    out_h, out_w = conv.out_size(height, width)
+    _check_float(out, "the float conv output")
+    expected = (batch, conv.out_channels, *(pool.out_size(out_h, out_w) if pool else (out_h, out_w)))
+    if out.shape != expected:
+        raise BitfxError(f"float conv output must have shape {expected}, got {out.shape}")
+    if pool is not None and residual is not None:
+        raise BitfxError("a float conv fused with a max pool takes no residual")
+    if residual is not None:
+        _check_float(residual, "the residual")
+        if residual.shape != out.shape:
+            raise BitfxError(f"residual must have the output's shape {out.shape}, got {residual.shape}")
+    window = conv.window
+    return FloatConvDesc(
+        batch,
+        channels,
+        height,
+        width,
+        conv.group,
+        conv.out_channels,
+        conv.tiles,
+        *window.c_fields(),
+        window.pads[0],
+        window.pads[1],
+        out_h,
+        out_w,
+        residual is not None,
+        conv.pad_value,
+        clamp[0],
+        clamp[1],
+    )
 
 
 class FloatGemm:

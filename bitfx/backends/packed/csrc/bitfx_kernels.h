@@ -97,6 +97,17 @@ typedef struct {
     int64_t pad_top, pad_left, out_h, out_w;
 } bitfx_fmaxpool_desc;
 
+/* The int8 convolution (an opt-in replacement of a float one, group 1, kernel columns undilated):
+ * the input is quantized per tensor to u8, q = clamp(round_even(x·inv_scale + zero_point), 0, 255),
+ * weights are s8 per output channel, u8 · s8 products are summed in int32, and the epilogue is the
+ * float convolution's with the dequantizing multiplier folded into `scale`:
+ * y = clamp(scale_c·(Σ q·w − zero_point·Σ w) + bias_c, lo, hi). */
+typedef struct {
+    double inv_scale;   /* u8 steps per input unit (1 / the input's scale) */
+    int64_t zero_point; /* the u8 value of 0.0, 0 … 255 */
+    int64_t quads;      /* kernel columns in groups of 4: ceil(kernel_w / 4) */
+} bitfx_int8_desc;
+
 /* What every kernel entry point returns: 0 when it did all its work, else why it did none. */
 enum bitfx_status { BITFX_OK = 0, BITFX_ERR_ALLOC = 1, BITFX_ERR_ARGUMENT = 2 };
 
@@ -122,6 +133,12 @@ int bitfx_float_maxpool(const bitfx_fmaxpool_desc *d, const float *x, float *out
 int bitfx_float_conv_maxpool(const bitfx_fconv_desc *d, const bitfx_fmaxpool_desc *pool, const float *x, const float *weights,
                              const float *block_weights, const float *scale, const float *bias, float *out);
 int bitfx_float_gemm(const bitfx_fgemm_desc *d, const float *x, const float *weights, const float *bias, float *out);
+/* The int8 convolution of `d` (scale/bias as above), then, when `pool` is not null, that float max
+ * pool over its output in the same pass (bitfx_float_conv_maxpool). Weights [block][c][kh][quad][64][4]
+ * s8, correction[block·64 + c] = zero_point · Σ w of channel c. AVX-512 VNNI when the CPU has it and
+ * the ISA is AVX-512, else a portable loop with the same integer sums. */
+int bitfx_int8_conv(const bitfx_fconv_desc *d, const bitfx_int8_desc *q, const bitfx_fmaxpool_desc *pool, const float *x,
+                    const int8_t *weights, const int32_t *correction, const float *scale, const float *bias, float *out);
 /* Runs `rounds` rounds of the XOR+popcount+add inner loop of the current ISA once per thread
  * (register operands only; work-shared like the kernels) and returns how many bit-MACs were
  * done; time it to get the peak. */

@@ -21,6 +21,7 @@ typedef struct {
  * With `stage_out` (the fused stem, stem.c; no residual) the epilogue writes output row oh of channel co
  * to stage_out[co − stage_channel0][oh − stage_row0] (rows of out_w floats, stage_rows per channel)
  * instead of `out`. */
+typedef struct bitfx_int8_input bitfx_int8_input;
 typedef struct {
     const bitfx_fconv_desc *d;
     const float *x, *weights, *scale, *bias, *residual;
@@ -28,7 +29,33 @@ typedef struct {
     int64_t k; /* reduction length: channels per group × kh × kw */
     float *stage_out;
     int64_t stage_channel0, stage_row0, stage_rows;
+    const bitfx_int8_input *int8; /* the int8 convolution (int8.c): its quantized input and weights */
 } bitfx_fconv_job;
+
+/* The int8 convolution's operands: the input quantized to u8 with a border of the zero point (so
+ * no tap is tested), `rows` × `cols` per (image, channel) plane, the convolution's padding at its
+ * top left; s8 weights [block][c][kh][quad][64 channels][4 taps] (kernel columns in quads of 4,
+ * zero past kernel_w); and per output channel zero_point · Σ w, subtracted from the u8 · s8 sums. */
+struct bitfx_int8_input {
+    const uint8_t *x;
+    int64_t rows, cols, quads;
+    const int8_t *weights;
+    const int32_t *correction;
+};
+
+/* Output row oh of image n, output channels 64·block … 64·block+63, through the epilogue: the
+ * direct float kernel (bitfx_isa_ops.fconv_row) or an int8 row function; `stage` holds
+ * bitfx_direct_stage_floats floats. */
+typedef void (*bitfx_row_fn)(const bitfx_fconv_job *job, const float *block_weights, float *stage, int64_t n, int64_t oh, int64_t block);
+
+/* The fused convolution + max pool driver (stem.c) over any row function. */
+int bitfx_conv_maxpool_rows(const bitfx_fconv_job *job, const bitfx_fmaxpool_desc *pool, bitfx_row_fn row, const float *block_weights,
+                            float *out);
+
+/* int8_vnni.c (AVX-512 VNNI; call only when the CPU has it): an int8 output row, and the
+ * quantization of `count` floats to u8 (v = x·inv_scale + zero_point, clamped to 0 … 255, rounded to nearest even). */
+void bitfx_int8_row_vnni(const bitfx_fconv_job *job, const float *block_weights, float *stage, int64_t n, int64_t oh, int64_t block);
+void bitfx_quantize_vnni(const float *x, uint8_t *q, int64_t count, float inv_scale, float zero_point);
 
 typedef struct {
     /* Pack row h of image n: every word of every pixel of that row. */

@@ -1,10 +1,11 @@
 /* The fused stem: a float convolution (with its epilogue: folded BatchNorm scale/bias, Relu/Clip)
  * followed by a float max pool, in one pass. An item is a run of pool output rows of one image and
- * one 64-channel block; the convolution rows those pool rows read are computed by the ISA's direct
- * kernel into a per-thread stage of a few rows (BAND pool rows at a time), pooled while they are in
- * cache, and the rows the next band reads again are moved to the stage's front. The full-size
- * convolution output is never written. Without a direct kernel (its ISA has none, groups > 1, a
- * nonzero pad value) the call runs the two kernels one after the other through a full-size buffer. */
+ * one 64-channel block; the convolution rows those pool rows read are computed by a row function
+ * (the ISA's direct float kernel, or the int8 one of int8.c) into a per-thread stage of a few rows
+ * (BAND pool rows at a time), pooled while they are in cache, and the rows the next band reads again
+ * are moved to the stage's front. The full-size convolution output is never written. Without a
+ * direct float kernel (its ISA has none, groups > 1, a nonzero pad value) bitfx_float_conv_maxpool
+ * runs the two kernels one after the other through a full-size buffer. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +16,7 @@
 
 typedef struct {
     const bitfx_isa_ops *isa;
+    bitfx_row_fn row;
     const bitfx_fconv_job *job;
     const bitfx_fmaxpool_desc *pool;
     const float *block_weights;
@@ -55,7 +57,7 @@ static void stem_item(void *ctx, int64_t item, int64_t worker) {
             for (int64_t c = 0; c < channels; ++c)
                 memmove(rows + c * row_floats, rows + c * row_floats + (lo - held0) * d->out_w, (size_t)(keep * d->out_w) * sizeof(float));
         job.stage_row0 = lo;
-        for (int64_t oh = lo + keep; oh < hi; ++oh) t->isa->fconv_row(&job, t->block_weights, stage, n, oh, block);
+        for (int64_t oh = lo + keep; oh < hi; ++oh) t->row(&job, t->block_weights, stage, n, oh, block);
         held0 = lo, held1 = hi;
         /* The pool over the stage: its rows are convolution rows lo .. hi−1, one plane per channel. */
         bitfx_fmaxpool_desc local = *p;
@@ -78,17 +80,17 @@ static int unfused(const bitfx_fconv_desc *d, const bitfx_fmaxpool_desc *pool, c
     return status;
 }
 
-int bitfx_float_conv_maxpool(const bitfx_fconv_desc *d, const bitfx_fmaxpool_desc *pool, const float *x, const float *weights,
-                             const float *block_weights, const float *scale, const float *bias, float *out) {
-    if (!d || !pool || !x || !weights || !scale || !bias || !out || d->has_residual || d->groups < 1)
-        return BITFX_ERR_ARGUMENT;
-    if (d->batch < 1 || d->out_h < 1 || d->out_w < 1 || pool->planes != d->batch * d->out_channels || pool->height != d->out_h ||
-        pool->width != d->out_w || pool->out_h < 1 || pool->out_w < 1 || pool->kernel_h < 1 || pool->stride_h < 1 ||
-        pool->dilation_h < 1 || pool->pad_top < 0)
-        return BITFX_ERR_ARGUMENT;
-    const bitfx_isa_ops *isa = bitfx_current_ops();
-    if (!isa->fconv_row || !block_weights || d->groups != 1 || d->pad_value != 0.0)
-        return unfused(d, pool, x, weights, block_weights, scale, bias, out);
+/* Whether `pool` reads the output of the convolution `d` (no residual), and both are well formed. */
+static int pool_fits(const bitfx_fconv_desc *d, const bitfx_fmaxpool_desc *pool) {
+    return !d->has_residual && d->groups >= 1 && d->batch >= 1 && d->out_h >= 1 && d->out_w >= 1 &&
+           pool->planes == d->batch * d->out_channels && pool->height == d->out_h && pool->width == d->out_w && pool->out_h >= 1 &&
+           pool->out_w >= 1 && pool->kernel_h >= 1 && pool->stride_h >= 1 && pool->dilation_h >= 1 && pool->pad_top >= 0;
+}
+
+int bitfx_conv_maxpool_rows(const bitfx_fconv_job *job, const bitfx_fmaxpool_desc *pool, bitfx_row_fn row, const float *block_weights,
+                            float *out) {
+    const bitfx_fconv_desc *d = job->d;
+    if (!pool_fits(d, pool)) return BITFX_ERR_ARGUMENT;
     const int64_t threads = bitfx_get_threads();
     const int64_t blocks = (d->out_channels + BITFX_FLOAT_BLOCK - 1) / BITFX_FLOAT_BLOCK;
     /* Runs of pool rows: one per (image, block) on one thread, about 4 items per thread otherwise
@@ -97,7 +99,6 @@ int bitfx_float_conv_maxpool(const bitfx_fconv_desc *d, const bitfx_fmaxpool_des
     const int64_t run_rows = (pool->out_h + runs - 1) / runs;
     const int64_t stage_rows = (BAND - 1) * pool->stride_h + (pool->kernel_h - 1) * pool->dilation_h + 1;
     const size_t bytes = (size_t)(bitfx_direct_stage_floats(d) + stage_rows * d->out_w * BITFX_FLOAT_BLOCK) * sizeof(float);
-    const bitfx_fconv_job job = {d, x, weights, scale, bias, 0, out, d->channels * d->kernel_h * d->kernel_w, 0, 0, 0, 0};
     float **scratch = calloc((size_t)threads, sizeof(float *));
     int status = scratch ? BITFX_OK : BITFX_ERR_ALLOC;
     for (int64_t i = 0; status == BITFX_OK && i < threads; ++i) {
@@ -106,10 +107,21 @@ int bitfx_float_conv_maxpool(const bitfx_fconv_desc *d, const bitfx_fmaxpool_des
         else memset(scratch[i], 0, bytes);
     }
     if (status == BITFX_OK) {
-        stem_task task = {isa, &job, pool, block_weights, scratch, out, blocks, (pool->out_h + run_rows - 1) / run_rows, run_rows, stage_rows};
+        stem_task task = {bitfx_current_ops(), row, job, pool, block_weights, scratch, out, blocks, (pool->out_h + run_rows - 1) / run_rows,
+                          run_rows, stage_rows};
         bitfx_parallel_for(d->batch * blocks * task.runs, threads, stem_item, &task);
     }
     for (int64_t i = 0; scratch && i < threads; ++i) free(scratch[i]);
     free(scratch);
     return status;
+}
+
+int bitfx_float_conv_maxpool(const bitfx_fconv_desc *d, const bitfx_fmaxpool_desc *pool, const float *x, const float *weights,
+                             const float *block_weights, const float *scale, const float *bias, float *out) {
+    if (!d || !pool || !x || !weights || !scale || !bias || !out || !pool_fits(d, pool)) return BITFX_ERR_ARGUMENT;
+    const bitfx_isa_ops *isa = bitfx_current_ops();
+    if (!isa->fconv_row || !block_weights || d->groups != 1 || d->pad_value != 0.0)
+        return unfused(d, pool, x, weights, block_weights, scale, bias, out);
+    const bitfx_fconv_job job = {d, x, weights, scale, bias, 0, out, d->channels * d->kernel_h * d->kernel_w, 0, 0, 0, 0, 0};
+    return bitfx_conv_maxpool_rows(&job, pool, isa->fconv_row, block_weights, out);
 }
