@@ -44,13 +44,13 @@ def input_range(value: object) -> tuple[float, float]:
     return low, high
 
 
-def int8_refusal(weights: np.ndarray | None, group: int, window: Window | None, residual: bool) -> str | None:
+def int8_refusal(weights: np.ndarray | None, group: int, dilations: Sequence[int], residual: bool) -> str | None:
     """Why a float convolution cannot run on the int8 kernel, or None when it can."""
     if weights is None or weights.dtype != np.float32 or weights.ndim != 4:
         return "its weights are not a constant 4-D float32 tensor"
     if group != 1:
         return f"group={group} (the int8 kernel runs group 1 only)"
-    if window is not None and window.dilations[1] != 1:
+    if dilations[1] != 1:
         return "its kernel columns are dilated"
     if residual:
         return "it absorbs a residual Add"
@@ -75,7 +75,7 @@ class Int8Conv:
         input_range: tuple[float, float],
     ) -> None:
         weights = np.asarray(weights, np.float32)
-        refusal = int8_refusal(weights, 1, window, False)
+        refusal = int8_refusal(weights, 1, window.dilations, False)
         if refusal is not None:
             raise BitfxError(f"this convolution cannot run in int8: {refusal}")
         if weights.shape[2:] != window.kernel:

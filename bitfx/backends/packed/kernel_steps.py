@@ -11,6 +11,7 @@ import numpy as np
 
 from bitfx.backends.packed.errors import PackedModelError
 from bitfx.backends.packed.graph import Graph, Node
+from bitfx.backends.packed.int8_conv import Int8Conv
 from bitfx.backends.packed.kernels import (
     NO_CLAMP,
     BinaryConv,
@@ -93,7 +94,7 @@ class FloatConvStep(Step):
         self.make, self.node, self.kernel, self.epilogue, self.pool = make, node, tuple(kernel), epilogue, pool
         self._convs: dict[tuple, FloatConv] = {}
 
-    def conv(self, shape: tuple) -> FloatConv:
+    def conv(self, shape: tuple) -> FloatConv | Int8Conv:
         if len(shape) != 4:
             raise PackedModelError(
                 f"{self.name}: only 2-D convolution (4-D NCHW input) is supported, got input shape {shape}"
@@ -329,8 +330,11 @@ class BinaryGemmFloatStep(Step):
         return lambda: self._compute(inputs, outputs[0])
 
 
-def conv_factory(node: Node, graph: Graph) -> tuple[Callable[[Window], FloatConv], tuple[int, int]]:
-    """For an ONNX Conv: a FloatConv maker per window, and the kernel size."""
+def conv_factory(
+    node: Node, graph: Graph, int8_range: tuple[float, float] | None = None
+) -> tuple[Callable[[Window], FloatConv | Int8Conv], tuple[int, int]]:
+    """For an ONNX Conv: a FloatConv maker per window (an Int8Conv maker with `int8_range`, the
+    quantization range of its input), and the kernel size."""
     weights = graph.constant(node.inputs[1])
     if weights is None:
         raise PackedModelError(f"{node.describe()}: the weights must be a constant (an initializer)")
@@ -343,6 +347,8 @@ def conv_factory(node: Node, graph: Graph) -> tuple[Callable[[Window], FloatConv
         raise PackedModelError(f"{node.describe()}: the bias must be a constant (an initializer)")
     group = node.attr("group", 1)
     kernel = tuple(node.attr("kernel_shape") or weights.shape[2:])
+    if int8_range is not None:
+        return (lambda window: Int8Conv(weights, bias, window=window, input_range=int8_range)), kernel
     return (lambda window: FloatConv(weights, bias, window=window, group=group)), kernel
 
 
