@@ -73,7 +73,8 @@ typedef struct {
 /* Float convolution (NCHW, im2col panels × tiled weights) with the same epilogue as the
  * binary one: y = clamp(scale·acc + bias [+ residual], lo, hi). With `block_weights` (the same
  * weights laid out [block][k][BITFX_FLOAT_BLOCK]; may be null), group 1 and zero padding, an ISA
- * with a direct kernel (AVX-512) uses it instead: no im2col, a 6-pixel × 64-channel register tile. */
+ * with a direct kernel (AVX-512: 6 pixels × 64 channels; AVX2: 6 pixels × 16 channels, four times) uses it
+ * instead: no im2col. */
 typedef struct {
     int64_t batch, channels, height, width;
     int64_t groups, out_channels, tiles; /* BITFX_FLOAT_TILE-channel tiles per group */

@@ -52,6 +52,9 @@ typedef void (*bitfx_row_fn)(const bitfx_fconv_job *job, const float *block_weig
 int bitfx_conv_maxpool_rows(const bitfx_fconv_job *job, const bitfx_fmaxpool_desc *pool, bitfx_row_fn row, const float *block_weights,
                             float *out);
 
+/* fconv_direct_avx2.c: the direct float convolution's row on AVX2 (bitfx_ops_avx2.fconv_row). */
+void bitfx_fconv_row_avx2(const bitfx_fconv_job *job, const float *block_weights, float *stage, int64_t n, int64_t oh, int64_t block);
+
 /* int8_vnni.c (AVX-512 VNNI; call only when the CPU has it): an int8 output row, and the
  * quantization of `count` floats to u8 (v = x·inv_scale + zero_point, clamped to 0 … 255, rounded to nearest even). */
 void bitfx_int8_row_vnni(const bitfx_fconv_job *job, const float *block_weights, float *stage, int64_t n, int64_t oh, int64_t block);
@@ -69,7 +72,7 @@ typedef struct {
      * group g, into `panel`; then acc[tile][r][p] = Σ_k w[tile][k][r] · panel[k][p] for every tile
      * of the group, and the epilogue. */
     void (*fconv_chunk)(const bitfx_fconv_job *job, float *panel, int64_t n, int64_t g, int64_t p0, int64_t count);
-    /* Optional (0 when the ISA has none): the direct float convolution of group 1, output row oh of image n,
+    /* Optional (0 when the ISA has none: scalar): the direct float convolution of group 1, output row oh of image n,
      * output channels 64·block .. 64·block+63, weights laid out [block][k][64]; `stage` holds 64 × out_w floats. */
     void (*fconv_row)(const bitfx_fconv_job *job, const float *block_weights, float *stage, int64_t n, int64_t oh, int64_t block);
     /* The peak loop: `rounds` rounds of independent XOR+popcount+add. Returns the bit-MACs done. */
