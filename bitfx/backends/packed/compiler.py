@@ -84,8 +84,8 @@ def compile_graph(graph: Graph, int8_range: tuple[float, float] | None = None) -
         if node.name in absorbed or (binarizes(node) and node.name not in kernels):
             continue  # a binary layer whose kernel could not be prepared is already among the problems
         try:
-            range_ = int8_range if node.name in int8 else None
-            anchor, steps = _steps_for(node, graph, kernels, chains, epilogues, pools, packs, packed_inputs, range_)
+            node_int8 = int8_range if node.name in int8 else None
+            anchor, steps = _steps_for(node, graph, kernels, chains, epilogues, pools, packs, packed_inputs, node_int8)
         except PackedModelError as error:
             problems.append(str(error))
             continue

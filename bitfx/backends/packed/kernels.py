@@ -36,10 +36,10 @@ from bitfx.backends.packed._native import (
     lib,
 )
 from bitfx.errors import BitfxError
+from bitfx.format import packed_words, real_bits_mask, unpack_signs
 
 if TYPE_CHECKING:
     from bitfx.backends.packed.int8_conv import Int8Conv
-from bitfx.format import packed_words, real_bits_mask, unpack_signs
 
 Pads = tuple[int, int, int, int]  # top, left, bottom, right
 NO_CLAMP = (-math.inf, math.inf)

@@ -104,7 +104,7 @@ int bitfx_conv_maxpool_rows(const bitfx_fconv_job *job, const bitfx_fmaxpool_des
     for (int64_t i = 0; status == BITFX_OK && i < threads; ++i) {
         scratch[i] = aligned_alloc(64, (bytes + 63) / 64 * 64);
         if (!scratch[i]) status = BITFX_ERR_ALLOC;
-        else memset(scratch[i], 0, bytes);
+        else memset(scratch[i], 0, (size_t)bitfx_direct_stage_floats(d) * sizeof(float)); /* the rows are written before read */
     }
     if (status == BITFX_OK) {
         stem_task task = {bitfx_current_ops(), row, job, pool, block_weights, scratch, out, blocks, (pool->out_h + run_rows - 1) / run_rows,
