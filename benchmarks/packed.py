@@ -25,9 +25,10 @@ the 1-thread latency (≤ 1 means the second thread helps even when its core is 
 
 `--breakdown` prints every step; `--contended` runs only the contended measurement (the full run
 includes it); `--int8-stem` adds the packed model with its float stem on the int8 kernel
-(`load(..., int8_float_convs=...)`, calibrated on onnxruntime's int8 calibration images) and its
-breakdown. 1-thread figures are the calling thread's CPU time (`time.thread_time`), which the
-other processes of a busy machine do not inflate; multi-thread figures are wall time. Candidates
+(`load(..., int8_float_convs=...)`, calibrated on onnxruntime's int8 calibration images), its
+breakdown, and the stem alone (conv then pool, fused, fused int8) on each vector ISA. 1-thread
+figures are the calling thread's CPU time (`time.thread_time`), which the other processes of a
+busy machine do not inflate; multi-thread figures are wall time. Candidates
 are interleaved (one call of each per round) and the median is reported. The machine's load
 average is recorded next to the numbers.
 """
@@ -95,6 +96,36 @@ def interleaved_ms(
             fn()
             times[name].append((clock() - start) * 1000)
     return {name: float(np.median(values)) for name, values in times.items()}
+
+
+def measure_stem(repeats: int) -> list[dict]:
+    """ResNet-18's stem alone (64×3×7×7/2 conv + Relu, 3×3/2 max pool, 224², 1 thread) on each
+    vector ISA: the float conv then the pool, the fused float stem, the fused int8 stem."""
+    from bitfx.backends.packed.int8_conv import Int8Conv
+
+    rng = np.random.default_rng(3)
+    weight = rng.normal(size=(64, 3, 7, 7)).astype(np.float32)
+    x = np.concatenate(calibration_images()[:1])
+    window, pool = k.Window((7, 7), (2, 2), (3, 3, 3, 3)), k.MaxPool(k.Window((3, 3), (2, 2), (1, 1, 1, 1)))
+    conv, int8 = k.FloatConv(weight, window=window), Int8Conv(weight, window=window, input_range=(-4.5, 4.5))
+    relu = (0.0, np.inf)
+    full = np.empty((1, 64, 112, 112), np.float32)
+    then_conv, then_pool = (
+        conv.bind(x, full, clamp=relu),
+        k.bind_float_maxpool(full, np.empty((1, 64, 56, 56), np.float32), pool.window),
+    )
+    fused = conv.bind(x, np.empty((1, 64, 56, 56), np.float32), clamp=relu, pool=pool)
+    fused_int8 = int8.bind(x, np.empty((1, 64, 56, 56), np.float32), clamp=relu, pool=pool)
+    set_threads(1)
+    rows = []
+    for isa in [isa for isa in ("avx512", "avx2") if isa in available_isas()]:
+        set_isa(isa)
+        times = interleaved_ms(
+            {"conv_then_pool": lambda: (then_conv(), then_pool()), "fused": fused, "fused_int8": fused_int8}, repeats, 1
+        )
+        rows.append({"isa": isa, **{f"{name}_ms": ms for name, ms in times.items()}, "load_average": load_average()})
+    set_isa(None)
+    return rows
 
 
 def ort_conv_session(channels: int, weight: np.ndarray, threads: int) -> ort.InferenceSession:
@@ -586,7 +617,24 @@ def main() -> None:
         "\npopcount peak, best seen (G bit-MAC/s): "
         + ", ".join(f"{isa} {t} thread(s) {p / 1e9:.0f}" for (isa, t), p in peaks.items())
     )
+    stem = measure_stem(50 if args.quick else 200) if args.int8_stem else None
+    if stem:
+        print(
+            "\nResNet-18 stem alone (7×7/2 conv + Relu, 3×3/2 max pool; 1 thread; "
+            f"load average {stem[-1]['load_average']})"
+        )
+        print(
+            format_table(
+                ("isa", "conv, then pool ms", "fused ms", "fused int8 ms"),
+                [
+                    (r["isa"], f"{r['conv_then_pool_ms']:.3f}", f"{r['fused_ms']:.3f}", f"{r['fused_int8_ms']:.3f}")
+                    for r in stem
+                ],
+                (False, True, True, True),
+            )
+        )
     result = {
+        "stem": stem,
         "load_average_start": start_load,
         "cpu_count": cpu_count(),
         "isas": available_isas(),
