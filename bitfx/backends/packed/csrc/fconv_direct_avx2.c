@@ -4,11 +4,13 @@
  * each quarter of the 64-channel block; taps summed in the same (c, kh, kw) order as the AVX-512
  * and im2col kernels, taps on the zero border skipped. Tiles go to `stage` pixel-major (one 64-float
  * row per pixel), are transposed 8 × 8 into channel rows, and the shared epilogue writes the NCHW
- * row. Compiled for AVX2+FMA; the dispatcher only calls it on CPUs that have both. */
+ * row. Also the int8 convolution's plain row (int8_row.h) compiled for AVX2, for CPUs without
+ * VNNI. Compiled for AVX2+FMA; the dispatchers only call these on CPUs that have both. */
 #if defined(__x86_64__)
 #pragma GCC target("avx2,fma")
 #include <immintrin.h>
 
+#include "int8_row.h"
 #include "internal.h"
 
 #define PIXELS 6
@@ -107,5 +109,9 @@ void bitfx_fconv_row_avx2(const bitfx_fconv_job *job, const float *block_weights
         for (int64_t c = 0; c < 64; c += 8) transpose8(stage + p * 64 + c, rows + c * stride + p, stride);
     for (int64_t c = 0; c < 64 && block * 64 + c < d->out_channels; ++c)
         bitfx_float_epilogue(job, rows + c * stride, n, block * 64 + c, oh * d->out_w, d->out_w);
+}
+
+void bitfx_int8_row_avx2(const bitfx_fconv_job *job, const float *block_weights, float *stage, int64_t n, int64_t oh, int64_t block) {
+    bitfx_int8_row_plain(job, block_weights, stage, n, oh, block);
 }
 #endif

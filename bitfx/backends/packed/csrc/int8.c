@@ -1,12 +1,15 @@
 /* The int8 convolution (bitfx_int8_conv): quantizes the input once per call into a u8 buffer with
  * a border of the zero point, then runs an int8 row function over every (image, output row,
  * 64-channel block), or the fused max pool driver of stem.c. The row function is AVX-512 VNNI
- * (int8_vnni.c) when the CPU has it and the ISA in use is AVX-512, else the portable one below;
- * both compute the same int32 sums, so the outputs do not depend on the path. */
+ * (int8_vnni.c) when the CPU has it and the ISA in use is AVX-512, else the plain loop of
+ * int8_row.h, compiled for AVX2 (fconv_direct_avx2.c) when the ISA in use is AVX2 or AVX-512 and
+ * for baseline x86-64 here otherwise; all compute the same int32 sums, so the outputs do not
+ * depend on the path. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "int8_row.h"
 #include "internal.h"
 #include "pool.h"
 
@@ -32,33 +35,8 @@ static void quantize_portable(const float *x, uint8_t *q, int64_t count, float i
     }
 }
 
-/* The portable row: int32 sums per (pixel, channel), written as channel rows for the epilogue. */
 static void int8_row_portable(const bitfx_fconv_job *job, const float *block_weights, float *stage, int64_t n, int64_t oh, int64_t block) {
-    const bitfx_fconv_desc *d = job->d;
-    const bitfx_int8_input *in = job->int8;
-    const int64_t stride = (d->out_w + 15) / 16 * 16, taps = in->quads * 4;
-    const uint8_t *image = in->x + n * d->channels * in->rows * in->cols;
-    const int8_t *w = in->weights + block * d->channels * d->kernel_h * taps * BITFX_FLOAT_BLOCK;
-    float *rows = stage + stride * BITFX_FLOAT_BLOCK;
-    int32_t acc[BITFX_FLOAT_BLOCK];
-    (void)block_weights;
-    for (int64_t ow = 0; ow < d->out_w; ++ow) {
-        for (int c = 0; c < BITFX_FLOAT_BLOCK; ++c) acc[c] = -in->correction[block * BITFX_FLOAT_BLOCK + c];
-        for (int64_t c = 0; c < d->channels; ++c) {
-            for (int64_t kh = 0; kh < d->kernel_h; ++kh) {
-                const uint8_t *src = image + (c * in->rows + oh * d->stride_h + kh * d->dilation_h) * in->cols + ow * d->stride_w;
-                const int8_t *wk = w + (c * d->kernel_h + kh) * taps * BITFX_FLOAT_BLOCK;
-                for (int64_t t = 0; t < taps; ++t) {
-                    const int32_t v = src[t];
-                    const int8_t *wt = wk + (t / 4) * 4 * BITFX_FLOAT_BLOCK + t % 4;
-                    for (int o = 0; o < BITFX_FLOAT_BLOCK; ++o) acc[o] += v * wt[4 * o];
-                }
-            }
-        }
-        for (int o = 0; o < BITFX_FLOAT_BLOCK; ++o) rows[o * stride + ow] = (float)acc[o];
-    }
-    for (int64_t o = 0; o < BITFX_FLOAT_BLOCK && block * BITFX_FLOAT_BLOCK + o < d->out_channels; ++o)
-        bitfx_float_epilogue(job, rows + o * stride, n, block * BITFX_FLOAT_BLOCK + o, oh * d->out_w, d->out_w);
+    bitfx_int8_row_plain(job, block_weights, stage, n, oh, block);
 }
 
 typedef struct {
@@ -149,6 +127,7 @@ int bitfx_int8_conv(const bitfx_fconv_desc *d, const bitfx_int8_desc *q, const b
     bitfx_row_fn row = int8_row_portable;
 #if defined(__x86_64__)
     if (vnni) row = bitfx_int8_row_vnni;
+    else if (bitfx_get_isa() >= BITFX_ISA_AVX2) row = bitfx_int8_row_avx2;
 #endif
     const int status = pool ? bitfx_conv_maxpool_rows(&job, pool, row, 0, out) : run_rows(&job, row);
     free(buffer);

@@ -52,8 +52,10 @@ typedef void (*bitfx_row_fn)(const bitfx_fconv_job *job, const float *block_weig
 int bitfx_conv_maxpool_rows(const bitfx_fconv_job *job, const bitfx_fmaxpool_desc *pool, bitfx_row_fn row, const float *block_weights,
                             float *out);
 
-/* fconv_direct_avx2.c: the direct float convolution's row on AVX2 (bitfx_ops_avx2.fconv_row). */
+/* fconv_direct_avx2.c: the direct float convolution's row on AVX2 (bitfx_ops_avx2.fconv_row), and the
+ * int8 convolution's plain row (int8_row.h) compiled for AVX2. */
 void bitfx_fconv_row_avx2(const bitfx_fconv_job *job, const float *block_weights, float *stage, int64_t n, int64_t oh, int64_t block);
+void bitfx_int8_row_avx2(const bitfx_fconv_job *job, const float *block_weights, float *stage, int64_t n, int64_t oh, int64_t block);
 
 /* int8_vnni.c (AVX-512 VNNI; call only when the CPU has it): an int8 output row, and the
  * quantization of `count` floats to u8 (v = x·inv_scale + zero_point, clamped to 0 … 255, rounded to nearest even). */
