@@ -21,11 +21,14 @@ Contended: a second process keeps one core busy while the packed model runs at 1
 the 1-thread latency (≤ 1 means the second thread helps even when its core is taken).
 
     python benchmarks/packed.py [--quick] [--json PATH] [--threads 1,2] [--skip-end-to-end]
-                                [--breakdown] [--contended]
+                                [--breakdown] [--contended] [--int8-stem]
 
 `--breakdown` prints every step; `--contended` runs only the contended measurement (the full run
-includes it). 1-thread figures are the calling thread's CPU time (`time.thread_time`), which the
-other processes of a busy machine do not inflate; multi-thread figures are wall time. Candidates
+includes it); `--int8-stem` adds the packed model with its float stem on the int8 kernel
+(`load(..., int8_float_convs=...)`, calibrated on onnxruntime's int8 calibration images), its
+breakdown, and the stem alone (conv then pool, fused, fused int8) on each vector ISA. 1-thread
+figures are the calling thread's CPU time (`time.thread_time`), which the other processes of a
+busy machine do not inflate; multi-thread figures are wall time. Candidates
 are interleaved (one call of each per round) and the median is reported. The machine's load
 average is recorded next to the numbers.
 """
@@ -53,10 +56,17 @@ from onnxruntime.quantization import quant_pre_process
 from bitfx.backends.packed import PackedModel, available_isas, cpu_count, get_isa, popcount_peak, set_isa, set_threads
 from bitfx.backends.packed import kernels as k
 from bitfx.backends.packed import reference as ref
-from bitfx.backends.packed.kernel_steps import BinaryConvStep
+from bitfx.backends.packed.kernel_steps import BinaryConvStep, FloatConvStep
 from bitfx.ir.table import format_table
 from examples.memory import peak_memory_mb
 
+STEM_KINDS = (
+    "float conv",
+    "float max pool",
+    "float conv + max pool (fused)",
+    "int8 conv",
+    "int8 conv + max pool (fused)",
+)
 LAYERS = [(56, 64), (28, 128), (14, 256), (7, 512)]  # (pixels, channels) of ResNet-18's 3×3 binary convs
 
 
@@ -86,6 +96,36 @@ def interleaved_ms(
             fn()
             times[name].append((clock() - start) * 1000)
     return {name: float(np.median(values)) for name, values in times.items()}
+
+
+def measure_stem(repeats: int) -> list[dict]:
+    """ResNet-18's stem alone (64×3×7×7/2 conv + Relu, 3×3/2 max pool, 224², 1 thread) on each
+    vector ISA: the float conv then the pool, the fused float stem, the fused int8 stem."""
+    from bitfx.backends.packed.int8_conv import Int8Conv
+
+    rng = np.random.default_rng(3)
+    weight = rng.normal(size=(64, 3, 7, 7)).astype(np.float32)
+    x = np.concatenate(calibration_images()[:1])
+    window, pool = k.Window((7, 7), (2, 2), (3, 3, 3, 3)), k.MaxPool(k.Window((3, 3), (2, 2), (1, 1, 1, 1)))
+    conv, int8 = k.FloatConv(weight, window=window), Int8Conv(weight, window=window, input_range=(-4.5, 4.5))
+    relu = (0.0, np.inf)
+    full = np.empty((1, 64, 112, 112), np.float32)
+    then_conv, then_pool = (
+        conv.bind(x, full, clamp=relu),
+        k.bind_float_maxpool(full, np.empty((1, 64, 56, 56), np.float32), pool.window),
+    )
+    fused = conv.bind(x, np.empty((1, 64, 56, 56), np.float32), clamp=relu, pool=pool)
+    fused_int8 = int8.bind(x, np.empty((1, 64, 56, 56), np.float32), clamp=relu, pool=pool)
+    set_threads(1)
+    rows = []
+    for isa in [isa for isa in ("avx512", "avx2") if isa in available_isas()]:
+        set_isa(isa)
+        times = interleaved_ms(
+            {"conv_then_pool": lambda: (then_conv(), then_pool()), "fused": fused, "fused_int8": fused_int8}, repeats, 1
+        )
+        rows.append({"isa": isa, **{f"{name}_ms": ms for name, ms in times.items()}, "load_average": load_average()})
+    set_isa(None)
+    return rows
 
 
 def ort_conv_session(channels: int, weight: np.ndarray, threads: int) -> ort.InferenceSession:
@@ -174,9 +214,13 @@ def quantize_int8(float_path: Path, workdir: Path, input_name: str) -> Path:
     int8 per-channel weights (U8S8), MinMax calibration on 8 random inputs."""
     prepared, path = workdir / "resnet18_float_prepared.onnx", workdir / "resnet18_int8.onnx"
     quant_pre_process(float_path, prepared)
+    return ort_quantize_static(prepared, path, input_name, calibration_images())
+
+
+def calibration_images() -> list[np.ndarray]:
+    """The 8 seeded images that calibrate onnxruntime's int8 model and the packed int8 stem."""
     rng = np.random.default_rng(2)
-    calibration = [rng.normal(size=(1, 3, 224, 224)).astype(np.float32) for _ in range(8)]
-    return ort_quantize_static(prepared, path, input_name, calibration)
+    return [rng.normal(size=(1, 3, 224, 224)).astype(np.float32) for _ in range(8)]
 
 
 def step_kind(step: object) -> str:
@@ -184,6 +228,10 @@ def step_kind(step: object) -> str:
     name = type(step).__name__
     if isinstance(step, BinaryConvStep):
         return "binary conv (packed out)" if step.packed_out is not None else "binary conv (float out)"
+    if isinstance(step, FloatConvStep) and "[int8]" in step.name:
+        return "int8 conv" + (" + max pool (fused)" if step.pool is not None else "")
+    if isinstance(step, FloatConvStep) and step.pool is not None:
+        return "float conv + max pool (fused)"
     return {
         "FloatConvStep": "float conv",
         "FloatMaxPoolStep": "float max pool",
@@ -325,7 +373,9 @@ def build_models(workdir: Path) -> tuple[torch.nn.Module, torch.Tensor, Path, Pa
     return model, x, float_path, binary_path, int8_path
 
 
-def measure_end_to_end(threads: list[int], repeats: int, workdir: Path, layers: list[dict]) -> dict:
+def measure_end_to_end(
+    threads: list[int], repeats: int, workdir: Path, layers: list[dict], int8_stem: bool = False
+) -> dict:
     from bitfx.backends.onnx import available_lowerings, run_session, session
 
     if "custom" not in available_lowerings():
@@ -333,6 +383,8 @@ def measure_end_to_end(threads: list[int], repeats: int, workdir: Path, layers: 
     model, x, float_path, binary_path, int8_path = build_models(workdir)
     packed = PackedModel(binary_path)
     xn = x.numpy()
+    # the int8 stem's input range: the calibration images of onnxruntime's int8 model (quantize_int8)
+    packed_int8 = PackedModel(binary_path, int8_float_convs=np.concatenate(calibration_images())) if int8_stem else None
     reference_out = run_session(session(binary_path), [xn])[0]
     packed_out = packed.run([xn])[0]
     rows = []
@@ -345,8 +397,10 @@ def measure_end_to_end(threads: list[int], repeats: int, workdir: Path, layers: 
             with torch.no_grad():
                 model(x)
 
+        contenders = {"packed_int8_stem": lambda: packed_int8.run([xn])} if packed_int8 else {}
         times = interleaved_ms(
             {
+                **contenders,
                 "packed": lambda: packed.run([xn]),
                 "ort_float": lambda: run_session(ort_float, [xn]),
                 "ort_int8": lambda: run_session(ort_int8, [xn]),
@@ -369,10 +423,15 @@ def measure_end_to_end(threads: list[int], repeats: int, workdir: Path, layers: 
                 "load_average": load_average(),
             }
         )
+        if packed_int8:
+            rows[-1]["packed_int8_stem_ms"] = times["packed_int8_stem"]
+            rows[-1]["int8_stem_speedup_vs_ort_int8"] = times["ort_int8"] / times["packed_int8_stem"]
+            rows[-1]["int8_stem_speedup_vs_ort"] = times["ort_float"] / times["packed_int8_stem"]
     if len(rows) > 1:
         rows[0]["two_threads_speedup"] = rows[0]["packed_ms"] / rows[1]["packed_ms"]
     set_threads(1)
     steps = breakdown(packed, xn, max(repeats, 10))
+    int8_steps = breakdown(packed_int8, xn, max(repeats, 10)) if packed_int8 else None
     contended = measure_contended(
         packed, session(int8_path, threads=1), session(int8_path, threads=2), xn, max(repeats, 10)
     )
@@ -383,6 +442,10 @@ def measure_end_to_end(threads: list[int], repeats: int, workdir: Path, layers: 
         "per_threads": rows,
         "contended": contended,
         "breakdown": steps,
+        "breakdown_int8_stem": int8_steps,
+        "int8_stem_rel_error": float(np.abs(packed_int8.run([xn])[0] - packed_out).max() / np.abs(packed_out).max())
+        if packed_int8
+        else None,
         "layers_in_network": in_network_layers(steps, layers),
         "ort_on_binary_file_ms": ort_custom_ms,
         "packed_vs_ort_same_file_rel_error": float(
@@ -425,6 +488,8 @@ def print_breakdown(steps: list[dict], every_step: bool) -> None:
             (False, True, True, True),
         )
     )
+    stem = sum(s["ms"] for s in steps if s["kind"] in STEM_KINDS)
+    print(f"stem (float conv and max pool, fused or not): {stem:.3f} ms, {100 * stem / total:.0f}% of the run")
     if every_step:
         print(
             format_table(
@@ -433,6 +498,27 @@ def print_breakdown(steps: list[dict], every_step: bool) -> None:
                 (False, False, True),
             )
         )
+
+
+def print_int8_stem(end: dict) -> None:
+    rows = [r for r in end["per_threads"] if "packed_int8_stem_ms" in r]
+    print(f"\nwith the int8 stem (max rel. error of the logits vs the float stem {end['int8_stem_rel_error']:.2e})")
+    print(
+        format_table(
+            ("threads", "clock", "packed int8-stem ms", "vs ort int8", "vs ort"),
+            [
+                (
+                    r["threads"],
+                    r["clock"],
+                    f"{r['packed_int8_stem_ms']:.2f}",
+                    f"{r['int8_stem_speedup_vs_ort_int8']:.2f}×",
+                    f"{r['int8_stem_speedup_vs_ort']:.2f}×",
+                )
+                for r in rows
+            ],
+            (True, False, True, True, True),
+        )
+    )
 
 
 def print_contended(c: dict) -> None:
@@ -453,6 +539,9 @@ def main() -> None:
     parser.add_argument("--skip-end-to-end", action="store_true", help="only the per-layer measurements")
     parser.add_argument("--breakdown", action="store_true", help="print the time of every end-to-end step")
     parser.add_argument("--contended", action="store_true", help="only the contended measurement")
+    parser.add_argument(
+        "--int8-stem", action="store_true", help="also time the packed model with its float stem run in int8"
+    )
     args = parser.parse_args()
     threads = sorted({int(t) for t in args.threads.split(",")})
     repeats = 15 if args.quick else 100
@@ -528,7 +617,24 @@ def main() -> None:
         "\npopcount peak, best seen (G bit-MAC/s): "
         + ", ".join(f"{isa} {t} thread(s) {p / 1e9:.0f}" for (isa, t), p in peaks.items())
     )
+    stem = measure_stem(50 if args.quick else 200) if args.int8_stem else None
+    if stem:
+        print(
+            "\nResNet-18 stem alone (7×7/2 conv + Relu, 3×3/2 max pool; 1 thread; "
+            f"load average {stem[-1]['load_average']})"
+        )
+        print(
+            format_table(
+                ("isa", "conv, then pool ms", "fused ms", "fused int8 ms"),
+                [
+                    (r["isa"], f"{r['conv_then_pool_ms']:.3f}", f"{r['fused_ms']:.3f}", f"{r['fused_int8_ms']:.3f}")
+                    for r in stem
+                ],
+                (False, True, True, True),
+            )
+        )
     result = {
+        "stem": stem,
         "load_average_start": start_load,
         "cpu_count": cpu_count(),
         "isas": available_isas(),
@@ -537,7 +643,7 @@ def main() -> None:
     }
     if not args.skip_end_to_end:
         with tempfile.TemporaryDirectory() as tmp:
-            end = measure_end_to_end(threads, 5 if args.quick else 30, Path(tmp), layers)
+            end = measure_end_to_end(threads, 5 if args.quick else 30, Path(tmp), layers, args.int8_stem)
         result["end_to_end"] = end
         result["contended"] = end.get("contended")
         if "skipped" in end:
@@ -574,7 +680,12 @@ def main() -> None:
                     (True, False, True, True, True, True, True, True, True),
                 )
             )
+            if args.int8_stem:
+                print_int8_stem(end)
             print_breakdown(end["breakdown"], every_step=args.breakdown)
+            if end["breakdown_int8_stem"]:
+                print("\nwith the int8 stem (load(..., int8_float_convs=calibration images)):", end="")
+                print_breakdown(end["breakdown_int8_stem"], every_step=False)
             print("\nResNet-18 3×3 layers in the network vs alone (1 thread, thread CPU time)")
             print(
                 format_table(

@@ -52,7 +52,7 @@ def test_demo_prints_its_table_and_writes_its_pictures(tmp_path: Path) -> None:
         cwd=ROOT,
     )
     assert run.returncode == 0, run.stderr
-    for variant in ("float (fuse_bn)", "int8 U8S8 quantize_static", "1-bit xnor, fine-tuned"):
+    for variant in ("float (fuse_bn)", "int8 U8S8 quantize_static", "1-bit xnor, fine-tuned", "1-bit xnor + int8 stem"):
         assert variant in run.stdout
     assert "Where to go next" in run.stdout
     svg = (tmp_path / "binary_graph.svg").read_text()

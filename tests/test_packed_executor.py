@@ -100,6 +100,22 @@ def test_residual_blocks_groups_dilation_and_gemms() -> None:
     assert packed.report.packed_outputs >= 1  # the gemm → gemm chain
 
 
+def test_stem_conv_relu_max_pool_runs_as_one_fused_step() -> None:
+    b = NetBuilder((1, 3, 37, 30), seed=6)
+    h = b.op("Relu", [b.conv("x", 3, 70, 7, stride=2, pad=3)])
+    h = b.op("MaxPool", [h], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    h = b.binary_conv(h, 70, 16)
+    shared = b.conv("x", 3, 8, 3, pad=1)  # read by the pool and by the graph output: not fused
+    pooled = b.op("MaxPool", [shared], kernel_shape=[2, 2], strides=[2, 2])
+    model, twin = b.build([h, pooled, shared])
+    packed = PackedModel(model)
+    x = b.input(2)
+    for expected, actual in zip(ort_outputs(twin, x), packed.run([x])):
+        assert relative_error(expected, actual) <= 1e-5
+    assert packed.report.fused_max_pools == 1
+    assert [type(step).__name__ for step in packed.program.steps].count("FloatMaxPoolStep") == 1  # the shared one
+
+
 def test_buffers_are_reused_across_layers() -> None:
     b = NetBuilder((1, 64, 16, 16), seed=5)
     h = "x"

@@ -341,6 +341,67 @@ def test_float_conv_on_wide_rows_matches_reference(isa, threads, in_channels, ou
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(expected).max())))
 
 
+@st.composite
+def pool_windows(draw: st.DrawFn) -> k.MaxPool:
+    """A random 2-D max pool: kernel 1..4, stride 1..3, dilation 1..2, pads below the kernel, ceil_mode."""
+    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    pads = tuple(draw(st.integers(0, kernel[i % 2] - 1)) for i in range(4))
+    strides = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilations = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    return k.MaxPool(k.Window(kernel, strides, pads, dilations), draw(st.booleans()))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@SETTINGS
+@given(
+    case=conv_cases(),
+    pool=pool_windows(),
+    wide=st.booleans(),
+    out_channels=st.sampled_from([None, 70, 130]),
+    threads=st.sampled_from([1, 2]),
+)
+def test_conv_fused_with_max_pool_equals_conv_then_pool(isa, case, pool, wide, out_channels, threads) -> None:
+    """The fused stem (one pass) gives exactly the float conv followed by the float max pool, on
+    random shapes, paddings, strides and dilations of both, including rows wide enough for the
+    direct kernel's tiles and channel counts past one 64-channel block."""
+    use(isa, threads)
+    rng = np.random.default_rng(case["seed"])
+    x, weight, _, scale, bias, _ = make_conv(case)
+    if wide:
+        x = rng.normal(size=(x.shape[0], x.shape[1], x.shape[2] + 9, 40)).astype(np.float32)
+    if out_channels is not None:
+        out_channels *= case["group"]
+        weight = rng.normal(size=(out_channels, *weight.shape[1:])).astype(np.float32)
+        scale, bias = (
+            rng.uniform(0.5, 2, out_channels).astype(np.float32),
+            rng.normal(size=out_channels).astype(np.float32),
+        )
+    conv = k.FloatConv(
+        weight, bias, scale, window=case["window"], group=case["group"], pad_value=float(case["pad_value"])
+    )
+    try:
+        out_size = conv.out_size(*x.shape[2:])
+        pool.out_size(*out_size)
+    except BitfxError:
+        assume(False)
+    clamp = (0.0, 6.0) if case["seed"] % 2 else k.NO_CLAMP
+    unpooled = conv(x, clamp=clamp)
+    expected = np.empty((*unpooled.shape[:2], *pool.out_size(*out_size)), np.float32)
+    k.bind_float_maxpool(unpooled, expected, pool.window, pool.ceil_mode)()
+    np.testing.assert_array_equal(conv(x, clamp=clamp, pool=pool), expected)
+
+
+def test_conv_fused_with_max_pool_refuses_a_residual_and_a_wrong_output() -> None:
+    weight = np.ones((4, 2, 3, 3), np.float32)
+    conv = k.FloatConv(weight, window=k.Window((3, 3), pads=(1, 1, 1, 1)))
+    pool = k.MaxPool(k.Window((2, 2), (2, 2)))
+    x = np.ones((1, 2, 8, 8), np.float32)
+    with pytest.raises(BitfxError, match="takes no residual"):
+        conv.bind(x, np.empty((1, 4, 4, 4), np.float32), residual=np.zeros((1, 4, 4, 4), np.float32), pool=pool)
+    with pytest.raises(BitfxError, match=r"\(1, 4, 4, 4\)"):
+        conv.bind(x, np.empty((1, 4, 8, 8), np.float32), pool=pool)
+
+
 def test_isa_can_be_forced_and_refuses_unknown_names() -> None:
     for isa in ISAS:
         set_isa(isa)

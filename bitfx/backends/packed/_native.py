@@ -80,6 +80,10 @@ class FloatConvDesc(ctypes.Structure):
     ]
 
 
+class Int8Desc(ctypes.Structure):
+    _fields_ = [("inv_scale", _f64), *_fields("zero_point", "quads")]
+
+
 class FloatGemmDesc(ctypes.Structure):
     _fields_ = [*_fields("rows", "k", "channels", "has_bias"), *_fields("alpha", "beta", kind=_f64)]
 
@@ -117,8 +121,8 @@ def _check_status(status: int, function: ctypes._CFuncPtr, arguments: tuple) -> 
 
 def _load() -> ctypes.CDLL:
     lib = ctypes.CDLL(_library_path())
-    element_types = (ctypes.c_uint64, _i64, ctypes.c_uint32, ctypes.c_float)
-    u64, i64, u32, f32 = (_pointer(t) for t in element_types)
+    element_types = (ctypes.c_uint64, _i64, ctypes.c_int32, ctypes.c_uint32, ctypes.c_float)
+    u64, i64, i32, u32, f32 = (_pointer(t) for t in element_types)
     queries = {
         "bitfx_isa_supported": (ctypes.c_int, [_i64]),
         "bitfx_best_isa": (_i64, []),
@@ -149,6 +153,18 @@ def _load() -> ctypes.CDLL:
         "bitfx_binary_maxpool": [_pointer(BinaryMaxPoolDesc), u64, u64],
         "bitfx_float_conv": [_pointer(FloatConvDesc), f32, f32, f32, f32, f32, f32, f32],
         "bitfx_float_maxpool": [_pointer(FloatMaxPoolDesc), f32, f32],
+        "bitfx_int8_conv": [
+            _pointer(FloatConvDesc),
+            _pointer(Int8Desc),
+            _pointer(FloatMaxPoolDesc),
+            f32,
+            _pointer(ctypes.c_int8),
+            i32,
+            f32,
+            f32,
+            f32,
+        ],
+        "bitfx_float_conv_maxpool": [_pointer(FloatConvDesc), _pointer(FloatMaxPoolDesc), f32, f32, f32, f32, f32, f32],
         "bitfx_float_gemm": [_pointer(FloatGemmDesc), f32, f32, f32, f32],
     }
     for name, (restype, argtypes) in queries.items():

@@ -12,6 +12,7 @@ from bitfx.backends.packed.fusion import (
     EpilogueFusion,
     ThresholdChain,
     binarizes,
+    find_conv_pool,
     find_epilogue,
     find_threshold_chain,
     is_binary,
@@ -19,6 +20,7 @@ from bitfx.backends.packed.fusion import (
     reader_layout,
 )
 from bitfx.backends.packed.graph import Graph, Node
+from bitfx.backends.packed.int8_conv import int8_refusal
 from bitfx.backends.packed.kernel_steps import (
     BinaryConvStep,
     BinaryGemmFloatStep,
@@ -49,7 +51,9 @@ def supported_ops() -> list[str]:
     return sorted({*NUMPY_OPS, *KERNEL_OPS})
 
 
-def compile_graph(graph: Graph) -> Program:
+def compile_graph(graph: Graph, int8_range: tuple[float, float] | None = None) -> Program:
+    """The program for `graph`; with `int8_range` (the model input's quantization range) every
+    float Conv that reads a model input and that the int8 kernel can run (int8_conv.py) runs on it."""
     _check_supported(graph)
     unsafe = check_graph(graph)
     if unsafe:
@@ -69,6 +73,9 @@ def compile_graph(graph: Graph) -> Program:
     absorbed = {n.name for chain in chains.values() for n in chain.nodes}
     epilogues = _epilogues(graph, chains, absorbed, readers_of)
     absorbed |= {n.name for fusion in epilogues.values() for n in fusion.nodes}
+    pools = _conv_pools(graph, epilogues, absorbed, readers_of)
+    absorbed |= {pool.name for pool in pools.values()}
+    int8 = _int8_convs(graph, epilogues, absorbed, report) if int8_range is not None else set()
     packed_inputs = {chain.end: f"{chain.end}::packed" for chain in chains.values()}
     packs = _pack_plans(graph, packed_inputs)
 
@@ -77,7 +84,8 @@ def compile_graph(graph: Graph) -> Program:
         if node.name in absorbed or (binarizes(node) and node.name not in kernels):
             continue  # a binary layer whose kernel could not be prepared is already among the problems
         try:
-            anchor, steps = _steps_for(node, graph, kernels, chains, epilogues, packs, packed_inputs)
+            node_int8 = int8_range if node.name in int8 else None
+            anchor, steps = _steps_for(node, graph, kernels, chains, epilogues, pools, packs, packed_inputs, node_int8)
         except PackedModelError as error:
             problems.append(str(error))
             continue
@@ -99,6 +107,7 @@ def compile_graph(graph: Graph) -> Program:
     report.packed_max_pools = sum(chain.pool is not None for chain in chains.values())
     report.packs = len(emitted_packs)
     report.fused_epilogues = len(epilogues)
+    report.fused_max_pools = len(pools)
     report.absorbed_nodes = len(absorbed)
     return Program(ordered, graph, report)
 
@@ -145,6 +154,45 @@ def _epilogues(
     return fusions
 
 
+def _int8_convs(
+    graph: Graph, epilogues: dict[str, EpilogueFusion], absorbed: set[str], report: CompileReport
+) -> set[str]:
+    """The float Convs that run on the int8 kernel; the others are listed in report.int8_skipped with the reason."""
+    chosen = set()
+    for node in graph.nodes:
+        if node.qualified != "Conv" or node.name in absorbed:
+            continue
+        fusion = epilogues.get(node.name)
+        if node.inputs[0] not in graph.inputs:
+            refusal = "it reads no model input (its input range is unknown)"
+        else:
+            refusal = int8_refusal(
+                graph.constant(node.inputs[1]),
+                node.attr("group", 1),
+                tuple(node.attr("dilations") or (1, 1)),
+                fusion is not None and fusion.epilogue.residual is not None,
+            )
+        if refusal is None:
+            chosen.add(node.name)
+        else:
+            report.int8_skipped.append(f"{node.describe()}: {refusal}")
+    report.int8_convs = len(chosen)
+    return chosen
+
+
+def _conv_pools(
+    graph: Graph, epilogues: dict[str, EpilogueFusion], absorbed: set[str], readers_of: dict[str, list[Node]]
+) -> dict[str, Node]:
+    """The MaxPool each float Conv runs in the same pass (fusion.find_conv_pool), by the Conv's name."""
+    pools = {}
+    for node in graph.nodes:
+        if node.name not in absorbed:
+            pool = find_conv_pool(node, epilogues.get(node.name), graph, readers_of)
+            if pool is not None and pool.name not in absorbed:
+                pools[node.name] = pool
+    return pools
+
+
 def _pack_plans(graph: Graph, packed_inputs: dict[str, str]) -> dict[str, PackStep]:
     """One PackStep per (float value, layout) that binarizing readers need, named by its output."""
     wanted: dict[tuple[str, int, int], list[PackedLayout]] = defaultdict(list)
@@ -169,8 +217,10 @@ def _steps_for(
     kernels: dict[str, BinaryConv],
     chains: dict[str, ThresholdChain],
     epilogues: dict[str, EpilogueFusion],
+    pools: dict[str, Node],
     packs: dict[str, PackStep],
     packed_inputs: dict[str, str],
+    int8_range: tuple[float, float] | None = None,
 ) -> tuple[str, list[Step]]:
     """(the node whose position the steps take, the steps) for one node that is not absorbed."""
     fusion = epilogues.get(node.name)
@@ -179,8 +229,13 @@ def _steps_for(
     anchor = fusion.nodes[-1].name if fusion else node.name
     name = node.describe() + (f" + {', '.join(epilogue.fused)}" if epilogue.fused else "")
     if node.qualified == "Conv":
-        make, kernel = conv_factory(node, graph)
-        return anchor, [FloatConvStep(name, node.inputs[0], output, make, node, kernel, epilogue)]
+        make, kernel = conv_factory(node, graph, int8_range)
+        if int8_range is not None:
+            name += " [int8]"
+        pool = pools.get(node.name)
+        if pool is not None:
+            name, output, anchor = f"{name} + {pool.name}", pool.outputs[0], pool.name
+        return anchor, [FloatConvStep(name, node.inputs[0], output, make, node, kernel, epilogue, pool)]
     if node.qualified == "MaxPool":
         return anchor, [FloatMaxPoolStep(node)]
     if node.qualified == "Gemm" and (gemm_kernel := float_gemm(node, graph)) is not None:

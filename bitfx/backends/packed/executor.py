@@ -26,6 +26,7 @@ from bitfx.backends.packed._native import check_thread_count, get_threads, set_t
 from bitfx.backends.packed.compiler import NATIVE_FUNCTIONS, compile_graph
 from bitfx.backends.packed.errors import PackedKernelError, PackedModelError
 from bitfx.backends.packed.graph import load_graph
+from bitfx.backends.packed.int8_conv import input_range
 from bitfx.backends.packed.kernels import PackedTensor
 from bitfx.backends.packed.program import CompileReport, Program
 from bitfx.backends.packed.steps import Step, Value
@@ -65,6 +66,9 @@ class PackedModel:
     `threads` fixes the kernels' thread count for this model's runs (default: the global setting).
     `plan_cache_size` is how many input signatures (shapes and dtypes) keep their plan; the least
     recently used plan is dropped when another is needed.
+    `int8_float_convs` (opt-in) runs every float Conv that reads a model input (the stem) on the
+    int8 kernel: give the model input's range as (low, high), or a calibration batch whose minimum
+    and maximum are used; inputs outside it saturate (`report.int8_convs`, `report.int8_skipped`).
     """
 
     def __init__(
@@ -73,11 +77,13 @@ class PackedModel:
         *,
         threads: int | None = None,
         plan_cache_size: int = DEFAULT_PLAN_CACHE_SIZE,
+        int8_float_convs: tuple[float, float] | np.ndarray | None = None,
     ) -> None:
         if not isinstance(plan_cache_size, int) or isinstance(plan_cache_size, bool) or plan_cache_size < 1:
             raise BitfxError(f"plan_cache_size must be an integer >= 1, got {plan_cache_size!r}")
+        int8_range = None if int8_float_convs is None else input_range(int8_float_convs)
         self.graph = load_graph(model, NATIVE_FUNCTIONS)
-        self.program: Program = compile_graph(self.graph)
+        self.program: Program = compile_graph(self.graph, int8_range)
         self.threads = None if threads is None else check_thread_count(threads)
         self.plan_cache_size = plan_cache_size
         self._plans: OrderedDict[tuple, Plan] = OrderedDict()
@@ -260,7 +266,11 @@ def _in_buffer(template: Value, buffer: np.ndarray) -> Value:
 
 
 def load(
-    path: str | Path | onnx.ModelProto, *, threads: int | None = None, plan_cache_size: int = DEFAULT_PLAN_CACHE_SIZE
+    path: str | Path | onnx.ModelProto,
+    *,
+    threads: int | None = None,
+    plan_cache_size: int = DEFAULT_PLAN_CACHE_SIZE,
+    int8_float_convs: tuple[float, float] | np.ndarray | None = None,
 ) -> PackedModel:
     """Load a lowered ONNX file on the packed runtime (arguments: see `PackedModel`)."""
-    return PackedModel(path, threads=threads, plan_cache_size=plan_cache_size)
+    return PackedModel(path, threads=threads, plan_cache_size=plan_cache_size, int8_float_convs=int8_float_convs)

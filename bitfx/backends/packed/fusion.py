@@ -13,6 +13,10 @@ so it runs on packed data.
 
 Epilogues. A float convolution (binary or not) whose only reader is an Add (residual) and/or a
 Relu/Clip absorbs them: y = clamp(a·conv + b + residual).
+
+Pooled stem. An ONNX Conv (after its epilogue, without a residual) whose only reader is a 2-D
+MaxPool runs with it in one pass (`bitfx_float_conv_maxpool`): the pool reads the convolution's
+rows while they are in cache and the full-size convolution output is never written.
 """
 
 from __future__ import annotations
@@ -249,3 +253,19 @@ def find_epilogue(node: Node, graph: Graph, readers_of: dict[str, list[Node]]) -
     if not nodes:
         return None
     return EpilogueFusion(Epilogue(residual, clamp, tuple(n.name for n in nodes)), nodes, value)
+
+
+def find_conv_pool(
+    node: Node, fusion: EpilogueFusion | None, graph: Graph, readers_of: dict[str, list[Node]]
+) -> Node | None:
+    """The MaxPool that an ONNX Conv (with its epilogue `fusion`) can run in the same pass, if any."""
+    if node.qualified != "Conv" or (fusion is not None and fusion.epilogue.residual is not None):
+        return None
+    value = fusion.output if fusion else node.outputs[0]
+    readers = readers_of.get(value, [])
+    if value in graph.outputs or len(readers) != 1:
+        return None
+    reader = readers[0]
+    if reader.qualified != "MaxPool" or reader.inputs[0] != value or not _plain_max_pool(reader):
+        return None
+    return reader

@@ -11,11 +11,13 @@ import numpy as np
 
 from bitfx.backends.packed.errors import PackedModelError
 from bitfx.backends.packed.graph import Graph, Node
+from bitfx.backends.packed.int8_conv import Int8Conv
 from bitfx.backends.packed.kernels import (
     NO_CLAMP,
     BinaryConv,
     FloatConv,
     FloatGemm,
+    MaxPool,
     PackedTensor,
     Window,
     bind_binary_maxpool,
@@ -74,7 +76,8 @@ def _bound(refreshes: Sequence[Callable[[], None] | None], call: Callable[[], No
 
 
 class FloatConvStep(Step):
-    """ONNX Conv (and bitfx ops with binarize_input=0) on the float kernel, with fused epilogue."""
+    """ONNX Conv (and bitfx ops with binarize_input=0) on the float kernel, with fused epilogue; with
+    `pool` (a MaxPool node reading the epilogue's result) the step's output is that pool's, fused."""
 
     def __init__(
         self,
@@ -85,12 +88,13 @@ class FloatConvStep(Step):
         node: Node,
         kernel: Sequence[int],
         epilogue: Epilogue,
+        pool: Node | None = None,
     ) -> None:
         super().__init__(name, [x] + ([epilogue.residual] if epilogue.residual else []), [output])
-        self.make, self.node, self.kernel, self.epilogue = make, node, tuple(kernel), epilogue
+        self.make, self.node, self.kernel, self.epilogue, self.pool = make, node, tuple(kernel), epilogue, pool
         self._convs: dict[tuple, FloatConv] = {}
 
-    def conv(self, shape: tuple) -> FloatConv:
+    def conv(self, shape: tuple) -> FloatConv | Int8Conv:
         if len(shape) != 4:
             raise PackedModelError(
                 f"{self.name}: only 2-D convolution (4-D NCHW input) is supported, got input shape {shape}"
@@ -105,10 +109,19 @@ class FloatConvStep(Step):
             )
         return conv
 
+    def max_pool(self, conv_shape: tuple) -> MaxPool | None:
+        """The fused pool for a convolution output of `conv_shape`, or None."""
+        if self.pool is None:
+            return None
+        window = window_of(self.pool, conv_shape, self.pool.attr("kernel_shape"))
+        return MaxPool(window, bool(self.pool.attr("ceil_mode", 0)))
+
     def eager(self, inputs: Sequence[Value]) -> list[Value]:
         x = inputs[0]
         conv = self.conv(x.shape)
-        out = np.empty((x.shape[0], conv.out_channels, *conv.out_size(*x.shape[2:])), np.float32)
+        size = conv.out_size(*x.shape[2:])
+        pool = self.max_pool((x.shape[0], conv.out_channels, *size))
+        out = np.empty((x.shape[0], conv.out_channels, *(pool.out_size(*size) if pool else size)), np.float32)
         self.bind(inputs, [out])()
         return [out]
 
@@ -116,7 +129,10 @@ class FloatConvStep(Step):
         x, out = inputs[0], outputs[0]
         residual, refresh = _residual_call(inputs[1] if len(inputs) > 1 else None, out.shape)
         x, convert = _float32_call(x)
-        return _bound((convert, refresh), self.conv(x.shape).bind(x, out, residual=residual, clamp=self.epilogue.clamp))
+        conv = self.conv(x.shape)
+        pool = self.max_pool((x.shape[0], conv.out_channels, *conv.out_size(*x.shape[2:])))
+        call = conv.bind(x, out, residual=residual, clamp=self.epilogue.clamp, pool=pool)
+        return _bound((convert, refresh), call)
 
 
 class FloatMaxPoolStep(Step):
@@ -314,8 +330,11 @@ class BinaryGemmFloatStep(Step):
         return lambda: self._compute(inputs, outputs[0])
 
 
-def conv_factory(node: Node, graph: Graph) -> tuple[Callable[[Window], FloatConv], tuple[int, int]]:
-    """For an ONNX Conv: a FloatConv maker per window, and the kernel size."""
+def conv_factory(
+    node: Node, graph: Graph, int8_range: tuple[float, float] | None = None
+) -> tuple[Callable[[Window], FloatConv | Int8Conv], tuple[int, int]]:
+    """For an ONNX Conv: a FloatConv maker per window (an Int8Conv maker with `int8_range`, the
+    quantization range of its input), and the kernel size."""
     weights = graph.constant(node.inputs[1])
     if weights is None:
         raise PackedModelError(f"{node.describe()}: the weights must be a constant (an initializer)")
@@ -328,6 +347,8 @@ def conv_factory(node: Node, graph: Graph) -> tuple[Callable[[Window], FloatConv
         raise PackedModelError(f"{node.describe()}: the bias must be a constant (an initializer)")
     group = node.attr("group", 1)
     kernel = tuple(node.attr("kernel_shape") or weights.shape[2:])
+    if int8_range is not None:
+        return (lambda window: Int8Conv(weights, bias, window=window, input_range=int8_range)), kernel
     return (lambda window: FloatConv(weights, bias, window=window, group=group)), kernel
 
 

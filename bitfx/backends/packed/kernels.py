@@ -16,6 +16,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -37,12 +38,16 @@ from bitfx.backends.packed._native import (
 from bitfx.errors import BitfxError
 from bitfx.format import packed_words, real_bits_mask, unpack_signs
 
+if TYPE_CHECKING:
+    from bitfx.backends.packed.int8_conv import Int8Conv
+
 Pads = tuple[int, int, int, int]  # top, left, bottom, right
 NO_CLAMP = (-math.inf, math.inf)
 _CTYPES = {
     np.dtype(np.uint64): ctypes.c_uint64,
     np.dtype(np.int64): ctypes.c_int64,
     np.dtype(np.int32): ctypes.c_int32,
+    np.dtype(np.int8): ctypes.c_int8,
     np.dtype(np.uint32): ctypes.c_uint32,
     np.dtype(np.float32): ctypes.c_float,
 }
@@ -515,63 +520,86 @@ class FloatConv:
         *,
         residual: np.ndarray | None = None,
         clamp: tuple[float, float] = NO_CLAMP,
+        pool: MaxPool | None = None,
     ) -> Callable[[], None]:
-        _check_float(x, "the float conv input")
-        batch, channels, height, width = x.shape
-        if channels != self.in_channels:
-            raise BitfxError(f"float conv expects {self.in_channels} input channels, got {channels}")
-        out_h, out_w = self.out_size(height, width)
-        _check_float(out, "the float conv output")
-        if out.shape != (batch, self.out_channels, out_h, out_w):
-            raise BitfxError(
-                f"float conv output must have shape {(batch, self.out_channels, out_h, out_w)}, got {out.shape}"
-            )
-        if residual is not None:
-            _check_float(residual, "the residual")
-            if residual.shape != out.shape:
-                raise BitfxError(f"residual must have the output's shape {out.shape}, got {residual.shape}")
-        desc = FloatConvDesc(
-            batch,
-            channels,
-            height,
-            width,
-            self.group,
-            self.out_channels,
-            self.tiles,
-            *self.window.c_fields(),
-            self.window.pads[0],
-            self.window.pads[1],
-            out_h,
-            out_w,
-            residual is not None,
-            self.pad_value,
-            clamp[0],
-            clamp[1],
-        )
-        args = (
-            ctypes.byref(desc),
-            _pointer(x),
-            _pointer(self.weights),
-            _pointer(self.block_weights),
-            _pointer(self.scale),
-            _pointer(self.bias),
-            _pointer(residual),
-            _pointer(out),
-        )
+        """A call that writes y = clamp(scale·conv(x) + bias [+ residual]) into `out`; with `pool`, `out`
+        receives that max pool of y instead, computed in one pass (the fused stem; no residual)."""
+        desc = conv_desc(self, x, out, residual=residual, clamp=clamp, pool=pool)
+        arrays = (_pointer(self.weights), _pointer(self.block_weights), _pointer(self.scale), _pointer(self.bias))
+        if pool is None:
+            args = (ctypes.byref(desc), _pointer(x), *arrays, _pointer(residual), _pointer(out))
+            kernel = lib.bitfx_float_conv
+        else:
+            pool_desc = pool.desc(desc.batch * self.out_channels, desc.out_h, desc.out_w)
+            args = (ctypes.byref(desc), ctypes.byref(pool_desc), _pointer(x), *arrays, _pointer(out))
+            kernel = lib.bitfx_float_conv_maxpool
 
         def run() -> None:
-            lib.bitfx_float_conv(*args)
+            kernel(*args)
 
-        run.keep = (desc, x, out, residual, self.weights, self.block_weights, self.scale, self.bias)
+        run.keep = (desc, args, x, out, residual, self.weights, self.block_weights, self.scale, self.bias)
         return run
 
     def __call__(
-        self, x: np.ndarray, *, residual: np.ndarray | None = None, clamp: tuple[float, float] = NO_CLAMP
+        self,
+        x: np.ndarray,
+        *,
+        residual: np.ndarray | None = None,
+        clamp: tuple[float, float] = NO_CLAMP,
+        pool: MaxPool | None = None,
     ) -> np.ndarray:
         out_h, out_w = self.out_size(x.shape[2], x.shape[3])
+        if pool is not None:
+            out_h, out_w = pool.out_size(out_h, out_w)
         out = np.empty((x.shape[0], self.out_channels, out_h, out_w), np.float32)
-        self.bind(np.ascontiguousarray(x, np.float32), out, residual=residual, clamp=clamp)()
+        self.bind(np.ascontiguousarray(x, np.float32), out, residual=residual, clamp=clamp, pool=pool)()
         return out
+
+
+def conv_desc(
+    conv: FloatConv | Int8Conv,
+    x: np.ndarray,
+    out: np.ndarray,
+    *,
+    residual: np.ndarray | None,
+    clamp: tuple[float, float],
+    pool: MaxPool | None,
+) -> FloatConvDesc:
+    """The C descriptor of a float (or int8) convolution call, after checking every array against it."""
+    _check_float(x, "the float conv input")
+    batch, channels, height, width = x.shape
+    if channels != conv.in_channels:
+        raise BitfxError(f"float conv expects {conv.in_channels} input channels, got {channels}")
+    out_h, out_w = conv.out_size(height, width)
+    _check_float(out, "the float conv output")
+    expected = (batch, conv.out_channels, *(pool.out_size(out_h, out_w) if pool else (out_h, out_w)))
+    if out.shape != expected:
+        raise BitfxError(f"float conv output must have shape {expected}, got {out.shape}")
+    if pool is not None and residual is not None:
+        raise BitfxError("a float conv fused with a max pool takes no residual")
+    if residual is not None:
+        _check_float(residual, "the residual")
+        if residual.shape != out.shape:
+            raise BitfxError(f"residual must have the output's shape {out.shape}, got {residual.shape}")
+    window = conv.window
+    return FloatConvDesc(
+        batch,
+        channels,
+        height,
+        width,
+        conv.group,
+        conv.out_channels,
+        conv.tiles,
+        *window.c_fields(),
+        window.pads[0],
+        window.pads[1],
+        out_h,
+        out_w,
+        residual is not None,
+        conv.pad_value,
+        clamp[0],
+        clamp[1],
+    )
 
 
 class FloatGemm:
@@ -648,14 +676,33 @@ def bind_binary_maxpool(
     return run
 
 
+@dataclass(frozen=True)
+class MaxPool:
+    """A float max pool's window and rounding (ONNX MaxPool: padded taps are ignored)."""
+
+    window: Window
+    ceil_mode: bool = False
+
+    def out_size(self, height: int, width: int) -> tuple[int, int]:
+        return self.window.out_size(height, width, self.ceil_mode)
+
+    def desc(self, planes: int, height: int, width: int) -> FloatMaxPoolDesc:
+        """The C descriptor for `planes` planes of height × width."""
+        window = self.window
+        return FloatMaxPoolDesc(
+            planes, height, width, *window.c_fields(), *window.pads[:2], *self.out_size(height, width)
+        )
+
+
 def bind_float_maxpool(x: np.ndarray, out: np.ndarray, window: Window, ceil_mode: bool = False) -> Callable[[], None]:
     """Max pool of float NCHW data; padded taps are ignored (ONNX MaxPool)."""
     _check_float(x, "the max pool input")
     batch, channels, height, width = x.shape
-    out_h, out_w = window.out_size(height, width, ceil_mode)
+    pool = MaxPool(window, ceil_mode)
+    out_h, out_w = pool.out_size(height, width)
     if out.shape != (batch, channels, out_h, out_w):
         raise BitfxError(f"max pool output must have shape {(batch, channels, out_h, out_w)}, got {out.shape}")
-    desc = FloatMaxPoolDesc(batch * channels, height, width, *window.c_fields(), *window.pads[:2], out_h, out_w)
+    desc = pool.desc(batch * channels, height, width)
     args = (ctypes.byref(desc), _pointer(x), _pointer(out))
 
     def run() -> None:

@@ -82,7 +82,8 @@ typedef struct {
 /* Float convolution (NCHW, im2col panels × tiled weights) with the same epilogue as the
  * binary one: y = clamp(scale·acc + bias [+ residual], lo, hi). With `block_weights` (the same
  * weights laid out [block][k][BITFX_FLOAT_BLOCK]; may be null), group 1 and zero padding, an ISA
- * with a direct kernel (AVX-512) uses it instead: no im2col, a 6-pixel × 64-channel register tile. */
+ * with a direct kernel (AVX-512: 6 pixels × 64 channels; AVX2: 6 pixels × 16 channels, four times) uses it
+ * instead: no im2col. */
 typedef struct {
     int64_t batch, channels, height, width;
     int64_t groups, out_channels, tiles; /* BITFX_FLOAT_TILE-channel tiles per group */
@@ -106,6 +107,17 @@ typedef struct {
     int64_t pad_top, pad_left, out_h, out_w;
 } bitfx_fmaxpool_desc;
 
+/* The int8 convolution (an opt-in replacement of a float one, group 1, kernel columns undilated):
+ * the input is quantized per tensor to u8, q = clamp(round_even(x·inv_scale + zero_point), 0, 255),
+ * weights are s8 per output channel, u8 · s8 products are summed in int32, and the epilogue is the
+ * float convolution's with the dequantizing multiplier folded into `scale`:
+ * y = clamp(scale_c·(Σ q·w − zero_point·Σ w) + bias_c, lo, hi). */
+typedef struct {
+    double inv_scale;   /* u8 steps per input unit (1 / the input's scale) */
+    int64_t zero_point; /* the u8 value of 0.0, 0 … 255 */
+    int64_t quads;      /* kernel columns in groups of 4: ceil(kernel_w / 4) */
+} bitfx_int8_desc;
+
 /* What every kernel entry point returns: 0 when it did all its work, else why it did none. */
 enum bitfx_status { BITFX_OK = 0, BITFX_ERR_ALLOC = 1, BITFX_ERR_ARGUMENT = 2 };
 
@@ -128,7 +140,17 @@ int bitfx_binary_maxpool(const bitfx_bmaxpool_desc *d, const uint64_t *x, uint64
 int bitfx_float_conv(const bitfx_fconv_desc *d, const float *x, const float *weights, const float *block_weights,
                      const float *scale, const float *bias, const float *residual, float *out);
 int bitfx_float_maxpool(const bitfx_fmaxpool_desc *d, const float *x, float *out);
+/* The float convolution (no residual) then the float max pool `pool` over its output (pool->planes =
+ * batch × out_channels, its height × width = the convolution's out_h × out_w), fused: out is the pool's. */
+int bitfx_float_conv_maxpool(const bitfx_fconv_desc *d, const bitfx_fmaxpool_desc *pool, const float *x, const float *weights,
+                             const float *block_weights, const float *scale, const float *bias, float *out);
 int bitfx_float_gemm(const bitfx_fgemm_desc *d, const float *x, const float *weights, const float *bias, float *out);
+/* The int8 convolution of `d` (scale/bias as above), then, when `pool` is not null, that float max
+ * pool over its output in the same pass (bitfx_float_conv_maxpool). Weights [block][c][kh][quad][64][4]
+ * s8, correction[block·64 + c] = zero_point · Σ w of channel c. AVX-512 VNNI when the CPU has it and
+ * the ISA is AVX-512, else a portable loop with the same integer sums. */
+int bitfx_int8_conv(const bitfx_fconv_desc *d, const bitfx_int8_desc *q, const bitfx_fmaxpool_desc *pool, const float *x,
+                    const int8_t *weights, const int32_t *correction, const float *scale, const float *bias, float *out);
 /* Runs `rounds` rounds of the XOR+popcount+add inner loop of the current ISA once per thread
  * (register operands only; work-shared like the kernels) and returns how many bit-MACs were
  * done; time it to get the peak. */

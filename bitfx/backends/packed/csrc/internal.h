@@ -20,13 +20,50 @@ typedef struct {
     int64_t lanes;       /* channel lanes of a kc, scale, bias or threshold row: groups · blocks · BITFX_BLOCK */
 } bitfx_bconv_job;
 
-/* One float convolution call; `panel` rows are BITFX_FLOAT_CHUNK floats, one per (c, kh, kw). */
+/* One float convolution call; `panel` rows are BITFX_FLOAT_CHUNK floats, one per (c, kh, kw).
+ * With `stage_out` (the fused stem, stem.c; no residual) the epilogue writes output row oh of channel co
+ * to stage_out[co − stage_channel0][oh − stage_row0] (rows of out_w floats, stage_rows per channel)
+ * instead of `out`. */
+typedef struct bitfx_int8_input bitfx_int8_input;
 typedef struct {
     const bitfx_fconv_desc *d;
     const float *x, *weights, *scale, *bias, *residual;
     float *out;
     int64_t k; /* reduction length: channels per group × kh × kw */
+    float *stage_out;
+    int64_t stage_channel0, stage_row0, stage_rows;
+    const bitfx_int8_input *int8; /* the int8 convolution (int8.c): its quantized input and weights */
 } bitfx_fconv_job;
+
+/* The int8 convolution's operands: the input quantized to u8 with a border of the zero point (so
+ * no tap is tested), `rows` × `cols` per (image, channel) plane, the convolution's padding at its
+ * top left; s8 weights [block][c][kh][quad][64 channels][4 taps] (kernel columns in quads of 4,
+ * zero past kernel_w); and per output channel zero_point · Σ w, subtracted from the u8 · s8 sums. */
+struct bitfx_int8_input {
+    const uint8_t *x;
+    int64_t rows, cols, quads;
+    const int8_t *weights;
+    const int32_t *correction;
+};
+
+/* Output row oh of image n, output channels 64·block … 64·block+63, through the epilogue: the
+ * direct float kernel (bitfx_isa_ops.fconv_row) or an int8 row function; `stage` holds
+ * bitfx_direct_stage_floats floats. */
+typedef void (*bitfx_row_fn)(const bitfx_fconv_job *job, const float *block_weights, float *stage, int64_t n, int64_t oh, int64_t block);
+
+/* The fused convolution + max pool driver (stem.c) over any row function. */
+int bitfx_conv_maxpool_rows(const bitfx_fconv_job *job, const bitfx_fmaxpool_desc *pool, bitfx_row_fn row, const float *block_weights,
+                            float *out);
+
+/* fconv_direct_avx2.c: the direct float convolution's row on AVX2 (bitfx_ops_avx2.fconv_row), and the
+ * int8 convolution's plain row (int8_row.h) compiled for AVX2. */
+void bitfx_fconv_row_avx2(const bitfx_fconv_job *job, const float *block_weights, float *stage, int64_t n, int64_t oh, int64_t block);
+void bitfx_int8_row_avx2(const bitfx_fconv_job *job, const float *block_weights, float *stage, int64_t n, int64_t oh, int64_t block);
+
+/* int8_vnni.c (AVX-512 VNNI; call only when the CPU has it): an int8 output row, and the
+ * quantization of `count` floats to u8 (v = x·inv_scale + zero_point, clamped to 0 … 255, rounded to nearest even). */
+void bitfx_int8_row_vnni(const bitfx_fconv_job *job, const float *block_weights, float *stage, int64_t n, int64_t oh, int64_t block);
+void bitfx_quantize_vnni(const float *x, uint8_t *q, int64_t count, float inv_scale, float zero_point);
 
 typedef struct {
     /* Pack row h of image n: every word of every pixel of that row. */
@@ -40,7 +77,7 @@ typedef struct {
      * group g, into `panel`; then acc[tile][r][p] = Σ_k w[tile][k][r] · panel[k][p] for every tile
      * of the group, and the epilogue. */
     void (*fconv_chunk)(const bitfx_fconv_job *job, float *panel, int64_t n, int64_t g, int64_t p0, int64_t count);
-    /* Optional (0 when the ISA has none): the direct float convolution of group 1, output row oh of image n,
+    /* Optional (0 when the ISA has none: scalar): the direct float convolution of group 1, output row oh of image n,
      * output channels 64·block .. 64·block+63, weights laid out [block][k][64]; `stage` holds 64 × out_w floats. */
     void (*fconv_row)(const bitfx_fconv_job *job, const float *block_weights, float *stage, int64_t n, int64_t oh, int64_t block);
     /* The peak loop: `rounds` rounds of independent XOR+popcount+add. Returns the bit-MACs done. */
@@ -50,6 +87,12 @@ typedef struct {
     /* Output channels c0 .. c1−1 of every row of a float Gemm. */
     void (*fgemm_columns)(const bitfx_fgemm_desc *d, const float *x, const float *w, const float *bias, float *out, int64_t c0, int64_t c1);
 } bitfx_isa_ops;
+
+/* The ISA the kernels use now (kernels.c). */
+const bitfx_isa_ops *bitfx_current_ops(void);
+
+/* Floats of the direct float convolution's scratch `stage`: pixel-major tiles + 64 channel rows. */
+static inline int64_t bitfx_direct_stage_floats(const bitfx_fconv_desc *d) { return 2 * BITFX_FLOAT_BLOCK * ((d->out_w + 15) / 16 * 16); }
 
 /* Rows and columns of a packed tensor including its border. */
 static inline int64_t bitfx_padded_h(const bitfx_packed_geom *g) { return g->pad_top + g->height + g->pad_bottom; }
@@ -71,6 +114,11 @@ static inline void bitfx_float_epilogue(const bitfx_fconv_job *job, const float 
     const float lo = (float)d->clamp_lo, hi = (float)d->clamp_hi;
     float *out = job->out + index;
     const float *res = d->has_residual ? job->residual + index : 0;
+    if (job->stage_out) {
+        const int64_t oh = p0 / d->out_w;
+        out = job->stage_out + ((co - job->stage_channel0) * job->stage_rows + oh - job->stage_row0) * d->out_w + p0 % d->out_w;
+        res = 0;
+    }
     for (int64_t p = 0; p < count; ++p) {
         float y = acc[p] * s + b;
         if (res) y += res[p];

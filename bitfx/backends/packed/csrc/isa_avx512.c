@@ -8,6 +8,7 @@
 #pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx512vpopcntdq,fma,popcnt")
 #include <immintrin.h>
 
+#include "avx512_transpose.h"
 #include "output_transform.h"
 #include "portable.h"
 #include "tile.h"
@@ -260,31 +261,6 @@ static void direct_pixel(const bitfx_fconv_desc *d, const float *image, const fl
     for (int v = 0; v < 4; ++v) _mm512_store_ps(pixel + 16 * v, acc[v]);
 }
 
-/* dst[c][p] = src[p][c] for a 16 × 16 block (src rows 64 floats apart, dst rows `stride` apart). */
-static inline void transpose16(const float *src, float *dst, int64_t stride) {
-    __m512 r[16], t[16];
-    for (int i = 0; i < 16; ++i) r[i] = _mm512_load_ps(src + 64 * i);
-    for (int i = 0; i < 8; ++i) {
-        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-    for (int i = 0; i < 4; ++i) {
-        r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
-        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
-        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
-        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
-    }
-    /* r[4i + j] holds channels {j, j+4, j+8, j+12} (one per 128-bit lane) of pixels 4i .. 4i+3. */
-    for (int j = 0; j < 4; ++j) {
-        const __m512 a = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88), b = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xDD);
-        const __m512 c = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88), e = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xDD);
-        _mm512_store_ps(dst + (j) * stride, _mm512_shuffle_f32x4(a, c, 0x88));
-        _mm512_store_ps(dst + (j + 8) * stride, _mm512_shuffle_f32x4(a, c, 0xDD));
-        _mm512_store_ps(dst + (j + 4) * stride, _mm512_shuffle_f32x4(b, e, 0x88));
-        _mm512_store_ps(dst + (j + 12) * stride, _mm512_shuffle_f32x4(b, e, 0xDD));
-    }
-}
-
 #define DIRECT_STEP(j)                                  \
     do {                                                \
         const __m512 b = _mm512_set1_ps(src[(j) * sw]); \
@@ -305,8 +281,6 @@ static inline void transpose16(const float *src, float *dst, int64_t stride) {
 static void fconv_row(const bitfx_fconv_job *job, const float *block_weights, float *stage, int64_t n, int64_t oh, int64_t block) {
     const bitfx_fconv_desc *d = job->d;
     const int64_t sw = d->stride_w, dw = d->dilation_w, taps = d->kernel_h * d->kernel_w;
-    const int64_t stride = (d->out_w + 15) / 16 * 16; /* pixels per stage row, whole 16-pixel blocks */
-    float *rows = stage + stride * 64;                  /* the transposed stage: 64 channel rows */
     const float *image = job->x + n * d->channels * d->height * d->width;
     const float *w = block_weights + block * job->k * 64;
     /* Columns whose every tap is inside the image, and rows of taps inside it. */
@@ -338,10 +312,7 @@ static void fconv_row(const bitfx_fconv_job *job, const float *block_weights, fl
         DIRECT_STORE(0); DIRECT_STORE(1); DIRECT_STORE(2); DIRECT_STORE(3); DIRECT_STORE(4); DIRECT_STORE(5);
     }
     for (int64_t ow = ow0; ow < d->out_w; ++ow) direct_pixel(d, image, w, oh, ow, stage + ow * 64);
-    for (int64_t p = 0; p < stride; p += 16)
-        for (int64_t c = 0; c < 64; c += 16) transpose16(stage + p * 64 + c, rows + c * stride + p, stride);
-    for (int64_t c = 0; c < 64 && block * 64 + c < d->out_channels; ++c)
-        bitfx_float_epilogue(job, rows + c * stride, n, block * 64 + c, oh * d->out_w, d->out_w);
+    bitfx_direct_row_epilogue(job, stage, n, oh, block);
 }
 
 static double popcount_peak(int64_t rounds, uint64_t seed) {

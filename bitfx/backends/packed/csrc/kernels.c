@@ -53,6 +53,7 @@ int64_t bitfx_get_isa(void) {
 }
 
 static const bitfx_isa_ops *ops(void) { return isa_table(bitfx_get_isa()); }
+const bitfx_isa_ops *bitfx_current_ops(void) { return ops(); }
 
 void bitfx_set_threads(int64_t threads) { thread_count = threads > 0 ? threads : 0; }
 int64_t bitfx_get_threads(void) { return thread_count > 0 ? thread_count : omp_get_max_threads(); }
@@ -208,7 +209,7 @@ int bitfx_float_conv(const bitfx_fconv_desc *d, const float *x, const float *wei
     const int direct = isa->fconv_row && block_weights && d->groups == 1 && d->pad_value == 0.0;
     const int64_t total = direct ? d->batch * d->out_h * blocks : d->batch * d->groups * chunks;
     const int64_t threads = bitfx_get_threads();
-    const int64_t stage = 2 * BITFX_FLOAT_BLOCK * ((d->out_w + 15) / 16 * 16); /* direct: pixel-major tiles + channel rows */
+    const int64_t stage = bitfx_direct_stage_floats(d);
     const size_t panel_bytes = (size_t)(direct ? stage : k * BITFX_FLOAT_CHUNK) * sizeof(float);
     /* One scratch buffer per thread, all allocated before any work so a failure skips none silently. */
     float **panels = calloc((size_t)threads, sizeof(float *));

@@ -134,7 +134,8 @@ static inline void bitfx_fmaxpool_row_portable(const bitfx_fmaxpool_desc *d, con
     float *dst = out + r * d->out_w;
     float rows_max[ROW];
     int64_t reduced = 0; /* input rows folded into rows_max */
-    for (int64_t ow = 0; ow < d->out_w; ++ow) dst[ow] = -__builtin_inff();
+    const int64_t out_w = d->out_w; /* read once: the stores below could alias *d, which blocks vectorising */
+    for (int64_t ow = 0; ow < out_w; ++ow) dst[ow] = -__builtin_inff();
     for (int64_t kh = 0; kh < d->kernel_h; ++kh) {
         const int64_t ih = oh * d->stride_h - d->pad_top + kh * d->dilation_h;
         if (ih < 0 || ih >= d->height) continue;
@@ -144,7 +145,7 @@ static inline void bitfx_fmaxpool_row_portable(const bitfx_fmaxpool_desc *d, con
             continue;
         }
         if (reduced == 0)
-            for (int64_t i = 0; i < d->width; ++i) rows_max[i] = row[i];
+            bitfx_copy_strided(rows_max, row, d->width, 1); /* vector copies (a plain loop becomes `rep movsq`) */
         else
             for (int64_t i = 0; i < d->width; ++i) rows_max[i] = row[i] > rows_max[i] ? row[i] : rows_max[i];
         ++reduced;

@@ -1,0 +1,127 @@
+/* The fused stem: a float convolution (with its epilogue: folded BatchNorm scale/bias, Relu/Clip)
+ * followed by a float max pool, in one pass. An item is a run of pool output rows of one image and
+ * one 64-channel block; the convolution rows those pool rows read are computed by a row function
+ * (the ISA's direct float kernel, or the int8 one of int8.c) into a per-thread stage of a few rows
+ * (BAND pool rows at a time), pooled while they are in cache, and the rows the next band reads again
+ * are moved to the stage's front. The full-size convolution output is never written. Without a
+ * direct float kernel (its ISA has none, groups > 1, a nonzero pad value) bitfx_float_conv_maxpool
+ * runs the two kernels one after the other through a full-size buffer. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "pool.h"
+
+#define BAND 4 /* pool output rows per fill of the stage */
+
+typedef struct {
+    const bitfx_isa_ops *isa;
+    bitfx_row_fn row;
+    const bitfx_fconv_job *job;
+    const bitfx_fmaxpool_desc *pool;
+    const float *block_weights;
+    float **scratch; /* per thread: the direct kernel's stage, then stage_rows rows × 64 channels */
+    float *out;
+    int64_t blocks, runs, run_rows, stage_rows;
+} stem_task;
+
+static int64_t clip(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+/* Convolution rows [lo, hi) that pool rows [ph0, ph1) read (their taps clipped to the image). */
+static void conv_rows(const stem_task *t, int64_t ph0, int64_t ph1, int64_t *lo, int64_t *hi) {
+    const bitfx_fmaxpool_desc *p = t->pool;
+    const int64_t height = t->job->d->out_h;
+    *lo = clip(ph0 * p->stride_h - p->pad_top, 0, height);
+    *hi = clip((ph1 - 1) * p->stride_h - p->pad_top + (p->kernel_h - 1) * p->dilation_h + 1, *lo, height);
+}
+
+static void stem_item(void *ctx, int64_t item, int64_t worker) {
+    const stem_task *t = ctx;
+    const bitfx_fconv_desc *d = t->job->d;
+    const bitfx_fmaxpool_desc *p = t->pool;
+    const int64_t block = item % t->blocks, run = (item / t->blocks) % t->runs, n = item / (t->blocks * t->runs);
+    const int64_t first = run * t->run_rows, last = first + t->run_rows < p->out_h ? first + t->run_rows : p->out_h;
+    const int64_t channels = d->out_channels - block * BITFX_FLOAT_BLOCK < BITFX_FLOAT_BLOCK ? d->out_channels - block * BITFX_FLOAT_BLOCK
+                                                                                             : BITFX_FLOAT_BLOCK;
+    float *stage = t->scratch[worker], *rows = stage + bitfx_direct_stage_floats(d);
+    const int64_t row_floats = t->stage_rows * d->out_w; /* one channel's rows in the stage */
+    bitfx_fconv_job job = *t->job;
+    job.stage_out = rows, job.stage_channel0 = block * BITFX_FLOAT_BLOCK, job.stage_rows = t->stage_rows;
+    int64_t held0 = 0, held1 = 0; /* convolution rows held in the stage, from its first row */
+    for (int64_t ph0 = first; ph0 < last; ph0 += BAND) {
+        const int64_t ph1 = ph0 + BAND < last ? ph0 + BAND : last;
+        int64_t lo, hi;
+        conv_rows(t, ph0, ph1, &lo, &hi);
+        const int64_t keep = held0 <= lo && lo < held1 ? held1 - lo : 0;
+        if (keep > 0 && lo > held0)
+            for (int64_t c = 0; c < channels; ++c)
+                memmove(rows + c * row_floats, rows + c * row_floats + (lo - held0) * d->out_w, (size_t)(keep * d->out_w) * sizeof(float));
+        job.stage_row0 = lo;
+        for (int64_t oh = lo + keep; oh < hi; ++oh) t->row(&job, t->block_weights, stage, n, oh, block);
+        held0 = lo, held1 = hi;
+        /* The pool over the stage: its rows are convolution rows lo .. hi−1, one plane per channel. */
+        bitfx_fmaxpool_desc local = *p;
+        local.planes = 1, local.height = hi - lo, local.pad_top = p->pad_top + lo - ph0 * p->stride_h, local.out_h = ph1 - ph0;
+        for (int64_t c = 0; c < channels; ++c) {
+            float *dst = t->out + ((n * d->out_channels + block * BITFX_FLOAT_BLOCK + c) * p->out_h + ph0) * p->out_w;
+            for (int64_t r = 0; r < local.out_h; ++r) t->isa->fmaxpool_row(&local, rows + c * row_floats, dst, r);
+        }
+    }
+}
+
+/* Both kernels through a full-size buffer: the path without a direct kernel. */
+static int unfused(const bitfx_fconv_desc *d, const bitfx_fmaxpool_desc *pool, const float *x, const float *weights,
+                   const float *block_weights, const float *scale, const float *bias, float *out) {
+    float *conv = malloc((size_t)(d->batch * d->out_channels * d->out_h * d->out_w) * sizeof(float));
+    if (!conv) return BITFX_ERR_ALLOC;
+    int status = bitfx_float_conv(d, x, weights, block_weights, scale, bias, 0, conv);
+    if (status == BITFX_OK) status = bitfx_float_maxpool(pool, conv, out);
+    free(conv);
+    return status;
+}
+
+/* Whether `pool` reads the output of the convolution `d` (no residual), and both are well formed. */
+static int pool_fits(const bitfx_fconv_desc *d, const bitfx_fmaxpool_desc *pool) {
+    return !d->has_residual && d->groups >= 1 && d->batch >= 1 && d->out_h >= 1 && d->out_w >= 1 &&
+           pool->planes == d->batch * d->out_channels && pool->height == d->out_h && pool->width == d->out_w && pool->out_h >= 1 &&
+           pool->out_w >= 1 && pool->kernel_h >= 1 && pool->stride_h >= 1 && pool->dilation_h >= 1 && pool->pad_top >= 0;
+}
+
+int bitfx_conv_maxpool_rows(const bitfx_fconv_job *job, const bitfx_fmaxpool_desc *pool, bitfx_row_fn row, const float *block_weights,
+                            float *out) {
+    const bitfx_fconv_desc *d = job->d;
+    if (!pool_fits(d, pool)) return BITFX_ERR_ARGUMENT;
+    const int64_t threads = bitfx_get_threads();
+    const int64_t blocks = (d->out_channels + BITFX_FLOAT_BLOCK - 1) / BITFX_FLOAT_BLOCK;
+    /* Runs of pool rows: one per (image, block) on one thread, about 4 items per thread otherwise
+     * (a run boundary computes the convolution rows both runs read twice). */
+    const int64_t runs = threads > 1 ? (4 * threads + d->batch * blocks - 1) / (d->batch * blocks) : 1;
+    const int64_t run_rows = (pool->out_h + runs - 1) / runs;
+    const int64_t stage_rows = (BAND - 1) * pool->stride_h + (pool->kernel_h - 1) * pool->dilation_h + 1;
+    const size_t bytes = (size_t)(bitfx_direct_stage_floats(d) + stage_rows * d->out_w * BITFX_FLOAT_BLOCK) * sizeof(float);
+    float **scratch = calloc((size_t)threads, sizeof(float *));
+    int status = scratch ? BITFX_OK : BITFX_ERR_ALLOC;
+    for (int64_t i = 0; status == BITFX_OK && i < threads; ++i) {
+        scratch[i] = aligned_alloc(64, (bytes + 63) / 64 * 64);
+        if (!scratch[i]) status = BITFX_ERR_ALLOC;
+        else memset(scratch[i], 0, (size_t)bitfx_direct_stage_floats(d) * sizeof(float)); /* the rows are written before read */
+    }
+    if (status == BITFX_OK) {
+        stem_task task = {bitfx_current_ops(), row, job, pool, block_weights, scratch, out, blocks, (pool->out_h + run_rows - 1) / run_rows,
+                          run_rows, stage_rows};
+        bitfx_parallel_for(d->batch * blocks * task.runs, threads, stem_item, &task);
+    }
+    for (int64_t i = 0; scratch && i < threads; ++i) free(scratch[i]);
+    free(scratch);
+    return status;
+}
+
+int bitfx_float_conv_maxpool(const bitfx_fconv_desc *d, const bitfx_fmaxpool_desc *pool, const float *x, const float *weights,
+                             const float *block_weights, const float *scale, const float *bias, float *out) {
+    if (!d || !pool || !x || !weights || !scale || !bias || !out || !pool_fits(d, pool)) return BITFX_ERR_ARGUMENT;
+    const bitfx_isa_ops *isa = bitfx_current_ops();
+    if (!isa->fconv_row || !block_weights || d->groups != 1 || d->pad_value != 0.0)
+        return unfused(d, pool, x, weights, block_weights, scale, bias, out);
+    const bitfx_fconv_job job = {d, x, weights, scale, bias, 0, out, d->channels * d->kernel_h * d->kernel_w, 0, 0, 0, 0, 0};
+    return bitfx_conv_maxpool_rows(&job, pool, isa->fconv_row, block_weights, out);
+}
