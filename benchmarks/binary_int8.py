@@ -2,15 +2,15 @@
 
 For each model: the float file (`fuse_bn`, `float` lowering); the binarized network
 (`fuse_bn,binarize`) in the `integer` style (QLinearConv where a layer's output only feeds
-the next sign, ConvInteger where a float value is needed) and, for comparison, the `int8`
+the next sign, a channels-last MatMulInteger where a float value is needed) and, for comparison, the `int8`
 style (ConvInteger everywhere); and `quantize_static` of the float file (QDQ, per-channel
 int8 weights, uint8 activations = U8S8, MinMax on 8 calibration inputs; an approximation of
 the float model, not of the binary one). Batch 1; at 1 thread the time is the thread's CPU
 time (`time.thread_time`: onnxruntime runs on the calling thread, so other processes on a
 shared machine do not inflate it), at 2 threads wall time; the contenders are timed in turn
 round after round and the median is reported. Ratios are float file ÷ this. The binary
-files are checked against torch (layer by layer for `integer`), and the convs onnxruntime
-runs on integer kernels (QLinearConv / ConvInteger in its optimized graph) are counted.
+files are checked against torch (layer by layer for `integer`), and the layers onnxruntime
+runs on integer kernels (QLinearConv / ConvInteger / MatMulInteger in its optimized graph) are counted.
 
     python benchmarks/binary_int8.py [--models resnet18,resnet20_digits] [--threads 1,2] [--repeats 30] [--json PATH]
 """
@@ -44,7 +44,7 @@ MODELS: dict[str, tuple[str, tuple[int, ...]]] = {
     "resnet20_digits": ("resnet20", (1, 3, 16, 16)),
 }
 BINARY = (("binary integer", "integer"), ("binary int8", "int8"))
-INTEGER_CONVS = ("QLinearConv", "com.microsoft.QLinearConv", "ConvInteger")
+INTEGER_KERNELS = ("QLinearConv", "com.microsoft.QLinearConv", "ConvInteger", "MatMulInteger")
 
 
 def interleaved_median_ms(
@@ -93,9 +93,8 @@ def measure(name: str, threads: list[int], repeats: int, workdir: Path) -> list[
     rows.append(({"variant": "quantize_static U8S8", "check": "approximate"}, quantized))
     for row, path in rows:
         optimized = optimized_op_counts(path)
-        row.update(
-            model=name, onnx_bytes=path.stat().st_size, integer_convs=sum(optimized.get(op, 0) for op in INTEGER_CONVS)
-        )
+        kernels = sum(optimized.get(op, 0) for op in INTEGER_KERNELS)
+        row.update(model=name, onnx_bytes=path.stat().st_size, integer_kernels=kernels)
         row["qlinear_convs"] = optimized.get("QLinearConv", 0) + optimized.get("com.microsoft.QLinearConv", 0)
     for count in threads:
         runs = [lambda sess=session(path, threads=count): run_session(sess, [x.numpy()]) for _, path in rows]
@@ -130,7 +129,7 @@ def main() -> None:
         "model",
         "variant",
         "check",
-        "integer convs (QLinearConv)",
+        "integer kernels (QLinearConv)",
         *(f"ms ({t} thr)" for t in threads),
         *(f"float ÷ this ({t} thr)" for t in threads),
         "MB",
@@ -140,7 +139,7 @@ def main() -> None:
             r["model"],
             r["variant"],
             r["check"],
-            f"{r['integer_convs']} ({r['qlinear_convs']})",
+            f"{r['integer_kernels']} ({r['qlinear_convs']})",
             *(f"{r[f'ms_{t}']:.2f}" for t in threads),
             *(f"{r[f'speedup_{t}']:.2f}×" for t in threads),
             f"{r['onnx_bytes'] / 1e6:.2f}",

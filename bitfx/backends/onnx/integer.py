@@ -15,8 +15,11 @@ depends on who reads its output:
   (exact by construction; the math is in `integer_ops`). No float tensor is written;
 - **anything else** (a residual Add, a float layer, the graph output, an RSign threshold):
   the float value scale·k + bias must be exact, and k needs up to 14 bits, more than
-  QLinearConv's 8-bit output holds. The layer is a uint8 × uint8 `ConvInteger` (int32 k) →
-  `DequantizeLinear(k, scale)` → `Add(bias)`, as in the `int8` lowering.
+  QLinearConv's 8-bit output holds. A group-1 conv is a channels-last im2col (`Transpose`,
+  `Pad`, one `Slice` per kernel tap, `Concat`) → uint8 × int8 `MatMulInteger` (int32 k, on
+  onnxruntime's fast integer GEMM) → `Cast` → `Mul(scale)` → `Add(bias)` → `Transpose` back;
+  a grouped conv is a uint8 × uint8 `ConvInteger` (int32 k) → `DequantizeLinear(k, scale)` →
+  `Add(bias)`, as in the `int8` lowering.
 
 Binary linear layers are `MatMulInteger` → `DequantizeLinear` → `Add`; W1A32 layers (real
 activations) and everything that is not binary are written as in the `float` lowering.
@@ -33,7 +36,7 @@ import torch
 from torch import fx
 
 import bitfx.backends.onnx.float  # noqa: F401  (the float translation of W1A32 binary layers)
-from bitfx.backends.onnx.integer_ops import TRANSLATIONS
+from bitfx.backends.onnx.integer_ops import TRANSLATIONS, conv_matrix
 from bitfx.backends.onnx.lowerings import register_lowering, torch_onnx_export
 from bitfx.backends.onnx.translation import translation_table
 from bitfx.ir.binary.deployed import DeployedBinaryConv2d, DeployedBinaryLinear
@@ -42,12 +45,13 @@ from bitfx.ir.deploy import deployed
 _SIGN_CODES = torch.ops.bitfx_int.sign_codes.default
 _CONV_FLOAT = torch.ops.bitfx_int.conv_float.default
 _CONV_SIGN = torch.ops.bitfx_int.conv_sign.default
+_CONV_MATMUL = torch.ops.bitfx_int.conv_matmul.default
 _GEMM_FLOAT = torch.ops.bitfx_int.gemm_float.default
 
 
 @register_lowering("integer")
 def lower_integer(gm: fx.GraphModule, example_inputs: tuple[torch.Tensor, ...], dynamic_batch: bool) -> onnx.ModelProto:
-    """Binary layers as QLinearConv (sign outputs) or ConvInteger / MatMulInteger (float outputs)."""
+    """Binary layers as QLinearConv (sign outputs) or MatMulInteger / ConvInteger (float outputs)."""
     table = {**translation_table("float"), **TRANSLATIONS}
     return torch_onnx_export(prepare_integer(gm), example_inputs, dynamic_batch, custom_translation_table=table)
 
@@ -71,7 +75,7 @@ def sign_thresholds(scale: torch.Tensor, bias: torch.Tensor, fan_in: int) -> tup
 
 def integer_sign_layers(gm: fx.GraphModule) -> dict[str, str]:
     """For every binarizing conv of `deployed(gm)`: "sign" (written as QLinearConv) or the reason
-    it keeps a float output (ConvInteger)."""
+    it keeps a float output (MatMulInteger, or ConvInteger when grouped)."""
     work = deployed(gm)
     return {
         node.target: _sign_form(work, node) or "sign"
@@ -153,6 +157,14 @@ def _lower_layer(gm: fx.GraphModule, node: fx.Node, codes_of: dict[fx.Node, fx.N
             w_scale = _buffer(gm, f"{prefix}_w_scale", torch.ones(channels))
             w_zero = _buffer(gm, f"{prefix}_w_zero", torch.zeros(channels, dtype=torch.int8))
             codes_of[node] = graph.call_function(_CONV_SIGN, (codes, weight, bias, w_scale, w_zero, *attrs))
+            return
+        if g.group == 1:
+            w_matrix = _buffer(gm, f"{prefix}_w_matrix", conv_matrix(layer.weight))
+            scale = _buffer(gm, f"{prefix}_scale", layer.scale)
+            bias = _buffer(gm, f"{prefix}_bias", layer.bias)
+            node.replace_all_uses_with(
+                graph.call_function(_CONV_MATMUL, (codes, w_matrix, scale, bias, *attrs[:4], *attrs[5:]))
+            )
             return
         _float_output(gm, node, _CONV_FLOAT, codes, *attrs)
 
