@@ -36,11 +36,12 @@ import torch
 from torch import fx
 
 import bitfx.backends.onnx.float  # noqa: F401  (the float translation of W1A32 binary layers)
-from bitfx.backends.onnx.integer_ops import TRANSLATIONS, conv_matrix
+from bitfx.backends.onnx.integer_ops import TRANSLATIONS, conv_matrix, im2col_indices
 from bitfx.backends.onnx.lowerings import register_lowering, torch_onnx_export
 from bitfx.backends.onnx.translation import translation_table
 from bitfx.ir.binary.deployed import DeployedBinaryConv2d, DeployedBinaryLinear
 from bitfx.ir.deploy import deployed
+from bitfx.ir.shapes import node_shape, propagate_shapes
 
 _SIGN_CODES = torch.ops.bitfx_int.sign_codes.default
 _CONV_FLOAT = torch.ops.bitfx_int.conv_float.default
@@ -53,7 +54,8 @@ _GEMM_FLOAT = torch.ops.bitfx_int.gemm_float.default
 def lower_integer(gm: fx.GraphModule, example_inputs: tuple[torch.Tensor, ...], dynamic_batch: bool) -> onnx.ModelProto:
     """Binary layers as QLinearConv (sign outputs) or MatMulInteger / ConvInteger (float outputs)."""
     table = {**translation_table("float"), **TRANSLATIONS}
-    return torch_onnx_export(prepare_integer(gm), example_inputs, dynamic_batch, custom_translation_table=table)
+    prepared = prepare_integer(gm, example_inputs)
+    return torch_onnx_export(prepared, example_inputs, dynamic_batch, custom_translation_table=table)
 
 
 def sign_thresholds(scale: torch.Tensor, bias: torch.Tensor, fan_in: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -84,10 +86,12 @@ def integer_sign_layers(gm: fx.GraphModule) -> dict[str, str]:
     }
 
 
-def prepare_integer(gm: fx.GraphModule) -> fx.GraphModule:
-    """A copy of `deployed(gm)` whose binarizing layers are the integer ops of `integer_ops`."""
+def prepare_integer(gm: fx.GraphModule, example_inputs: tuple[torch.Tensor, ...]) -> fx.GraphModule:
+    """A copy of `deployed(gm)` whose binarizing layers are the integer ops of `integer_ops` (the
+    im2col of a channels-last conv is laid out for the spatial sizes `example_inputs` give)."""
     work = deployed(gm)
     work = work if work is not gm else copy.deepcopy(gm)
+    propagate_shapes(work, example_inputs)
     codes_of: dict[fx.Node, fx.Node] = {}
     replaced: list[fx.Node] = []
     for node in list(work.graph.nodes):
@@ -159,12 +163,22 @@ def _lower_layer(gm: fx.GraphModule, node: fx.Node, codes_of: dict[fx.Node, fx.N
             codes_of[node] = graph.call_function(_CONV_SIGN, (codes, weight, bias, w_scale, w_zero, *attrs))
             return
         if g.group == 1:
-            w_matrix = _buffer(gm, f"{prefix}_w_matrix", conv_matrix(layer.weight))
-            scale = _buffer(gm, f"{prefix}_scale", layer.scale)
-            bias = _buffer(gm, f"{prefix}_bias", layer.bias)
-            node.replace_all_uses_with(
-                graph.call_function(_CONV_MATMUL, (codes, w_matrix, scale, bias, *attrs[:4], *attrs[5:]))
+            height, width = node_shape(source)[2:]
+            indices = im2col_indices(height, width, *attrs[:4])
+            args = (
+                codes,
+                _shared_buffer(
+                    gm, "im2col_" + "_".join(str(v) for part in ((height, width), *attrs[:4]) for v in part), indices
+                ),
+                _buffer(gm, f"{prefix}_w_matrix", conv_matrix(layer.weight)),
+                _buffer(gm, f"{prefix}_scale", layer.scale),
+                _buffer(gm, f"{prefix}_bias", layer.bias),
+                list(g.pads),
+                g.pad_value,
+                g.in_channels,
+                node.target,
             )
+            node.replace_all_uses_with(graph.call_function(_CONV_MATMUL, args))
             return
         _float_output(gm, node, _CONV_FLOAT, codes, *attrs)
 
@@ -178,6 +192,13 @@ def _float_output(gm: fx.GraphModule, node: fx.Node, op: object, codes: fx.Node,
     scale = _buffer(gm, f"{prefix}_scale", layer.scale)
     bias = _buffer(gm, f"{prefix}_bias", layer.bias)
     node.replace_all_uses_with(gm.graph.call_function(op, (codes, w_codes, scale, bias, *attrs)))
+
+
+def _shared_buffer(gm: fx.GraphModule, name: str, tensor: torch.Tensor) -> fx.Node:
+    """A buffer that every layer asking for `name` shares (the same name means the same values)."""
+    if not hasattr(gm, name):
+        gm.register_buffer(name, tensor)
+    return gm.graph.get_attr(name)
 
 
 def _buffer(gm: fx.GraphModule, name: str, tensor: torch.Tensor) -> fx.Node:

@@ -37,7 +37,7 @@ from bitfx.ir.deploy import deployed
 from bitfx.ir.execution import Inputs, OutputError, as_inputs, compare_outputs, run_eval
 
 _SUM_OPS = ("ConvInteger", "MatMulInteger")
-_IM2COL_OPS = ("Pad", "Transpose", "Slice", "Concat")  # between a conv's codes and its MatMulInteger
+_IM2COL_OPS = ("Reshape", "Gather", "Pad", "Transpose")  # between a conv's codes and its MatMulInteger
 
 
 @dataclass(frozen=True)
