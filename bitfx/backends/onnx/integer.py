@@ -178,7 +178,7 @@ def _lower_layer(gm: fx.GraphModule, node: fx.Node, codes_of: dict[fx.Node, fx.N
                 g.in_channels,
                 node.target,
             )
-            node.replace_all_uses_with(graph.call_function(_CONV_MATMUL, args))
+            _replace(node, graph.call_function(_CONV_MATMUL, args))
             return
         _float_output(gm, node, _CONV_FLOAT, codes, *attrs)
 
@@ -191,7 +191,14 @@ def _float_output(gm: fx.GraphModule, node: fx.Node, op: object, codes: fx.Node,
     w_codes = _buffer(gm, f"{prefix}_w_codes", (layer.weight + 1).to(torch.uint8))
     scale = _buffer(gm, f"{prefix}_scale", layer.scale)
     bias = _buffer(gm, f"{prefix}_bias", layer.bias)
-    node.replace_all_uses_with(gm.graph.call_function(op, (codes, w_codes, scale, bias, *attrs)))
+    _replace(node, gm.graph.call_function(op, (codes, w_codes, scale, bias, *attrs)))
+
+
+def _replace(node: fx.Node, replacement: fx.Node) -> None:
+    """Let `replacement` (same float output) take the place of `node`, keeping its shape metadata for
+    the layers after it that read their input size."""
+    replacement.meta["tensor_meta"] = node.meta.get("tensor_meta")
+    node.replace_all_uses_with(replacement)
 
 
 def _shared_buffer(gm: fx.GraphModule, name: str, tensor: torch.Tensor) -> fx.Node:
