@@ -13,6 +13,10 @@ files are checked against torch (layer by layer for `integer`), and the layers o
 runs on integer kernels (QLinearConv / ConvInteger / MatMulInteger in its optimized graph) are counted.
 
     python benchmarks/binary_int8.py [--models resnet18,resnet20_digits] [--threads 1,2] [--repeats 30] [--json PATH]
+        [--profile]
+
+`--profile` adds onnxruntime's own profile of the `integer` file (1 thread): each op type's
+share of the time its nodes ran (wall time, so only the shares are meaningful on a loaded machine).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import torch
 from common import ort_quantize_static
 from onnxruntime.quantization import quant_pre_process
@@ -64,6 +69,25 @@ def interleaved_median_ms(
     return [statistics.median(samples) for samples in times]
 
 
+def op_shares(path: Path, inputs: list[np.ndarray], runs: int = 20) -> dict[str, float]:
+    """Each op type's share of the node time in onnxruntime's profile of `runs` runs of `path` at 1 thread."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
+    options.enable_profiling = True
+    options.profile_file_prefix = str(path.with_suffix(""))
+    sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    for _ in range(runs):
+        run_session(sess, inputs)
+    events = json.loads(Path(sess.end_profiling()).read_text())
+    times: dict[str, float] = {}
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            op = event["args"]["op_name"]
+            times[op] = times.get(op, 0.0) + event["dur"]
+    total = sum(times.values())
+    return {op: t / total for op, t in sorted(times.items(), key=lambda item: -item[1])}
+
+
 def _calibration(name: str, shape: tuple[int, ...]) -> list[np.ndarray]:
     if name == "resnet20_digits":
         images = digits(shape, split="train", batch_size=1)
@@ -71,7 +95,7 @@ def _calibration(name: str, shape: tuple[int, ...]) -> list[np.ndarray]:
     return [torch.randn(shape, generator=torch.Generator().manual_seed(i)).numpy() for i in range(8)]
 
 
-def measure(name: str, threads: list[int], repeats: int, workdir: Path) -> list[dict]:
+def measure(name: str, threads: list[int], repeats: int, workdir: Path, profile: bool = False) -> list[dict]:
     zoo_name, shape = MODELS[name]
     torch.manual_seed(0)
     model = getattr(zoo, zoo_name)().eval()
@@ -101,6 +125,9 @@ def measure(name: str, threads: list[int], repeats: int, workdir: Path) -> list[
         clock = time.thread_time if count == 1 else time.perf_counter
         for (row, _), ms in zip(rows, interleaved_median_ms(runs, repeats=repeats, clock=clock), strict=True):
             row[f"ms_{count}"] = ms
+    if profile:
+        row, path = rows[1]
+        row["op_shares"] = op_shares(path, [x.numpy()])
     rows = [row for row, _ in rows]
     for row in rows:
         for count in threads:
@@ -114,11 +141,16 @@ def main() -> None:
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--profile", action="store_true", help="op-type profile of the integer file")
     args = parser.parse_args()
     threads = sorted({int(t) for t in args.threads.split(",")})
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [row for name in args.models.split(",") for row in measure(name, threads, args.repeats, Path(tmp))]
+        rows = [
+            row
+            for name in args.models.split(",")
+            for row in measure(name, threads, args.repeats, Path(tmp), args.profile)
+        ]
     load_after = os.getloadavg()
     before, after = (", ".join(f"{v:.2f}" for v in load) for load in (load_before, load_after))
     print(
@@ -147,6 +179,10 @@ def main() -> None:
         for r in rows
     ]
     print(format_table(headers, body, (False, False, False, True, *([True] * 2 * len(threads)), True)))
+    for row in rows:
+        if "op_shares" in row:
+            shares = ", ".join(f"{op} {share:.0%}" for op, share in row["op_shares"].items() if share >= 0.01)
+            print(f"\n{row['model']} {row['variant']}, onnxruntime profile (1 thread): {shares}")
     if args.json:
         Path(args.json).write_text(
             json.dumps(
