@@ -16,7 +16,7 @@ runs on integer kernels (QLinearConv / ConvInteger / MatMulInteger in its optimi
         [--profile]
 
 `--profile` adds onnxruntime's own profile of the `integer` file (1 thread): each op type's
-share of the time its nodes ran (wall time, so only the shares are meaningful on a loaded machine).
+share of the time its nodes ran (the sum of its nodes' median wall times over 20 runs).
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ def interleaved_median_ms(
 
 
 def op_shares(path: Path, inputs: list[np.ndarray], runs: int = 20) -> dict[str, float]:
-    """Each op type's share of the node time in onnxruntime's profile of `runs` runs of `path` at 1 thread."""
+    """Each op type's share of the node time in onnxruntime's profile of `runs` runs of `path` at 1 thread
+    (every node's median time, summed by op type)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
     options.enable_profiling = True
@@ -79,11 +80,13 @@ def op_shares(path: Path, inputs: list[np.ndarray], runs: int = 20) -> dict[str,
     for _ in range(runs):
         run_session(sess, inputs)
     events = json.loads(Path(sess.end_profiling()).read_text())
-    times: dict[str, float] = {}
+    durations: dict[tuple[str, str], list[float]] = {}
     for event in events:
         if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
-            op = event["args"]["op_name"]
-            times[op] = times.get(op, 0.0) + event["dur"]
+            durations.setdefault((event["args"]["op_name"], event["name"]), []).append(event["dur"])
+    times: dict[str, float] = {}
+    for (op, _), samples in durations.items():  # a node's median: a run the machine preempted does not count
+        times[op] = times.get(op, 0.0) + statistics.median(samples)
     total = sum(times.values())
     return {op: t / total for op, t in sorted(times.items(), key=lambda item: -item[1])}
 
