@@ -16,7 +16,7 @@ depends on who reads its output:
 - **anything else** (a residual Add, a float layer, the graph output, an RSign threshold):
   the float value scale·k + bias must be exact, and k needs up to 14 bits, more than
   QLinearConv's 8-bit output holds. A group-1 conv is a channels-last im2col (`Transpose`,
-  `Pad`, one `Slice` per kernel tap, `Concat`) → uint8 × int8 `MatMulInteger` (int32 k, on
+  `Pad`, one `Gather` of precomputed rows) → uint8 × int8 `MatMulInteger` (int32 k, on
   onnxruntime's fast integer GEMM) → `Cast` → `Mul(scale)` → `Add(bias)` → `Transpose` back;
   a grouped conv is a uint8 × uint8 `ConvInteger` (int32 k) → `DequantizeLinear(k, scale)` →
   `Add(bias)`, as in the `int8` lowering.
@@ -164,12 +164,11 @@ def _lower_layer(gm: fx.GraphModule, node: fx.Node, codes_of: dict[fx.Node, fx.N
             return
         if g.group == 1:
             height, width = node_shape(source)[2:]
-            indices = im2col_indices(height, width, *attrs[:4])
+            geometry = (list(g.kernel_shape), list(g.strides), list(g.pads), list(g.dilations))
+            key = "_".join(str(v) for part in ((height, width), *geometry) for v in part)
             args = (
                 codes,
-                _shared_buffer(
-                    gm, "im2col_" + "_".join(str(v) for part in ((height, width), *attrs[:4]) for v in part), indices
-                ),
+                _shared_buffer(gm, f"im2col_{key}", im2col_indices(height, width, *geometry)),
                 _buffer(gm, f"{prefix}_w_matrix", conv_matrix(layer.weight)),
                 _buffer(gm, f"{prefix}_scale", layer.scale),
                 _buffer(gm, f"{prefix}_bias", layer.bias),
