@@ -1,4 +1,5 @@
-"""The `integer` lowering: binary layers as QLinearConv / ConvInteger, exact layer by layer, fused by onnxruntime."""
+"""The `integer` lowering: binary layers as QLinearConv / MatMulInteger / ConvInteger, exact layer by layer, fused by
+onnxruntime."""
 
 from __future__ import annotations
 
@@ -21,15 +22,19 @@ from bitfx.passes import Pipeline
 from tests.test_binary_lowering import MixedBinaryNet
 
 QLINEAR_CONVS = ("QLinearConv", "com.microsoft.QLinearConv")
+INTEGER_SUMS = ("ConvInteger", "MatMulInteger", "com.microsoft.MatMulIntegerToFloat")
 
 
 def _seeded(shape: tuple[int, ...], seed: int) -> torch.Tensor:
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
 
-def _fused_kernels(path: Path) -> tuple[int, int]:
+def _fused_kernels(path: Path, binary_linears: int) -> tuple[int, int]:
+    """onnxruntime's QLinearConvs and its integer kernels with an int32 sum that run binary convs (ConvInteger or a
+    channels-last MatMulInteger; the `binary_linears` MatMulIntegers of linear layers left out)."""
     optimized = optimized_op_counts(path)
-    return sum(optimized.get(op, 0) for op in QLINEAR_CONVS), optimized.get("ConvInteger", 0)
+    integer = sum(optimized.get(op, 0) for op in INTEGER_SUMS) - binary_linears
+    return sum(optimized.get(op, 0) for op in QLINEAR_CONVS), integer
 
 
 @pytest.mark.parametrize("name", models.MODELS)
@@ -46,7 +51,7 @@ def test_every_model_is_exact_layer_by_layer_and_every_binary_conv_fused(name: s
     forms = integer_sign_layers(gm)
     binary_convs = sum(isinstance(m, BinaryConv2d) for m in gm.modules())
     assert len(report.layers) == binary_convs + sum(isinstance(m, BinaryLinear) for m in gm.modules()) == len(forms)
-    qlinear, integer = _fused_kernels(path)
+    qlinear, integer = _fused_kernels(path, sum(isinstance(m, BinaryLinear) for m in gm.modules()))
     assert qlinear == sum(form == "sign" for form in forms.values()) and qlinear + integer == binary_convs
     assert quantized_layer_fusion(path)["all_fused"]
 
@@ -68,12 +73,12 @@ def test_every_layer_configuration_is_exact(tmp_path: Path) -> None:
     assert report.ok, report.describe()
     kernels = {layer.name: layer.kernel for layer in report.layers}
     assert kernels == {
-        "one_padding": "ConvInteger",
+        "one_padding": "MatMulInteger",
         "minus_one_padding": "QLinearConv",
         "depthwise": "ConvInteger",
         "hidden": "MatMulInteger",
     }
-    assert _fused_kernels(path) == (1, 2)
+    assert _fused_kernels(path, 1) == (1, 2)
 
 
 class SignedScales(nn.Module):
@@ -141,3 +146,31 @@ def test_the_check_finds_a_wrong_threshold(tmp_path: Path) -> None:
     onnx.save(model, str(tmp_path / "broken.onnx"))
     report = verifier_for("integer")(tmp_path / "broken.onnx", gm, x)
     assert not report.ok and report.mismatches > 0
+
+
+@pytest.mark.parametrize(
+    "geometry",
+    [
+        ConvGeometry((3, 2), (2, 1), (2, 0, 1, 1), (2, 3), 1, 5, -1, True),  # rectangular, dilated, uneven pads
+        ConvGeometry((1, 1), (2, 2), (0, 0, 0, 0), (1, 1), 1, 5, 0, True),  # a downsampling 1×1 conv
+        ConvGeometry((3, 3), (3, 2), (1, 1, 1, 1), (1, 1), 1, 5, 1, True),  # ±1 padding, strides the size misses
+    ],
+)
+def test_channels_last_matmul_conv_is_exact_for_any_geometry(geometry: ConvGeometry, tmp_path: Path) -> None:
+    generator = torch.Generator().manual_seed(9)
+    weight = torch.where(torch.rand((6, 5, *geometry.kernel_shape), generator=generator) < 0.5, -1.0, 1.0)
+    layer = DeployedBinaryConv2d(geometry, weight, torch.randn(6, generator=generator), torch.zeros(6))
+    x = _seeded((2, 5, 10, 11), 10)
+    gm = capture(nn.Sequential(layer).eval(), x)
+    path = export(gm, x, tmp_path / "m.onnx", lowering="integer")
+    report = verifier_for("integer")(path, gm, x)
+    assert report.ok and report.layers[0].kernel == "MatMulInteger" and report.layers[0].sums > 0, report.describe()
+    assert _fused_kernels(path, 0) == (0, 1)
+    model = onnx.load(str(path))
+    (matmul,) = [node for node in model.graph.node if node.op_type == "MatMulInteger"]
+    (matrix,) = [init for init in model.graph.initializer if init.name == matmul.input[1]]
+    flipped = numpy_helper.to_array(matrix).copy()
+    flipped[-1, 0] *= -1
+    matrix.CopyFrom(numpy_helper.from_array(flipped, matrix.name))
+    onnx.save(model, str(tmp_path / "broken.onnx"))
+    assert verifier_for("integer")(tmp_path / "broken.onnx", gm, x).mismatches > 0

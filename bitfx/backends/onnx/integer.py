@@ -15,8 +15,11 @@ depends on who reads its output:
   (exact by construction; the math is in `integer_ops`). No float tensor is written;
 - **anything else** (a residual Add, a float layer, the graph output, an RSign threshold):
   the float value scale·k + bias must be exact, and k needs up to 14 bits, more than
-  QLinearConv's 8-bit output holds. The layer is a uint8 × uint8 `ConvInteger` (int32 k) →
-  `DequantizeLinear(k, scale)` → `Add(bias)`, as in the `int8` lowering.
+  QLinearConv's 8-bit output holds. A group-1 conv is a channels-last im2col (`Transpose`,
+  `Pad`, one `Gather` of precomputed rows) → uint8 × int8 `MatMulInteger` (int32 k, on
+  onnxruntime's fast integer GEMM) → `Cast` → `Mul(scale)` → `Add(bias)` → `Transpose` back;
+  a grouped conv is a uint8 × uint8 `ConvInteger` (int32 k) → `DequantizeLinear(k, scale)` →
+  `Add(bias)`, as in the `int8` lowering.
 
 Binary linear layers are `MatMulInteger` → `DequantizeLinear` → `Add`; W1A32 layers (real
 activations) and everything that is not binary are written as in the `float` lowering.
@@ -33,23 +36,26 @@ import torch
 from torch import fx
 
 import bitfx.backends.onnx.float  # noqa: F401  (the float translation of W1A32 binary layers)
-from bitfx.backends.onnx.integer_ops import TRANSLATIONS
+from bitfx.backends.onnx.integer_ops import TRANSLATIONS, conv_matrix, im2col_indices
 from bitfx.backends.onnx.lowerings import register_lowering, torch_onnx_export
 from bitfx.backends.onnx.translation import translation_table
 from bitfx.ir.binary.deployed import DeployedBinaryConv2d, DeployedBinaryLinear
 from bitfx.ir.deploy import deployed
+from bitfx.ir.shapes import node_shape, propagate_shapes
 
 _SIGN_CODES = torch.ops.bitfx_int.sign_codes.default
 _CONV_FLOAT = torch.ops.bitfx_int.conv_float.default
 _CONV_SIGN = torch.ops.bitfx_int.conv_sign.default
+_CONV_MATMUL = torch.ops.bitfx_int.conv_matmul.default
 _GEMM_FLOAT = torch.ops.bitfx_int.gemm_float.default
 
 
 @register_lowering("integer")
 def lower_integer(gm: fx.GraphModule, example_inputs: tuple[torch.Tensor, ...], dynamic_batch: bool) -> onnx.ModelProto:
-    """Binary layers as QLinearConv (sign outputs) or ConvInteger / MatMulInteger (float outputs)."""
+    """Binary layers as QLinearConv (sign outputs) or MatMulInteger / ConvInteger (float outputs)."""
     table = {**translation_table("float"), **TRANSLATIONS}
-    return torch_onnx_export(prepare_integer(gm), example_inputs, dynamic_batch, custom_translation_table=table)
+    prepared = prepare_integer(gm, example_inputs)
+    return torch_onnx_export(prepared, example_inputs, dynamic_batch, custom_translation_table=table)
 
 
 def sign_thresholds(scale: torch.Tensor, bias: torch.Tensor, fan_in: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -71,7 +77,7 @@ def sign_thresholds(scale: torch.Tensor, bias: torch.Tensor, fan_in: int) -> tup
 
 def integer_sign_layers(gm: fx.GraphModule) -> dict[str, str]:
     """For every binarizing conv of `deployed(gm)`: "sign" (written as QLinearConv) or the reason
-    it keeps a float output (ConvInteger)."""
+    it keeps a float output (MatMulInteger, or ConvInteger when grouped)."""
     work = deployed(gm)
     return {
         node.target: _sign_form(work, node) or "sign"
@@ -80,10 +86,12 @@ def integer_sign_layers(gm: fx.GraphModule) -> dict[str, str]:
     }
 
 
-def prepare_integer(gm: fx.GraphModule) -> fx.GraphModule:
-    """A copy of `deployed(gm)` whose binarizing layers are the integer ops of `integer_ops`."""
+def prepare_integer(gm: fx.GraphModule, example_inputs: tuple[torch.Tensor, ...]) -> fx.GraphModule:
+    """A copy of `deployed(gm)` whose binarizing layers are the integer ops of `integer_ops` (the
+    im2col of a channels-last conv is laid out for the spatial sizes `example_inputs` give)."""
     work = deployed(gm)
     work = work if work is not gm else copy.deepcopy(gm)
+    propagate_shapes(work, example_inputs)
     codes_of: dict[fx.Node, fx.Node] = {}
     replaced: list[fx.Node] = []
     for node in list(work.graph.nodes):
@@ -154,6 +162,23 @@ def _lower_layer(gm: fx.GraphModule, node: fx.Node, codes_of: dict[fx.Node, fx.N
             w_zero = _buffer(gm, f"{prefix}_w_zero", torch.zeros(channels, dtype=torch.int8))
             codes_of[node] = graph.call_function(_CONV_SIGN, (codes, weight, bias, w_scale, w_zero, *attrs))
             return
+        if g.group == 1:
+            height, width = node_shape(source)[2:]
+            geometry = (list(g.kernel_shape), list(g.strides), list(g.pads), list(g.dilations))
+            key = "_".join(str(v) for part in ((height, width), *geometry) for v in part)
+            args = (
+                codes,
+                _shared_buffer(gm, f"im2col_{key}", im2col_indices(height, width, *geometry)),
+                _buffer(gm, f"{prefix}_w_matrix", conv_matrix(layer.weight)),
+                _buffer(gm, f"{prefix}_scale", layer.scale),
+                _buffer(gm, f"{prefix}_bias", layer.bias),
+                list(g.pads),
+                g.pad_value,
+                g.in_channels,
+                node.target,
+            )
+            _replace(node, graph.call_function(_CONV_MATMUL, args))
+            return
         _float_output(gm, node, _CONV_FLOAT, codes, *attrs)
 
 
@@ -165,7 +190,21 @@ def _float_output(gm: fx.GraphModule, node: fx.Node, op: object, codes: fx.Node,
     w_codes = _buffer(gm, f"{prefix}_w_codes", (layer.weight + 1).to(torch.uint8))
     scale = _buffer(gm, f"{prefix}_scale", layer.scale)
     bias = _buffer(gm, f"{prefix}_bias", layer.bias)
-    node.replace_all_uses_with(gm.graph.call_function(op, (codes, w_codes, scale, bias, *attrs)))
+    _replace(node, gm.graph.call_function(op, (codes, w_codes, scale, bias, *attrs)))
+
+
+def _replace(node: fx.Node, replacement: fx.Node) -> None:
+    """Let `replacement` (same float output) take the place of `node`, keeping its shape metadata for
+    the layers after it that read their input size."""
+    replacement.meta["tensor_meta"] = node.meta.get("tensor_meta")
+    node.replace_all_uses_with(replacement)
+
+
+def _shared_buffer(gm: fx.GraphModule, name: str, tensor: torch.Tensor) -> fx.Node:
+    """A buffer that every layer asking for `name` shares (the same name means the same values)."""
+    if not hasattr(gm, name):
+        gm.register_buffer(name, tensor)
+    return gm.graph.get_attr(name)
 
 
 def _buffer(gm: fx.GraphModule, name: str, tensor: torch.Tensor) -> fx.Node:

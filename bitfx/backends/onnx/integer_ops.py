@@ -13,6 +13,14 @@ A ±1 activation is stored as a uint8 code: ZERO_POINT − 1 for −1, ZERO_POIN
   zero point 255) → `Clip(1, 3)`. Its requantization is clamp(round(256·(k − t_c)) + 255, 0, 255):
   255 for k ≥ t_c and 0 for k ≤ t_c − 1 (k − t_c is an integer, 256 a power of two, so nothing
   rounds); the Clip maps 0 ↦ 1 and 255 ↦ 3;
+- `bitfx_int::conv_matmul(codes, indices, w_matrix, scale, bias, pads, pad_value, in_channels, layer)`
+  → the same float32 scale·k + bias as `conv_float` for a group-1 conv, computed channels-last as
+  one matrix product, which onnxruntime runs on its uint8 × int8 GEMM: `Transpose` to NHWC →
+  [`Pad`] → `Reshape` to rows of C_in codes → one `Gather` of the rows every output position reads
+  (`im2col_indices`, which hold the kernel size, strides and dilations) → `Reshape` (the im2col
+  matrix, columns (tap, channel)) → `MatMulInteger` (zero point 2; int8 ±1 weights `w_matrix`
+  [kh·kw·C_in, C_out], zero point 0; int32 k, exact) → `Cast` → `Mul(scale)` → `Add(bias)` →
+  `Transpose` back to NCHW. One Gather costs less than one Slice per tap and a Concat;
 - `bitfx_int::gemm_float(codes, w_codes, scale, bias, layer)` → `MatMulInteger` likewise.
 
 Padding: QLinearConv and ConvInteger pad with the zero point, i.e. with a real 0 as PyTorch
@@ -88,6 +96,49 @@ def _(codes, w_codes, scale, bias, kernel_shape, strides, pads, dilations, group
     return codes.new_empty(_conv_shape(codes, w_codes, kernel_shape, strides, pads, dilations), dtype=torch.float32)
 
 
+def conv_matrix(weight: Tensor) -> Tensor:
+    """`conv_matmul`'s int8 weight matrix [kh·kw·C_in, C_out] of a ±1 conv weight [C_out, C_in, kh, kw]
+    (rows in the order of the im2col columns: kernel tap, then channel)."""
+    return weight.permute(2, 3, 1, 0).reshape(-1, weight.shape[0]).to(torch.int8)
+
+
+def im2col_indices(
+    height: int, width: int, kernel_shape: list[int], strides: list[int], pads: list[int], dilations: list[int]
+) -> Tensor:
+    """int32 [H_out, W_out, kh·kw]: for every output position and kernel tap, the row of the padded
+    channels-last input flattened to [(H + top + bottom)·(W + left + right), C] that the tap reads."""
+    padded_width = width + pads[1] + pads[3]
+    out_h = conv_output_size(height, kernel_shape[0], strides[0], pads[0], pads[2], dilations[0])
+    out_w = conv_output_size(width, kernel_shape[1], strides[1], pads[1], pads[3], dilations[1])
+    rows = (
+        torch.arange(out_h).view(-1, 1, 1, 1) * strides[0]
+        + torch.arange(kernel_shape[0]).view(1, 1, -1, 1) * dilations[0]
+    )
+    cols = (
+        torch.arange(out_w).view(1, -1, 1, 1) * strides[1]
+        + torch.arange(kernel_shape[1]).view(1, 1, 1, -1) * dilations[1]
+    )
+    return (rows * padded_width + cols).reshape(out_h, out_w, -1).to(torch.int32)
+
+
+@torch.library.custom_op("bitfx_int::conv_matmul", mutates_args=())
+def conv_matmul(
+    codes: Tensor, indices: Tensor, w_matrix: Tensor, scale: Tensor, bias: Tensor, pads: list[int], pad_value: int,
+    in_channels: int, layer: str,
+) -> Tensor:  # fmt: skip
+    top, left, bottom, right = pads
+    padded = F.pad(codes.permute(0, 2, 3, 1), (0, 0, left, right, top, bottom), value=ZERO_POINT + pad_value)
+    rows = padded.reshape(codes.shape[0], -1, in_channels).index_select(1, indices.flatten().to(torch.int64))
+    columns = rows.reshape(codes.shape[0], *indices.shape[:2], -1)
+    k = _signs(columns) @ w_matrix.to(torch.float32)
+    return (k * scale + bias).permute(0, 3, 1, 2).contiguous()
+
+
+@conv_matmul.register_fake
+def _(codes, indices, w_matrix, scale, bias, pads, pad_value, in_channels, layer):
+    return codes.new_empty((codes.shape[0], w_matrix.shape[1], *indices.shape[:2]), dtype=torch.float32)
+
+
 @torch.library.custom_op("bitfx_int::conv_sign", mutates_args=())
 def conv_sign(
     codes: Tensor, weight: Tensor, bias: Tensor, w_scale: Tensor, w_zero: Tensor, kernel_shape: list[int],
@@ -148,6 +199,20 @@ def _translate_conv_float(codes, w_codes, scale, bias, kernel_shape, strides, pa
     return op.Add(op.DequantizeLinear(k, scale, axis=1), op.Unsqueeze(bias, op.Constant(value_ints=[1, 2])))
 
 
+def _translate_conv_matmul(codes, indices, w_matrix, scale, bias, pads, pad_value, in_channels, layer):
+    nhwc = op.Transpose(codes, perm=[0, 2, 3, 1])
+    if any(pads):
+        top, left, bottom, right = pads
+        widths = op.Constant(value_ints=[0, top, left, 0, 0, bottom, right, 0])
+        nhwc = op.Pad(nhwc, widths, _scalar(ZERO_POINT + pad_value, np.uint8))
+    rows = op.Gather(op.Reshape(nhwc, op.Constant(value_ints=[0, -1, in_channels])), indices, axis=1)
+    columns = op.Reshape(rows, op.Constant(value_ints=[0, 0, 0, -1]))  # [N, H_out, W_out, kh·kw·C_in]
+    k = op.MatMulInteger(columns, w_matrix, _scalar(ZERO_POINT, np.uint8), _scalar(0, np.int8))
+    _tag(k, layer)
+    y = op.Add(op.Mul(op.Cast(k, to=ir.DataType.FLOAT), scale), bias)
+    return op.Transpose(y, perm=[0, 3, 1, 2])
+
+
 def _translate_conv_sign(
     codes, weight, bias, w_scale, w_zero, kernel_shape, strides, pads, dilations, group, pad_value, layer
 ):
@@ -170,6 +235,7 @@ def _translate_gemm_float(codes, w_codes, scale, bias, layer):
 TRANSLATIONS = {
     torch.ops.bitfx_int.sign_codes.default: _translate_sign_codes,
     torch.ops.bitfx_int.conv_float.default: _translate_conv_float,
+    torch.ops.bitfx_int.conv_matmul.default: _translate_conv_matmul,
     torch.ops.bitfx_int.conv_sign.default: _translate_conv_sign,
     torch.ops.bitfx_int.gemm_float.default: _translate_gemm_float,
 }

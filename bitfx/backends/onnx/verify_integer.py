@@ -3,7 +3,9 @@
 The integer results of a binary layer must equal torch's exactly: the ±1 codes it reads and,
 where the file exposes it (ConvInteger, MatMulInteger), its int32 sum k. A layer written as
 QLinearConv keeps k inside the kernel; its result is the codes its readers get, which are
-checked as their input. The check runs both sides on the same inputs:
+checked as their input. A conv written as a channels-last matrix product reads its codes
+through the layout ops that build its im2col matrix, and its 4-D sum is NHWC. The check runs
+both sides on the same inputs:
 
 1. onnxruntime runs the file, fully optimized, with the codes every binary layer reads and the
    exposed sums as extra outputs (found through the `bitfx.binary_layer` node metadata);
@@ -35,6 +37,7 @@ from bitfx.ir.deploy import deployed
 from bitfx.ir.execution import Inputs, OutputError, as_inputs, compare_outputs, run_eval
 
 _SUM_OPS = ("ConvInteger", "MatMulInteger")
+_IM2COL_OPS = ("Reshape", "Gather", "Pad", "Transpose")  # between a conv's codes and its MatMulInteger
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,7 @@ def _layer_tensors(model: onnx.ModelProto) -> dict[str, tuple[str, str, str | No
         if LAYER_KEY not in metadata:
             continue
         codes = node.input[0]
-        if codes in producers and producers[codes].op_type == "Pad":
+        while codes in producers and producers[codes].op_type in _IM2COL_OPS:
             codes = producers[codes].input[0]
         found[metadata[LAYER_KEY]] = (node.op_type, codes, node.output[0] if node.op_type in _SUM_OPS else None)
     return found
@@ -142,7 +145,9 @@ def _run_with_codes(
         sums, mismatched_sums = 0, 0
         if (name, "sums") in observed:
             expected = integer_sum(layer, theirs)
-            got = torch.from_numpy(observed[(name, "sums")].astype(np.int32)).reshape(expected.shape)
+            got = torch.from_numpy(observed[(name, "sums")].astype(np.int32))
+            got = got.permute(0, 3, 1, 2) if kernels[name] == "MatMulInteger" and got.dim() == 4 else got
+            got = got.reshape(expected.shape)
             sums, mismatched_sums = expected.numel(), int((expected != got).sum())
         checks.append(
             BinaryLayerCheck(name, kernels[name], int((ours != theirs).sum()), ours.numel(), mismatched_sums, sums)
