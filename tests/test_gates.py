@@ -3,6 +3,8 @@ BatchNorm of each producing layer, outputs unchanged at 1, and folded away by ev
 
 from __future__ import annotations
 
+import copy
+
 import onnx
 import pytest
 import torch
@@ -13,7 +15,8 @@ from bitfx.backends.onnx import export, verifier_for
 from bitfx.errors import LoweringError
 from bitfx.ir import capture
 from bitfx.ir.gate import ChannelGate, fold_gates, gate_nodes
-from bitfx.passes import Pipeline
+from bitfx.passes import Pipeline, RankPrune
+from bitfx.passes.prune import analyze_channels
 from examples.coverage import input_shapes, random_inputs
 
 
@@ -108,3 +111,40 @@ def test_a_gate_that_cannot_fold_is_a_lowering_error_naming_it() -> None:
     gm.recompile()
     with pytest.raises(LoweringError, match="late_gate"):
         fold_gates(gm)
+
+
+def test_gate_criterion_removes_the_smallest_gates_and_the_pruned_model_lowers_and_verifies(tmp_path) -> None:
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    gm = _gated(zoo.resnet20(), (x,), "fuse_bn,insert_gates")
+    _randomise_gates(gm, seed=3)
+    reference = copy.deepcopy(gm)
+    result = Pipeline([RankPrune(rate=0.5, criterion="gate")]).run(gm, example_inputs=(x,))
+    pruned, stats = result.graph_module, result.records[-1].stats
+    assert stats["channels_removed"] > 0
+    analysis = analyze_channels(reference)
+    removed = set()
+    for group, plan in zip(analysis.groups, stats["group_plans"]):
+        removed |= {group.channels[p] for p in plan["removed"]}
+    with torch.no_grad():
+        for node in gate_nodes(reference):
+            gate = reference.get_submodule(node.target).gate
+            slots = [analysis.channel_of(s) for s in analysis.maps[node.name]]
+            gone = [k for k, c in enumerate(slots) if c in removed]
+            kept = [k for k, c in enumerate(slots) if c not in removed]
+            if gone and kept:
+                assert gate.abs()[gone].max() <= gate.abs()[kept].min()
+            gate[gone] = 0
+        assert torch.allclose(pruned(x), reference(x), atol=1e-5)
+    gates = [m.gate for m in pruned.modules() if isinstance(m, ChannelGate)]
+    assert len({id(g) for g in gates}) < len(gates) and all(g.numel() <= 64 for g in gates)
+    path = export(pruned, (x,), tmp_path / "pruned.onnx")
+    assert not [n for n in onnx.load(path).graph.node if n.op_type == "Mul"]
+    assert verifier_for("float")(path, pruned, (x,)).ok
+
+
+def test_gate_criterion_without_gates_keeps_every_channel_and_says_why() -> None:
+    x = torch.randn(2, 3, 8, 8)
+    result = Pipeline([RankPrune(rate=0.5, criterion="gate")]).run(capture(zoo.resnet20().eval(), x))
+    stats = result.records[-1].stats
+    assert stats["channels_removed"] == 0
+    assert "run insert_gates first" in stats["skipped"]["layers.0.conv1"]
