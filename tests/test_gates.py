@@ -13,7 +13,7 @@ from torch import fx, nn
 from bitfx import zoo
 from bitfx.backends.onnx import export, verifier_for
 from bitfx.errors import LoweringError
-from bitfx.ir import capture
+from bitfx.ir import capture, total_cost
 from bitfx.ir.gate import ChannelGate, fold_gates, gate_nodes
 from bitfx.passes import Pipeline, RankPrune
 from bitfx.passes.prune import analyze_channels
@@ -148,3 +148,10 @@ def test_gate_criterion_without_gates_keeps_every_channel_and_says_why() -> None
     stats = result.records[-1].stats
     assert stats["channels_removed"] == 0
     assert "run insert_gates first" in stats["skipped"]["layers.0.conv1"]
+
+
+def test_a_shared_gate_counts_once_in_the_parameter_count() -> None:
+    x = torch.randn(1, 3, 8, 8)
+    gm = _gated(zoo.resnet20(), (x,))
+    unique = sum(p.numel() for p in gm.parameters())
+    assert total_cost(gm).params == unique < sum(p.numel() for _, p in gm.named_parameters(remove_duplicate=False))
