@@ -12,6 +12,7 @@ from torch import fx, nn
 
 from bitfx import zoo
 from bitfx.backends.onnx import export, verifier_for
+from bitfx.cli import main
 from bitfx.errors import LoweringError
 from bitfx.ir import capture, total_cost
 from bitfx.ir.gate import ChannelGate, fold_gates, gate_nodes
@@ -155,3 +156,12 @@ def test_a_shared_gate_counts_once_in_the_parameter_count() -> None:
     gm = _gated(zoo.resnet20(), (x,))
     unique = sum(p.numel() for p in gm.parameters())
     assert total_cost(gm).params == unique < sum(p.numel() for _, p in gm.named_parameters(remove_duplicate=False))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("passes", ["fuse_bn,insert_gates", "insert_gates"])
+def test_cli_compiles_and_verifies_resnet56_with_gates(tmp_path, capsys, passes: str) -> None:
+    path = tmp_path / "m.onnx"
+    assert main(["compile", "bitfx.zoo:resnet56", "--passes", passes, "-o", str(path)]) == 0
+    assert "ChannelGate×47" in capsys.readouterr().out
+    assert {n.op_type for n in onnx.load(path).graph.node} == {"Conv", "Relu", "Add", "ReduceMean", "Reshape", "Gemm"}
