@@ -20,7 +20,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from bitfx.errors import LoweringError
 from bitfx.ir.binary import BinaryLayer
-from bitfx.ir.rewrite import call_counts, computes_as
+from bitfx.ir.rewrite import call_counts, computes_as, modules_sharing_parameters
 
 
 class ChannelGate(nn.Module):
@@ -52,20 +52,22 @@ def gate_nodes(gm: fx.GraphModule) -> list[fx.Node]:
 def fold_gates(gm: fx.GraphModule) -> fx.GraphModule:
     """A copy of `gm` with every gate multiplied into the layer before it and removed; `gm` itself
     when it has no gate. `gm` is never modified. A gate whose input is not a layer that can absorb
-    it alone (conv, linear, BatchNorm or binary layer called once, read by the gate only) raises
+    it alone (conv, linear, BatchNorm or binary layer called once, sharing no parameter, read by the gate only) raises
     `LoweringError` naming it: a lowering never writes a gate op."""
     if not gate_nodes(gm):
         return gm
     folded = copy.deepcopy(gm)
-    counts = call_counts(folded)
+    counts, sharing = call_counts(folded), modules_sharing_parameters(folded)
     for node in gate_nodes(folded):
         gate = folded.get_submodule(node.target).gate.detach()
         source = node.args[0]
         layer = folded.get_submodule(source.target) if source.op == "call_module" else None
-        if layer is None or counts[source.target] > 1 or len(source.users) > 1 or not _fold(layer, gate):
+        alone = layer is not None and counts[source.target] == 1 and source.target not in sharing
+        if not alone or len(source.users) > 1 or not _fold(layer, gate):
             raise LoweringError(
                 f"gate {node.target!r} cannot be folded into {source.name!r}: a gate must directly follow a conv, "
-                "linear, affine BatchNorm or binary layer that is called once and read by the gate alone"
+                "linear, affine BatchNorm or binary layer that is called once, shares no parameter and is read by "
+                "the gate alone"
             )
         node.replace_all_uses_with(source)
         folded.graph.erase_node(node)
