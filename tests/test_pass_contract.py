@@ -21,6 +21,7 @@ CASES: dict[str, tuple[list[tuple[str, dict[str, Any]]], dict[str, Any], str | N
     "fold_gabor": ([], {}, None),
     "fuse_bn": ([], {}, None),
     "iff": ([], {"features": "2", "outputs": "5"}, None),
+    "insert_gates": ([], {}, "8"),
     "binarize": ([], {"keep_first": False, "layers": {"default": True, "by_name": {"3": False}}}, "3"),
     "rotate": ([("binarize", {"keep_first": False})], {"layers": {"default": True, "by_name": {"0": False}}}, "0"),
     "pams": ([], {"float_ends": False, "layers": {"default": True, "by_name": {"3": False}}}, "3"),

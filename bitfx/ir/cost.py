@@ -12,7 +12,8 @@ Weight storage counts every parameter and persistent buffer a node's module hold
 deployed file must store) at its dtype's width. A module that stores a tensor at another
 width, a 1-bit binary conv for example, declares it in a class attribute
 `bitfx_storage_bits = {"weight": 1}`, and that tensor is counted at 1 bit per element.
-A module called from several places is counted once, at its first call.
+A module called from several places is counted once, at its first call, and so is a tensor that
+several modules share (the gates of one channel group).
 """
 
 from __future__ import annotations
@@ -110,13 +111,16 @@ def _storage(gm: fx.GraphModule, node: fx.Node, seen_modules: set[int]) -> NodeC
     if id(module) in seen_modules:
         return NodeCost()
     seen_modules.add(id(module))
-    params = sum(p.numel() for p in module.parameters())
-    bits = 0
+    params = bits = 0
     for submodule in module.modules():
         for name, tensor in submodule.named_parameters(recurse=False):
-            bits += tensor_bits(submodule, name, tensor)
+            if id(tensor) not in seen_modules:
+                seen_modules.add(id(tensor))
+                params += tensor.numel()
+                bits += tensor_bits(submodule, name, tensor)
         for name, tensor in submodule.named_buffers(recurse=False):
-            if name not in submodule._non_persistent_buffers_set:
+            if name not in submodule._non_persistent_buffers_set and id(tensor) not in seen_modules:
+                seen_modules.add(id(tensor))
                 bits += tensor_bits(submodule, name, tensor)
     return NodeCost(params=params, weight_bits=bits)
 

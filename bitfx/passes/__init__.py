@@ -10,6 +10,7 @@ from bitfx.passes.core.selection import Decision, LayerSelection
 from bitfx.passes.fold_gabor import FoldGabor
 from bitfx.passes.fuse_bn import FuseBN
 from bitfx.passes.iff import InsertIFF
+from bitfx.passes.insert_gates import InsertGates
 from bitfx.passes.pams import PAMSQuantize
 from bitfx.passes.prune import RankPrune
 from bitfx.passes.rotate import InsertRotation
@@ -20,6 +21,7 @@ __all__ = [
     "DumpAfterChange",
     "FoldGabor",
     "FuseBN",
+    "InsertGates",
     "InsertIFF",
     "InsertRotation",
     "Instrument",

@@ -47,6 +47,7 @@ from torch import Tensor, fx, nn
 
 from bitfx.backends.onnx.lowerings import register_lowering, torch_onnx_export
 from bitfx.errors import LoweringError
+from bitfx.ir.gate import fold_gates
 from bitfx.ir.output_chain import OutputChain, chain_before, tensor_input
 from bitfx.ir.quant import QUANT_LAYER_TYPES, ActQuant
 from bitfx.ir.rewrite import is_relu
@@ -132,8 +133,8 @@ def lower_qdq(gm: fx.GraphModule, example_inputs: tuple[torch.Tensor, ...], dyna
 
 
 def prepare_qdq(gm: fx.GraphModule) -> fx.GraphModule:
-    """A copy of `gm` whose quantizers and quantized layers are the integer ops below."""
-    work = copy.deepcopy(gm)
+    """A copy of `gm` whose quantizers and quantized layers are the integer ops below (gates folded)."""
+    work = copy.deepcopy(fold_gates(gm))
     folds, input_scales = _lower_quantizers(work)
     for node in list(work.graph.nodes):
         if _is_quant_layer(work, node):

@@ -4,7 +4,8 @@ Every tensor with a channel axis (dim 1 of an (N, C, …) activation, the featur
 (N, F) one) gets a *channel map*: one slot id per position along that axis.
 
 - a conv (groups=1) or linear layer creates fresh slots, its output channels (a *space*);
-- channel-wise ops (activations, pooling, dropout) and BatchNorm pass the map on;
+- channel-wise ops (activations, pooling, dropout), BatchNorm and channel gates pass the map on (the
+  gates of one group share their parameter by design, so that sharing does not fix their channels);
 - a depthwise conv passes the map on too: its groups shrink with the channels;
 - an element-wise op of two tensors (a residual add) unifies their slots position by position;
 - `cat` on dim 1 concatenates the maps, so each input's channels keep their offset;
@@ -39,6 +40,7 @@ from torch import fx, nn
 
 from bitfx.errors import PassError
 from bitfx.ir import to_networkx
+from bitfx.ir.gate import ChannelGate
 from bitfx.ir.rewrite import call_counts, is_activation, module_of, modules_sharing_parameters
 from bitfx.passes.prune import channel_ops as ops
 
@@ -222,6 +224,10 @@ class _Analyzer:
         if kind in ops.BATCHNORM_TYPES:
             if shared:
                 self.fix(in_map, shared)
+            return list(in_map)
+        if isinstance(module, ChannelGate):
+            if self.calls[node.target] > 1:
+                self.fix(in_map, f"gate {node.target!r} is called from {self.calls[node.target]} places")
             return list(in_map)
         if kind is nn.Flatten:
             return self.flatten(source, in_map, module.start_dim, module.end_dim)

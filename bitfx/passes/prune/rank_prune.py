@@ -22,7 +22,10 @@ using High-Rank Feature Map", CVPR 2020).
    `prune_classifier`.
 
 `criterion="l1"` (mean |w| of each filter, Li et al. 2017) and `criterion="random"` use
-the same groups, rates and removal, as baselines.
+the same groups, rates and removal, as baselines. `criterion="gate"` scores each channel by |g|,
+its entry in the learned channel gates (`insert_gates`, trained with an ℓ1 penalty, with SGD or
+`bitfx.train.CoGD`); a group without gates keeps its channels and is reported under `skipped`.
+The gates of removed channels go with them; the others stay in the graph and lowering folds them.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from bitfx.errors import PassConfigError, PassError
 from bitfx.ir import as_inputs, example_inputs_of, node_shape, propagate_shapes, summary
 from bitfx.ir.distributed import gathered
 from bitfx.ir.execution import Inputs
+from bitfx.ir.gate import gate_nodes
 from bitfx.ir.rewrite import module_of, only_user
 from bitfx.passes.core.base import Pass, PassContext, PassResult
 from bitfx.passes.core.ordering import BINARY_LAYERS
@@ -69,7 +73,7 @@ class RankPrune(Pass):
     round_to: int = 1
     batches: int = 5
     prune_classifier: bool = False
-    criterion: Literal["rank", "l1", "random"] = "rank"
+    criterion: Literal["rank", "l1", "random", "gate"] = "rank"
     seed: int = 0
     residual: Literal["stage", "keep"] = "stage"
 
@@ -103,6 +107,8 @@ class RankPrune(Pass):
                 if sum(space.prunable for space in group.spaces) > 1:
                     rates[group.index] = (0.0, "residual channels kept (residual=keep, HRank's rule)")
         _keep_blocked(analysis, rates)
+        if self.criterion == "gate":
+            _keep_ungated(analysis, rates, _gate_magnitudes(gm, analysis))
         active = [g for g in analysis.groups if rates[g.index][0] > 0 and g.prunable()]
         scores, images, batches, agreement = self._scores(gm, analysis, active, data)
         removed = {g.index: self._choose(analysis, g, scores, rates[g.index][0]) for g in active}
@@ -164,6 +170,9 @@ class RankPrune(Pass):
             return dict(zip(ordered, random_scores)), 0, 0, {}
         if self.criterion == "l1":
             return _filter_norms(gm, analysis, groups, wanted), 0, 0, {}
+        if self.criterion == "gate":
+            magnitudes = _gate_magnitudes(gm, analysis)
+            return {c: magnitudes[c] for c in wanted}, 0, 0, {}
         if data is None:
             raise PassError(
                 "rank_prune ranks feature maps on calibration batches, and none were given: pass --data "
@@ -246,6 +255,22 @@ def _filter_norms(
             if channel in wanted:
                 occurrences[channel].append(norm)
     return {c: sum(v) / len(v) for c, v in occurrences.items()}
+
+
+def _gate_magnitudes(gm: fx.GraphModule, analysis: ChannelAnalysis) -> dict[int, float]:
+    """|g| per channel, averaged over the gates that scale it (gates of one group share their values)."""
+    occurrences: dict[int, list[float]] = defaultdict(list)
+    for node in gate_nodes(gm):
+        for slot, value in zip(analysis.maps[node.name], gm.get_submodule(node.target).gate.detach().abs().tolist()):
+            occurrences[analysis.channel_of(slot)].append(value)
+    return {c: sum(v) / len(v) for c, v in occurrences.items()}
+
+
+def _keep_ungated(analysis: ChannelAnalysis, rates: dict[int, tuple[float, str]], gated: dict[int, float]) -> None:
+    """With `criterion="gate"`, a group with a prunable channel that no gate scales keeps every channel."""
+    for group in analysis.groups:
+        if rates[group.index][0] > 0 and any(c not in gated for c in group.prunable()):
+            rates[group.index] = (0.0, "no gate scales its channels (criterion='gate'): run insert_gates first")
 
 
 def _keep_blocked(analysis: ChannelAnalysis, rates: dict[int, tuple[float, str]]) -> None:

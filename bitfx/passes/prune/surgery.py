@@ -3,8 +3,9 @@
 Given the channel analysis and the set of channels to remove, every layer whose input or
 output loses positions is rebuilt with the kept rows/columns of its weights (conv weights
 (out, in/groups, k…), linear (out, in), BatchNorm's affine parameters and running
-statistics); a depthwise conv keeps groups = channels. Nothing is masked: the new layers
-are simply smaller, and the graph code (cat, flatten, add) needs no change.
+statistics, a channel gate's entries); a depthwise conv keeps groups = channels. Gates that share
+one parameter keep sharing the smaller one. Nothing is masked: the new layers are simply smaller,
+and the graph code (cat, flatten, add) needs no change.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import fx, nn
 
+from bitfx.ir.gate import ChannelGate
 from bitfx.passes.prune import channel_ops as ops
 from bitfx.passes.prune.groups import ChannelAnalysis
 
@@ -19,6 +21,7 @@ from bitfx.passes.prune.groups import ChannelAnalysis
 def remove_channels(gm: fx.GraphModule, analysis: ChannelAnalysis, removed: set[int]) -> list[str]:
     """Replace, in `gm`, every layer that loses channels by a smaller one; returns their names."""
     rewritten = []
+    smaller_gates: dict[int, nn.Parameter] = {}
     for node in gm.graph.nodes:
         if (
             node.op != "call_module"
@@ -28,6 +31,15 @@ def remove_channels(gm: fx.GraphModule, analysis: ChannelAnalysis, removed: set[
         ):
             continue
         module = gm.get_submodule(node.target)
+        if isinstance(module, ChannelGate):
+            kept = analysis.kept_positions(node.name, removed)
+            if len(kept) < module.gate.numel():
+                old = module.gate
+                if id(old) not in smaller_gates:
+                    smaller_gates[id(old)] = nn.Parameter(old.detach()[kept].clone(), old.requires_grad)
+                module.gate = smaller_gates[id(old)]
+                rewritten.append(node.target)
+            continue
         if ops.layer_type(module) not in _SHRINKABLE:
             continue
         kept_in = analysis.kept_positions(node.args[0].name, removed)
