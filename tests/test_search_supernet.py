@@ -87,7 +87,7 @@ def test_partial_channels_keep_the_shape_and_bypass_the_rest():
 
 @pytest.mark.parametrize("scheme", ["xnor", "bnn"])
 def test_binarize_supernet_makes_the_layers_binarize_makes(scheme):
-    space = Space(ops=("conv_3x3", "sep_conv_3x3"), nodes=2)
+    space = Space(ops=("conv_3x3", "sep_conv_3x3", "skip_connect", "dtp_blok_3x3"), nodes=2)
     for op in space.ops:
         net = Supernet(Space(ops=(op,), nodes=2), 4, 3, in_channels=1)
         count = binarize_supernet(net, get_scheme(scheme))

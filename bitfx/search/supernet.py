@@ -120,28 +120,31 @@ class Supernet(CellNetwork):
 
 def binarize_supernet(net: Supernet, scheme: BinaryScheme) -> int:
     """Make the cells' non-depthwise convs binary with `scheme` (in place); returns how many."""
-    count = 0
-    for cell in net.cells:
-        for parent in [m for m in cell.modules() if isinstance(m, (nn.Sequential, FactorizedReduce))]:
-            count += _binarize_children(parent, scheme)
-    return count
+    return sum(_binarize_children(module, scheme) for module in list(net.cells.modules()))
 
 
 def _binarize_children(parent: nn.Module, scheme: BinaryScheme) -> int:
-    """Binarize the direct Conv2d children of `parent`; replace a ReLU directly in front as `binarize` does."""
-    names = list(parent._modules)
+    """Binarize the direct Conv2d children of `parent`; replace a ReLU directly in front as `binarize` does.
+
+    "Directly in front": the previous child of a Sequential, or a FactorizedReduce's own ReLU.
+    """
+    names = [name for name, _ in parent.named_children()]
     count = 0
     for index, name in enumerate(names):
-        conv = parent._modules[name]
+        conv = getattr(parent, name)
         if not isinstance(conv, nn.Conv2d) or conv.groups == conv.in_channels > 1:
             continue
-        parent._modules[name] = scheme.binary_layer(conv)
+        setattr(parent, name, scheme.binary_layer(conv))
         count += 1
-        relu_name = "relu" if isinstance(parent, FactorizedReduce) else (names[index - 1] if index else None)
-        relu = parent._modules.get(relu_name) if relu_name else None
-        if isinstance(relu, nn.ReLU) and scheme.activation is not None:
+        if isinstance(parent, FactorizedReduce):
+            relu_name = "relu"
+        elif isinstance(parent, nn.Sequential) and index:
+            relu_name = names[index - 1]
+        else:
+            continue
+        if isinstance(getattr(parent, relu_name), nn.ReLU) and scheme.activation is not None:
             replacement = scheme.relu_replacement
-            parent._modules[relu_name] = nn.Identity() if replacement is None else replacement(conv.in_channels)
+            setattr(parent, relu_name, nn.Identity() if replacement is None else replacement(conv.in_channels))
     return count
 
 
