@@ -188,7 +188,11 @@ def main() -> None:
     torch.set_num_threads(1)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     space = Space(ops=SPACES["abandit" if args.policy == "anti_bandit" else "darts"], nodes=args.nodes)
-    rows = [one_seed(args, space, seed) for seed in range(args.seeds)]
+    rows = []
+    for seed in range(args.seeds):
+        rows.append(one_seed(args, space, seed))
+        if args.json:  # after every seed, so that a long run keeps what it measured
+            Path(args.json).write_text(json.dumps({"args": vars(args), "results": rows}, indent=1) + "\n")
 
     print(f"policy {args.policy}, scheme {args.scheme}, space {list(space.ops)}, load average {os.getloadavg()}")
     print(format_table(
@@ -220,8 +224,6 @@ def main() -> None:
             ],
             (False, True, True, True, True),
         ))  # fmt: skip
-    if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "results": rows}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
