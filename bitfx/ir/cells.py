@@ -10,20 +10,34 @@ intermediate node is the sum of its edges' operations; the cell's output concate
 `concat` nodes. Auxiliary heads and drop-path are training devices and are not built.
 
 The result is traceable by `capture`; then `binarize` and the lowerings work as for any model.
+`make_edge(op, channels, stride)` makes each edge's module (default: `make_op`); the search
+supernet passes one that puts every candidate operation on an edge.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from bitfx.ir.search_ops import FactorizedReduce, ReLUConvBN, make_op
 
+MakeEdge = Callable[[str, int, int], nn.Module]
+
 
 class Cell(nn.Module):
     """One cell of a genotype: preprocessing of its inputs, one op per edge, sum per node, concat."""
 
-    def __init__(self, gene, c_inputs: list[int], channels: int, reduction: bool, reduction_prev: bool) -> None:
+    def __init__(
+        self,
+        gene,
+        c_inputs: list[int],
+        channels: int,
+        reduction: bool,
+        reduction_prev: bool,
+        make_edge: MakeEdge = make_op,
+    ) -> None:
         super().__init__()
         self.sources = [[src for _, src in edges] for edges in gene.nodes]
         self.concat = list(gene.concat)
@@ -36,7 +50,7 @@ class Cell(nn.Module):
             )
         self.preprocess = nn.ModuleList(pre)
         self.edges = nn.ModuleList(
-            nn.ModuleList(make_op(op, channels, 2 if reduction and src < gene.inputs else 1) for op, src in edges)
+            nn.ModuleList(make_edge(op, channels, 2 if reduction and src < gene.inputs else 1) for op, src in edges)
             for edges in gene.nodes
         )
         self.out_channels = len(self.concat) * channels
@@ -62,6 +76,7 @@ class CellNetwork(nn.Module):
         num_classes: int = 10,
         in_channels: int = 3,
         stem_multiplier: int = 3,
+        make_edge: MakeEdge = make_op,
     ) -> None:
         super().__init__()
         c_stem = stem_multiplier * channels
@@ -76,7 +91,7 @@ class CellNetwork(nn.Module):
             if reduction:
                 c *= 2
             c_inputs = [c_prev_prev, c_prev] if gene.inputs == 2 else [c_prev]
-            cell = Cell(gene, c_inputs, c, reduction, reduction_prev)
+            cell = Cell(gene, c_inputs, c, reduction, reduction_prev, make_edge)
             cells.append(cell)
             self.two_inputs.append(gene.inputs == 2)
             reduction_prev = reduction

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from bitfx.errors import PassConfigError, PassError
-from bitfx.ir.binary import SCALE_NAMES, BinaryConv2d, BinaryLayer, BinaryLinear, BinaryScheme, get_scheme
+from bitfx.ir.binary import SCALE_NAMES, BinaryConv2d, BinaryLayer, BinaryScheme, get_scheme
 from bitfx.ir.binary.ops import PAD_VALUES
 from bitfx.ir.rewrite import (
     call_counts,
@@ -113,7 +113,7 @@ class BinarizeConvs(Pass):
                 skipped[node.target] = scheme
                 continue
             originals[node] = module
-            replace_module(gm, node.target, self._binary_layer(module, scheme))
+            replace_module(gm, node.target, scheme.binary_layer(module, self.scale, self.pad_value))
             binarized[node.target] = scheme.name
             schemes[node] = scheme
 
@@ -203,17 +203,6 @@ class BinarizeConvs(Pass):
 
     def _keeps_downsample(self) -> bool:
         return get_scheme(self.scheme).keep_downsample if self.keep_downsample is None else self.keep_downsample
-
-    def _binary_layer(self, module: nn.Module, scheme: BinaryScheme) -> nn.Module:
-        weight_quantizer = scheme.weight_quantizer(module.weight, self.scale)
-        if isinstance(module, nn.Conv2d):
-            pad_value = scheme.pad_value if self.pad_value is None else self.pad_value
-            layer = BinaryConv2d.from_conv(
-                module, weight_quantizer, scheme.input_quantizer(module.in_channels), pad_value=pad_value
-            )
-        else:
-            layer = BinaryLinear.from_linear(module, weight_quantizer, scheme.input_quantizer(module.in_features))
-        return layer.train(module.training)
 
     def _replace_relus(
         self, gm: fx.GraphModule, schemes: dict[fx.Node, BinaryScheme], calls: Counter

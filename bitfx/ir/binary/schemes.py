@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from bitfx.ir.binary.activations import RPReLU
 from bitfx.ir.binary.estimators import EDE, ApproxSign, ClippedSTE, Estimator, IdentitySTE
+from bitfx.ir.binary.layers import BinaryConv2d, BinaryLinear
 from bitfx.ir.binary.quantizers import RSign, SignActivation, WeightBinarizer, standardize_filters
 from bitfx.ir.binary.scales import make_scale
 
@@ -68,6 +69,23 @@ class BinaryScheme:
 
     def input_quantizer(self, channels: int) -> nn.Module | None:
         return None if self.activation is None else self.activation(channels)
+
+    def binary_layer(
+        self, module: nn.Conv2d | nn.Linear, scale: str | None = None, pad_value: int | None = None
+    ) -> BinaryConv2d | BinaryLinear:
+        """The binary layer this scheme makes of a float Conv2d or Linear (weights copied, same train mode).
+
+        `scale` and `pad_value` override the scheme's. The `binarize` pass and the search supernet
+        both make their binary layers here, so search and deployment share one binarization."""
+        weight_quantizer = self.weight_quantizer(module.weight, scale)
+        if isinstance(module, nn.Conv2d):
+            pad = self.pad_value if pad_value is None else pad_value
+            layer = BinaryConv2d.from_conv(
+                module, weight_quantizer, self.input_quantizer(module.in_channels), pad_value=pad
+            )
+        else:
+            layer = BinaryLinear.from_linear(module, weight_quantizer, self.input_quantizer(module.in_features))
+        return layer.train(module.training)
 
 
 _SCHEMES: dict[str, BinaryScheme] = {}
