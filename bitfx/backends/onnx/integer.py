@@ -66,7 +66,8 @@ def sign_thresholds(scale: torch.Tensor, bias: torch.Tensor, fan_in: int) -> tup
     k = np.arange(-fan_in, fan_in + 1, dtype=np.float32)
     s = scale.detach().numpy().astype(np.float32)[:, None]
     b = bias.detach().numpy().astype(np.float32)[:, None]
-    positive = ~((k[None, :] * s + b) < 0)
+    with np.errstate(invalid="ignore"):  # inf·0 is NaN, as in torch, and NaN counts as +1
+        positive = ~((k[None, :] * s + b) < 0)
     flip = s[:, 0] < 0
     oriented = np.where(flip[:, None], positive[:, ::-1], positive)  # as a function of −k when flipped
     if np.any(oriented[:, 1:] < oriented[:, :-1]):
