@@ -40,7 +40,7 @@ def test_abandit_genotype_builds_with_its_published_width_and_depth():
     # layer i uses cell ⌊6i/10⌋: a a b b c d d e e f; gab_filt_3x3 appears once in a, b and f
     assert [ABANDIT_CIFAR_1.cell_for_layer(i, 10)[0] for i in range(10)] == list("aabbcddeef")
     assert sum(isinstance(m, GaborConv2d) for m in model.modules()) == 2 + 2 + 1
-    assert _params(model) == 2_518_474  # bitfx's network for this genotype; the official network is not available
+    assert _params(model) == 2_518_474  # DARTS-style network; the authors' network is abandit_net.build_abandit
 
 
 def test_every_op_keeps_channels_and_divides_the_size_by_its_stride():
