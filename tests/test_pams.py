@@ -150,6 +150,24 @@ def test_paper_placement_without_residual_blocks_is_the_general_one_and_says_so(
     assert stats["placement"] == "general (no residual block)" and stats["layers"] == ["2"]
 
 
+class _LayerFreeResidual(nn.Module):
+    """Three convs; the only residual add, y + relu(y), has no layer on its branch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3), nn.Conv2d(4, 2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.a(x)
+        return self.c(self.b(y + torch.relu(y)))
+
+
+def test_paper_placement_with_no_layer_on_a_residual_branch_is_the_general_one():
+    gm = capture(_LayerFreeResidual().eval(), torch.randn(2, 3, 12, 12))
+    stats = Pipeline([PAMSQuantize()]).run(gm).records[0].stats
+    assert stats["placement"] == "general (no residual block)" and stats["layers"] == ["b"]
+
+
 def test_general_placement_keeps_first_and_last_float_and_quantizes_every_output():
     model, data = _edsr(), _data()
     result = Pipeline([PAMSQuantize(placement="general")]).run(capture(model, data[0]), data=data)

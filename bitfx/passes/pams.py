@@ -9,8 +9,8 @@ True/False values). A layer that `layers` leaves at its default is quantized by 
   are the two convs of every residual block, the paper's placement: the head, the body's last
   conv (its branch holds the blocks' adds), the upsampler and the tail stay float;
 - `general`: every layer but the first and the last in graph order (`float_ends`). A graph
-  without any residual block gets this placement under `paper` too (PAMS's placement is
-  defined by those blocks); `stats["placement"]` says which placement ran.
+  without any residual block holding a candidate layer gets this placement under `paper` too
+  (PAMS's placement is defined by those blocks); `stats["placement"]` says which ran.
 
 Where activation quantizers go (one `ActQuant` per quantized tensor, shared by the uses
 that read it):
@@ -155,7 +155,8 @@ class PAMSQuantize(Pass):
         selected = [(n, m, d) for n, m, d in candidates if computes_as(m, _CANDIDATES)]
         calls = call_counts(gm)
         ends = {selected[0][0].target, selected[-1][0].target} if selected and self.float_ends else set()
-        in_blocks = (_residual_branch_layers(gm) or None) if self.placement == "paper" else None
+        branches = _residual_branch_layers(gm) if self.placement == "paper" else set()
+        in_blocks = branches if any(node in branches for node, _, _ in selected) else None
         placement = "paper" if in_blocks is not None else "general"
         if self.placement == "paper" and in_blocks is None:
             placement = "general (no residual block)"
