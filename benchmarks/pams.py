@@ -6,8 +6,8 @@ quantizers calibrate on the same LR crops of the training photographs and neithe
 (post-training quantization on both sides; the fine-tuned PAMS numbers are in docs/pams.md):
 
 - bitfx: the `pams` pass (8-bit, per-tensor weights, α = mean per-sample max) with the
-  paper's EDSR placement (block convs), the pass's default (all convs but the first and the
-  last) and every conv module (`float_ends=false`; the mean shifts are functional convs on
+  paper's EDSR placement (block convs, the pass's default), `placement=general` (all convs but
+  the first and the last) and every conv module (`float_ends=false`; the mean shifts are functional convs on
   buffers and stay float), lowered with `qdq`;
 - onnxruntime: `quantize_static(QDQ, per_channel=True, MinMax)` on the float ONNX file (after
   its `quant_pre_process`), with its default int8 activations (S8S8) and with uint8 (U8S8).
@@ -38,13 +38,13 @@ from bitfx.ir.table import format_table
 from bitfx.passes import PAMSQuantize, Pipeline
 from bitfx.zoo import edsr_lite
 from bitfx.zoo.sr_data import TEST_IMAGES, TRAIN_IMAGES, load_pairs, psnr_y, random_patches
-from examples.pams_sr import PLACEMENTS, SCALE, train_float
+from examples.pams_sr import SCALE, train_float
 
 CROP = 96  # LR crop side: the benchmark input is 1 × 3 × 96 × 96, the output 1 × 3 × 192 × 192
 BITFX_VARIANTS = {
-    "paper placement": PAMSQuantize(bits=8, layers=PLACEMENTS["paper"]),
-    "default placement": PAMSQuantize(bits=8),
-    "every conv module": PAMSQuantize(bits=8, float_ends=False),
+    "paper placement": PAMSQuantize(bits=8),
+    "general placement": PAMSQuantize(bits=8, placement="general"),
+    "every conv module": PAMSQuantize(bits=8, float_ends=False, placement="general"),
 }
 
 

@@ -4,7 +4,7 @@
    bundled inside scikit-image (bitfx.zoo.sr_data; nothing is downloaded);
 2. the `pams` pass quantizes a copy, α calibrated on training patches, with the paper's
    EDSR placement (the 3×3 convs of the residual blocks; head, body's last conv, upsampler
-   and tail float) and with the pass's default (every conv but the first and the last);
+   and tail float; the pass's default) and with `placement=general` (every conv but the first and the last);
 3. each student starts from the float weights and is fine-tuned with
    L1(SR, HR) + 1000 · SKT(body output before the tail) against the float teacher, α in its
    own Adam group (lr 1e-2, no weight decay); PSNR is also measured before fine-tuning;
@@ -32,7 +32,7 @@ from tqdm import tqdm
 from bitfx.backends.onnx import export, quantized_layer_fusion, run_session, session
 from bitfx.ir import capture
 from bitfx.ir.table import format_table
-from bitfx.passes import LayerSelection, PAMSQuantize, Pipeline
+from bitfx.passes import PAMSQuantize, Pipeline
 from bitfx.train import DEFAULT_SKT_WEIGHT, pams_parameter_groups, skt_loss, with_taps
 from bitfx.zoo import edsr_lite
 from bitfx.zoo.sr_data import TEST_IMAGES, TRAIN_IMAGES, SRPair, load_pairs, psnr_y, random_patches
@@ -40,10 +40,7 @@ from bitfx.zoo.sr_data import TEST_IMAGES, TRAIN_IMAGES, SRPair, load_pairs, psn
 SCALE = 2
 PATCH = 32
 BATCH = 16
-PLACEMENTS = {
-    "paper": LayerSelection(default=False, by_regex={r"body\.\d+\.body\.\d+": True}),
-    "default": LayerSelection(default=True),
-}
+PLACEMENTS = ("paper", "general")  # the `pams` pass's placements: EDSR's block convs; every conv but the ends
 
 
 def train_float(model: nn.Module, pairs: list[SRPair], steps: int, seed: int) -> nn.Module:
@@ -70,7 +67,7 @@ def quantize(teacher: fx.GraphModule, bits: int, placement: str, pairs: list[SRP
     """The `pams` pass on a copy of the teacher, α calibrated on four batches of training patches."""
     generator = torch.Generator().manual_seed(seed)
     calibration = [random_patches(pairs, BATCH, PATCH, SCALE, generator)[0] for _ in range(4)]
-    return Pipeline([PAMSQuantize(bits=bits, layers=PLACEMENTS[placement])]).run(teacher, data=calibration).graph_module
+    return Pipeline([PAMSQuantize(bits=bits, placement=placement)]).run(teacher, data=calibration).graph_module
 
 
 def finetune(

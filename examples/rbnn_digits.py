@@ -21,7 +21,8 @@ Two model shapes (`--model`): `plain` (no shortcuts, whatever the scheme's defau
 the networks RBNN and Bi-Real train). Reported: test accuracy mean ± std over seeds, the float
 model's, and the weight flip rates.
 
-    python -m examples.rbnn_digits [--seeds 3] [--epochs 10] [--starts scratch,float] [--variants xnor,rbnn,...]
+    python -m examples.rbnn_digits [--seeds 3] [--first-seed 0] [--epochs 10] [--starts scratch,float]
+                                   [--variants xnor,rbnn,...]
                                    [--optimizer adam|sgd] [--model plain|shortcut] [--lr LR] [--weight-decay WD]
                                    [--json PATH]
 """
@@ -167,6 +168,7 @@ def mean_std(values: list[float], percent: bool = True) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="run seeds first-seed … first-seed + seeds − 1")
     parser.add_argument("--epochs", type=int, default=10, help="epochs of float training, and of every binary training")
     parser.add_argument(
         "--starts",
@@ -207,7 +209,7 @@ def main() -> None:
     float_accuracies = []
     began = time.perf_counter()
     with tqdm(total=args.seeds * len(starts) * len(variants), desc="binary trainings", unit="run") as progress:
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             train = digits(SHAPE, split="train", seed=seed)
             torch.manual_seed(seed)
             first_width = 64 if args.model == "shortcut" else 32
@@ -227,7 +229,7 @@ def main() -> None:
     optimizer = "Adam" if args.optimizer == "adam" else "SGD momentum 0.9"
     print(
         f"\nSmall CNN ({args.model}) on digits 8×8, {args.epochs} epochs = {args.epochs * len(train)} steps per "
-        f"training, seeds 0–{args.seeds - 1}, "
+        f"training, seeds {args.first_seed}–{args.first_seed + args.seeds - 1}, "
         f"{optimizer} lr {recipe['lr']:g} + L2 {recipe['weight_decay']:g}, cosine"
     )
     print(f"float model: {mean_std(float_accuracies) + ' %' if float_accuracies else 'not trained'} test accuracy\n")

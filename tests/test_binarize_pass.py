@@ -10,9 +10,10 @@ from helpers import assert_same_state, state_snapshot
 from torch import fx, nn
 
 from bitfx import zoo
-from bitfx.errors import PassError
+from bitfx.backends.onnx import export
+from bitfx.errors import LoweringError, PassConfigError, PassError
 from bitfx.ir import capture, run_eval
-from bitfx.ir.binary import BinaryConv2d, BinaryLinear, RPReLU
+from bitfx.ir.binary import BinaryConv2d, BinaryInput, BinaryLinear, RPReLU, RSign
 from bitfx.passes import BinarizeConvs, LayerSelection, Pipeline, create_pass
 
 
@@ -171,3 +172,62 @@ def test_a_1x1_conv_fed_by_an_average_pool_counts_as_downsample() -> None:
         "1": "xnor",
         "4": "xnor",
     }
+
+
+def _small_cnn() -> nn.Sequential:
+    torch.manual_seed(0)
+
+    def block(channels: int) -> list[nn.Module]:
+        return [nn.Conv2d(channels, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU()]
+
+    return nn.Sequential(*block(3), *block(8), *block(8), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+
+
+def test_activations_only_keeps_real_weights_and_refuses_to_lower(tmp_path: Path) -> None:
+    gm, stats = _binarize(_small_cnn(), "binarize(scheme=reactnet, weights=real, shortcuts=true)", (2, 3, 8, 8))
+    assert stats["weights"] == "real" and stats["binarized"] == 2 and stats["shortcuts"] == 2
+    assert not _binary_targets(gm)
+    assert type(gm.get_submodule("3")) is nn.Conv2d and type(gm.get_submodule("6")) is nn.Conv2d
+    signs = {name: m for name, m in gm.named_modules() if isinstance(m, BinaryInput)}
+    assert set(signs) == {"3_binary_input", "6_binary_input"}
+    assert all(isinstance(m.quantizer, RSign) for m in signs.values())
+    assert sum(isinstance(m, RPReLU) for m in gm.modules()) == 2
+    x = torch.randn(2, 3, 8, 8)
+    seen = []
+    handle = gm.get_submodule("3").register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    gm(x)
+    handle.remove()
+    assert set(seen[0].unique().tolist()) <= {-1.0, 1.0}  # the float conv reads ±1
+    with pytest.raises(LoweringError, match="binary activations but real weights"):
+        export(gm, x, tmp_path / "a.onnx", lowering="custom")
+
+
+def test_second_binarize_carries_weights_and_thresholds_of_the_activations_only_step() -> None:
+    step1, _ = _binarize(_small_cnn(), "binarize(scheme=reactnet, weights=real, shortcuts=true)", (2, 3, 8, 8))
+    with torch.no_grad():
+        step1.get_submodule("3_binary_input").quantizer.beta.fill_(0.3)
+        step1.get_submodule("3").weight.mul_(2.0)
+    weight = step1.get_submodule("3").weight.detach().clone()
+    x = torch.randn(2, 3, 8, 8)
+    result = Pipeline.from_spec("binarize(scheme=reactnet, shortcuts=true)").run(step1)
+    step2, stats = result.graph_module, result.records[-1].stats
+    assert stats["activations_carried_over"] == ["3", "6"] and stats["shortcuts"] == 0
+    assert not any(isinstance(m, BinaryInput) for m in step2.modules())
+    layer = step2.get_submodule("3")
+    assert isinstance(layer, BinaryConv2d) and torch.equal(layer.weight.detach(), weight)
+    assert torch.allclose(layer.input_quantizer.beta.detach(), torch.full((8,), 0.3))
+    adds = [n for n in step2.graph.nodes if n.op == "call_function" and "add" in str(n.target)]
+    assert len(adds) == 2  # the first step's shortcuts, no second pair
+    assert step2(x).shape == (2, 4)
+
+
+def test_activations_only_needs_a_scheme_that_binarizes_activations() -> None:
+    with pytest.raises(PassConfigError, match="W1A32"):
+        BinarizeConvs(scheme="dorefa_w1", weights="real")
+
+
+def test_activations_only_keeps_a_plain_sign_on_a_never_negative_input_float() -> None:
+    gm, stats = _binarize(_small_cnn(), "binarize(scheme=xnor, weights=real, activations=keep)", (2, 3, 8, 8))
+    assert stats["binarized"] == 0
+    assert "never negative" in stats["skipped"]["3"] and "never negative" in stats["skipped"]["6"]
+    assert not [n for n in gm.graph.nodes if "binary_input" in n.name]

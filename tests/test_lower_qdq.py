@@ -35,7 +35,7 @@ def _quantized_edsr(spec: str):
 
 @pytest.fixture(scope="module")
 def edsr8(tmp_path_factory):
-    gm, x = _quantized_edsr("pams")
+    gm, x = _quantized_edsr("pams(placement=general)")
     return gm, x, export(gm, x, tmp_path_factory.mktemp("qdq") / "edsr8.onnx", lowering="qdq")
 
 
@@ -176,7 +176,7 @@ class _ResNetStyle(nn.Module):
 def test_other_graphs_fuse_and_verify(name, tmp_path):
     torch.manual_seed(0)
     model, spec = (
-        (_ScaledBranches(), "pams(float_ends=false)")
+        (_ScaledBranches(), "pams(float_ends=false, placement=general)")
         if name == "scaled_branches"
         else (randomize_batchnorm(_ResNetStyle()), "fuse_bn,pams")
     )

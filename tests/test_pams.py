@@ -130,9 +130,47 @@ def test_edsr_placement_follows_the_paper_plus_conv1_input():
     )  # float body.4
 
 
-def test_default_selection_keeps_first_and_last_float_and_quantizes_every_output():
+def test_default_placement_is_the_papers_edsr_block_convs():
     model, data = _edsr(), _data()
     result = Pipeline([PAMSQuantize()]).run(capture(model, data[0]), data=data)
+    stats = result.records[0].stats
+    assert stats["placement"] == "paper"
+    assert stats["layers"] == [f"body.{block}.body.{conv}" for block in range(4) for conv in (0, 2)]
+    assert stats["quantized_layers"] == 8 and stats["activation_quantizers"] == 12
+    assert stats["skipped"]["head"] == stats["skipped"]["tail.1"] == "first/last layer (float_ends)"
+    for name in ("body.4", "tail.0.0"):  # the body's last conv and the upsampler stay float, as in PAMS
+        assert stats["skipped"][name].startswith("not on a residual block's branch (placement='paper'")
+
+
+def test_paper_placement_without_residual_blocks_is_the_general_one_and_says_so():
+    gm = capture(
+        nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2)), torch.randn(2, 8)
+    )
+    stats = Pipeline([PAMSQuantize(bits=4)]).run(gm).records[0].stats
+    assert stats["placement"] == "general (no residual block)" and stats["layers"] == ["2"]
+
+
+class _LayerFreeResidual(nn.Module):
+    """Three convs; the only residual add, y + relu(y), has no layer on its branch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3), nn.Conv2d(4, 2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.a(x)
+        return self.c(self.b(y + torch.relu(y)))
+
+
+def test_paper_placement_with_no_layer_on_a_residual_branch_is_the_general_one():
+    gm = capture(_LayerFreeResidual().eval(), torch.randn(2, 3, 12, 12))
+    stats = Pipeline([PAMSQuantize()]).run(gm).records[0].stats
+    assert stats["placement"] == "general (no residual block)" and stats["layers"] == ["b"]
+
+
+def test_general_placement_keeps_first_and_last_float_and_quantizes_every_output():
+    model, data = _edsr(), _data()
+    result = Pipeline([PAMSQuantize(placement="general")]).run(capture(model, data[0]), data=data)
     out, stats = result.graph_module, result.records[0].stats
     mean_shifts = {name: why for name, why in stats["skipped"].items() if name.startswith("conv2d")}
     assert sorted(mean_shifts) == ["conv2d", "conv2d_1"]  # MeanShift's fixed F.conv2d, reported, not silent

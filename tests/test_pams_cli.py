@@ -7,7 +7,8 @@ from bitfx.cli import main
 
 def test_compile_edsr_with_pams_and_qdq(tmp_path, capsys):
     report_path = tmp_path / "r.json"
-    args = ["compile", "bitfx.zoo:edsr_lite", "--passes", "pams", "--data", "bitfx.zoo:random", "--lowering", "qdq"]
+    args = ["compile", "bitfx.zoo:edsr_lite", "--passes", "pams(placement=general)"]
+    args += ["--data", "bitfx.zoo:random", "--lowering", "qdq"]
     code = main([*args, "-o", str(tmp_path / "m.onnx"), "--report", str(report_path)])
     printed = capsys.readouterr().out
     report = json.loads(report_path.read_text())

@@ -21,6 +21,15 @@ split, the sum of rectified maps, a gated product, …) and whose sign has a fix
 stays float with the reason: sign() of its input would be +1 everywhere and its output would
 not depend on its input. `ensures` fails the pass if such a binary layer is left.
 
+`weights="real"` binarizes only the activations (ReActNet's first step): each selected layer
+stays a float Conv2d / Linear and gets the scheme's activation quantizer in front of it as a
+`BinaryInput` module (ReLUs in front are replaced as above). A later `binarize` with the default
+`weights="binary"` makes such a layer binary with the weights it has reached and moves the
+`BinaryInput`'s quantizer into it (learned thresholds carried over, whatever the new scheme's
+activation quantizer); the shortcuts the first step added stay, and no second one is added
+around that layer. The ONNX lowerings refuse a graph that still holds a `BinaryInput`: a float
+layer cannot run as a packed binary op.
+
 `shortcuts=True` adds Bi-Real's real-valued shortcut around each binarized conv whose
 output (after the BatchNorm that directly follows it, if any) has the shape of its input:
 y = conv(x) + x. Default: the scheme's (on for `bireal`, as in the Bi-Real network; off for
@@ -40,8 +49,16 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from bitfx.errors import PassConfigError, PassError
-from bitfx.ir.binary import SCALE_NAMES, BinaryConv2d, BinaryLayer, BinaryScheme, get_scheme
+from bitfx.ir.binary import (
+    SCALE_NAMES,
+    BinaryConv2d,
+    BinaryInput,
+    BinaryLayer,
+    BinaryScheme,
+    get_scheme,
+)
 from bitfx.ir.binary.ops import PAD_VALUES
+from bitfx.ir.protocol import deployed_input
 from bitfx.ir.rewrite import (
     call_counts,
     computes_as,
@@ -79,10 +96,17 @@ class BinarizeConvs(Pass):
     activations: Literal["scheme", "keep"] = "scheme"
     shortcuts: bool | None = None
     keep_downsample: bool | None = None
+    weights: Literal["binary", "real"] = "binary"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self._scheme(self.scheme, "scheme")
+        if self._scheme(self.scheme, "scheme").activation is None and self.weights == "real":
+            raise PassConfigError(
+                f"pass 'binarize': scheme {self.scheme!r} keeps activations real (W1A32), so weights='real' "
+                "would binarize nothing"
+            )
+        if self.weights not in ("binary", "real"):
+            raise PassConfigError(f"pass 'binarize': weights={self.weights!r} must be 'binary' or 'real'")
         if self.scale is not None and self.scale not in SCALE_NAMES:
             raise PassConfigError(f"pass 'binarize': scale={self.scale!r} is not one of {', '.join(SCALE_NAMES)}")
         if self.pad_value is not None and self.pad_value not in PAD_VALUES:
@@ -107,25 +131,47 @@ class BinarizeConvs(Pass):
         binarized: dict[str, str] = {}
         skipped: dict[str, str] = {}
         schemes: dict[fx.Node, BinaryScheme] = {}
+        carried: list[fx.Node] = []
         for node, module, decision in weight_nodes:
             scheme = self._choose(node, module, decision, first_conv, last_layer, calls)
             if isinstance(scheme, str):
                 skipped[node.target] = scheme
                 continue
-            originals[node] = module
-            replace_module(gm, node.target, scheme.binary_layer(module, self.scale, self.pad_value))
+            if self.weights == "real":
+                if scheme.activation is None:
+                    skipped[node.target] = f"scheme {scheme.name!r} keeps activations real: weights='real' does nothing"
+                    continue
+                if isinstance(module_of(gm, node.args[0]), BinaryInput):
+                    skipped[node.target] = "its activations are binary already (a BinaryInput feeds it)"
+                    continue
+            else:
+                originals[node] = module
+                earlier = _carried_quantizer(gm, node)
+                carried += [node] if earlier is not None else []
+                replace_module(gm, node.target, scheme.binary_layer(module, self.scale, self.pad_value, earlier))
             binarized[node.target] = scheme.name
             schemes[node] = scheme
 
         activations = {} if self.activations == "keep" else self._replace_relus(gm, schemes, calls)
-        for node, reason in _never_negative_inputs(gm, list(schemes)).items():
+        if self.weights == "real":
+            signs = {_insert_binary_input(gm, node, scheme): node for node, scheme in schemes.items()}
+            for sign, reason in _never_negative_inputs(gm, list(signs)).items():
+                sign.replace_all_uses_with(sign.args[0])
+                gm.graph.erase_node(sign)
+                del binarized[signs[sign].target], schemes[signs[sign]]
+                skipped[signs[sign].target] = reason
+        for node, reason in _never_negative_inputs(gm, [n for n in schemes if n in originals]).items():
             replace_module(gm, node.target, originals[node])
             del binarized[node.target], schemes[node]
             skipped[node.target] = reason
         for name, kind in every_layer.items():
             if name not in binarized and name not in skipped:
                 skipped[name] = f"a {kind}: binarize makes Conv2d and Linear modules binary and leaves this float"
-        binary_convs = [node for node in schemes if isinstance(gm.get_submodule(node.target), BinaryConv2d)]
+        binary_convs = [
+            node
+            for node in schemes
+            if isinstance(gm.get_submodule(node.target), (BinaryConv2d, nn.Conv2d)) and node not in carried
+        ]
         wants_shortcuts = get_scheme(self.scheme).shortcuts if self.shortcuts is None else self.shortcuts
         shortcuts = self._add_shortcuts(gm, binary_convs) if wants_shortcuts else 0
         if binarized:
@@ -134,7 +180,9 @@ class BinarizeConvs(Pass):
             gm.recompile()
         stats: dict[str, Any] = {
             "scheme": self.scheme,
+            "weights": self.weights,
             "binarized": len(binarized),
+            "activations_carried_over": [node.target for node in carried if node in schemes],
             "skipped": skipped,
             "activations_replaced": activations,
             "shortcuts": shortcuts,
@@ -144,7 +192,7 @@ class BinarizeConvs(Pass):
 
     def ensures(self, gm: fx.GraphModule) -> None:
         """No binary layer may read a never-negative input through a sign at 0 (its output would be constant)."""
-        layers = [node for node in gm.graph.nodes if isinstance(module_of(gm, node), BinaryLayer)]
+        layers = [node for node in gm.graph.nodes if isinstance(module_of(gm, node), (BinaryLayer, BinaryInput))]
         degenerate = _never_negative_inputs(gm, layers)
         if degenerate:
             raise PassError(
@@ -224,6 +272,8 @@ class BinarizeConvs(Pass):
             user = only_user(node)
             end = user if user is not None and isinstance(module_of(gm, user), nn.BatchNorm2d) else node
             source = node.args[0]
+            if isinstance(module_of(gm, source), BinaryInput):  # the shortcut carries the real input, not its sign
+                source = source.args[0]
             if node_shape(source) != node_shape(end) or node_shape(end) is None:
                 continue
             with gm.graph.inserting_after(end):
@@ -232,6 +282,31 @@ class BinarizeConvs(Pass):
             shortcut.meta = dict(end.meta)
             added += 1
         return added
+
+
+def _carried_quantizer(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
+    """The quantizer of the `BinaryInput` feeding `node` (bypassed and removed), or None when there is none."""
+    source = node.args[0]
+    sign = module_of(gm, source) if isinstance(source, fx.Node) else None
+    if not isinstance(sign, BinaryInput):
+        return None
+    source.replace_all_uses_with(source.args[0], delete_user_cb=lambda user: user is node)
+    if not source.users:
+        gm.graph.erase_node(source)
+    return sign.quantizer
+
+
+def _insert_binary_input(gm: fx.GraphModule, node: fx.Node, scheme: BinaryScheme) -> fx.Node:
+    """Put the scheme's activation quantizer, as a `BinaryInput`, between `node` and its input."""
+    source, layer = node.args[0], gm.get_submodule(node.target)
+    channels = layer.in_channels if isinstance(layer, nn.Conv2d) else layer.in_features
+    target = free_name(gm, f"{node.target.replace('.', '_')}_binary_input")
+    gm.add_submodule(target, BinaryInput(scheme.input_quantizer(channels)))
+    with gm.graph.inserting_before(node):
+        sign = gm.graph.call_module(target, (source,))
+    sign.meta = dict(source.meta)
+    node.replace_input_with(source, sign)
+    return sign
 
 
 def _is_downsample(node: fx.Node, module: nn.Module) -> bool:
@@ -285,13 +360,18 @@ def _replace_relu(gm: fx.GraphModule, relu: fx.Node, scheme: BinaryScheme, calls
 
 
 def _never_negative_inputs(gm: fx.GraphModule, layer_nodes: list[fx.Node]) -> dict[fx.Node, str]:
-    """The binary layers among `layer_nodes` whose sign at 0 sees an input that is never negative, with the reason."""
+    """The binary layers (or `BinaryInput`s) among `layer_nodes` whose sign at 0 sees an input that is never negative,
+    with the reason."""
     values = never_negative(gm)
     found = {}
     for node in layer_nodes:
         layer = gm.get_submodule(node.target)
         source = node.args[0] if node.args else None
-        if not layer.binarize_input or layer.deployed_input() is not None or source not in values:
+        if isinstance(layer, BinaryInput):
+            signs, threshold = True, deployed_input(layer.quantizer)
+        else:
+            signs, threshold = layer.binarize_input, layer.deployed_input()
+        if not signs or threshold is not None or source not in values:
             continue
         found[node] = (
             f"its input is never negative ({describe(source, values[source])}): sign() would be +1 everywhere and "

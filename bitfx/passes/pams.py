@@ -2,8 +2,15 @@
 around them (Li et al., ECCV 2020; the math is in `bitfx.ir.quant`).
 
 Which layers: every Conv1d/2d/3d and Linear chosen by `layers` (a `LayerSelection` with
-True/False values); when `layers` leaves a layer at its default, the first and the last
-of them in graph order stay float (`float_ends`), as PAMS keeps EDSR's head and tail.
+True/False values). A layer that `layers` leaves at its default is quantized by `placement`:
+
+- `paper` (default): only the layers on the branch of a residual block — an add x + f(x)
+  whose branch f reaches x through single-input ops and contains no other add. For EDSR those
+  are the two convs of every residual block, the paper's placement: the head, the body's last
+  conv (its branch holds the blocks' adds), the upsampler and the tail stay float;
+- `general`: every layer but the first and the last in graph order (`float_ends`). A graph
+  without any residual block holding a candidate layer gets this placement under `paper` too
+  (PAMS's placement is defined by those blocks); `stats["placement"]` says which ran.
 
 Where activation quantizers go (one `ActQuant` per quantized tensor, shared by the uses
 that read it):
@@ -36,7 +43,7 @@ import itertools
 import operator
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
@@ -76,9 +83,12 @@ class PAMSQuantize(Pass):
     layers: LayerSelection = field(default_factory=lambda: LayerSelection(default=True))
     float_ends: bool = True
     batches: int | None = None
+    placement: Literal["paper", "general"] = "paper"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.placement not in ("paper", "general"):
+            raise PassConfigError(f"pass 'pams': placement={self.placement!r} must be 'paper' or 'general'")
         if self.batches is not None and (
             isinstance(self.batches, bool) or not isinstance(self.batches, int) or self.batches < 1
         ):
@@ -97,9 +107,9 @@ class PAMSQuantize(Pass):
 
     def run(self, gm: fx.GraphModule, context: PassContext) -> PassResult:
         float_outputs = run_eval(gm, context.example_inputs)
-        chosen, skipped = self._choose(gm)
+        chosen, skipped, placement = self._choose(gm)
         if not chosen:
-            return PassResult(gm, False, {"quantized_layers": 0, "skipped": skipped})
+            return PassResult(gm, False, {"quantized_layers": 0, "placement": placement, "skipped": skipped})
         for node in chosen:
             replace_module(gm, node.target, quantize_layer(gm.get_submodule(node.target), self.bits, self.per_channel))
         quantizers = _insert_quantizers(gm, _quantized_edges(gm, chosen), self.bits)
@@ -110,6 +120,7 @@ class PAMSQuantize(Pass):
             "bits": self.bits,
             "per_channel": self.per_channel,
             "quantized_layers": len(chosen),
+            "placement": placement,
             "activation_quantizers": len(quantizers),
             "calibration": calibration,
             "rel_error_vs_float": error,
@@ -138,12 +149,17 @@ class PAMSQuantize(Pass):
                     "a positive finite value"
                 )
 
-    def _choose(self, gm: fx.GraphModule) -> tuple[list[fx.Node], dict[str, str]]:
-        """The layer nodes to quantize, and why each other candidate stays float."""
+    def _choose(self, gm: fx.GraphModule) -> tuple[list[fx.Node], dict[str, str], str]:
+        """The layer nodes to quantize, why each other candidate stays float, and the placement that ran."""
         candidates = self.layers.select(gm, _CANDIDATES)
         selected = [(n, m, d) for n, m, d in candidates if computes_as(m, _CANDIDATES)]
         calls = call_counts(gm)
         ends = {selected[0][0].target, selected[-1][0].target} if selected and self.float_ends else set()
+        branches = _residual_branch_layers(gm) if self.placement == "paper" else set()
+        in_blocks = branches if any(node in branches for node, _, _ in selected) else None
+        placement = "paper" if in_blocks is not None else "general"
+        if self.placement == "paper" and in_blocks is None:
+            placement = "general (no residual block)"
         chosen: list[fx.Node] = []
         skipped = {
             n.target: f"{type(m).__name__} overrides forward: what it computes is not a plain conv/linear"
@@ -153,6 +169,11 @@ class PAMSQuantize(Pass):
         for node, module, decision in selected:
             if decision.rule == "default" and node.target in ends:
                 skipped[node.target] = "first/last layer (float_ends)"
+            elif decision.rule == "default" and in_blocks is not None and node not in in_blocks:
+                skipped[node.target] = (
+                    "not on a residual block's branch (placement='paper' quantizes those only, as PAMS quantizes "
+                    "EDSR's block convs; placement='general' quantizes every layer but the first and last)"
+                )
             elif decision.value not in (True, False, None):
                 raise PassConfigError(
                     f"pass 'pams': layers must map to true/false, got {decision.value!r} for {node.target!r} "
@@ -172,7 +193,37 @@ class PAMSQuantize(Pass):
         for name, kind in weight_layers(gm).items():
             if name not in chosen_names and name not in skipped:
                 skipped[name] = f"a {kind}: pams quantizes Conv1d/2d/3d and Linear modules and leaves this float"
-        return chosen, skipped
+        return chosen, skipped, placement
+
+
+def _residual_branch_layers(gm: fx.GraphModule) -> set[fx.Node]:
+    """The nodes on the branches of innermost residual blocks: for an add of two values that, followed back
+    through single-input ops, meet at one tensor x without passing another add, the nodes between x and the add."""
+    found: set[fx.Node] = set()
+    for node in gm.graph.nodes:
+        operands = [a for a in node.args[:2] if isinstance(a, fx.Node)] if _is_add(node) else []
+        if len(operands) != 2:
+            continue
+        chains = [_single_input_chain(operand) for operand in operands]
+        meeting = next((n for n in chains[0] if n in chains[1]), None)
+        if meeting is None:
+            continue
+        branch = [n for chain in chains for n in chain[: chain.index(meeting)]]
+        if not any(_is_add(n) for n in branch):
+            found.update(branch)
+    return found
+
+
+def _single_input_chain(node: fx.Node) -> list[fx.Node]:
+    """`node` and the nodes before it for as long as each has exactly one node input."""
+    chain = [node]
+    while node.op != "placeholder" and not _is_add(node):
+        inputs = node.all_input_nodes
+        if len(inputs) != 1:
+            break
+        node = inputs[0]
+        chain.append(node)
+    return chain
 
 
 def _quantized_edges(gm: fx.GraphModule, layers: list[fx.Node]) -> dict[fx.Node, set[fx.Node]]:

@@ -12,6 +12,7 @@ from bitfx.backends.onnx.graph_edits import rename_outputs
 from bitfx.backends.onnx.lowerings import get_lowering, pams_lowerings
 from bitfx.errors import BitfxError, LoweringError
 from bitfx.format.domain import LOWERING_METADATA_KEY
+from bitfx.ir.binary import BinaryInput
 from bitfx.ir.execution import Inputs, as_inputs, eval_mode, named_outputs
 from bitfx.ir.quant import QUANT_LAYER_TYPES, ActQuant
 
@@ -78,7 +79,15 @@ def _name_structured_outputs(gm: fx.GraphModule, model: onnx.ModelProto) -> None
 
 
 def _check_expressible(gm: fx.GraphModule, lowering: str) -> None:
-    """Raise `LoweringError` when `gm` holds PAMS-quantized modules that `lowering` cannot express."""
+    """Raise `LoweringError` when `gm` holds PAMS-quantized modules that `lowering` cannot express, or binary
+    activations feeding a layer with real weights (`BinaryInput`), which no lowering expresses."""
+    signs = [name for name, module in gm.named_modules() if isinstance(module, BinaryInput)]
+    if signs:
+        raise LoweringError(
+            f"{len(signs)} layers have binary activations but real weights (e.g. {signs[0]!r}, from "
+            "binarize(weights=real)): no lowering runs a float layer on ±1 inputs as a binary op; binarize their "
+            "weights first (a second binarize with weights=binary)"
+        )
     if lowering in pams_lowerings():
         return
     quantized = [name for name, module in gm.named_modules() if isinstance(module, (ActQuant, *QUANT_LAYER_TYPES))]

@@ -4,6 +4,7 @@ See docs/binarization.md for the schemes and docs/binary-format.md for the ONNX 
 """
 
 from bitfx.ir.binary.activations import RPReLU
+from bitfx.ir.binary.binary_input import BinaryInput
 from bitfx.ir.binary.deployed import ConvGeometry, DeployedBinaryConv2d, DeployedBinaryLinear
 from bitfx.ir.binary.estimators import EDE, ESTIMATORS, ApproxSign, ClippedSTE, Estimator, IdentitySTE
 from bitfx.ir.binary.layers import BinaryConv2d, BinaryLayer, BinaryLinear
@@ -35,6 +36,7 @@ __all__ = [
     "SCALE_NAMES",
     "ApproxSign",
     "BinaryConv2d",
+    "BinaryInput",
     "BinaryLayer",
     "BinaryLinear",
     "BinaryScheme",

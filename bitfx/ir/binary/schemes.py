@@ -71,20 +71,25 @@ class BinaryScheme:
         return None if self.activation is None else self.activation(channels)
 
     def binary_layer(
-        self, module: nn.Conv2d | nn.Linear, scale: str | None = None, pad_value: int | None = None
+        self,
+        module: nn.Conv2d | nn.Linear,
+        scale: str | None = None,
+        pad_value: int | None = None,
+        input_quantizer: nn.Module | None = None,
     ) -> BinaryConv2d | BinaryLinear:
         """The binary layer this scheme makes of a float Conv2d or Linear (weights copied, same train mode).
 
-        `scale` and `pad_value` override the scheme's. The `binarize` pass and the search supernet
+        `scale` and `pad_value` override the scheme's; `input_quantizer` (a trained one carried over from an
+        activations-only step) replaces the scheme's fresh one. The `binarize` pass and the search supernet
         both make their binary layers here, so search and deployment share one binarization."""
         weight_quantizer = self.weight_quantizer(module.weight, scale)
         if isinstance(module, nn.Conv2d):
             pad = self.pad_value if pad_value is None else pad_value
-            layer = BinaryConv2d.from_conv(
-                module, weight_quantizer, self.input_quantizer(module.in_channels), pad_value=pad
-            )
+            quantizer = input_quantizer or self.input_quantizer(module.in_channels)
+            layer = BinaryConv2d.from_conv(module, weight_quantizer, quantizer, pad_value=pad)
         else:
-            layer = BinaryLinear.from_linear(module, weight_quantizer, self.input_quantizer(module.in_features))
+            quantizer = input_quantizer or self.input_quantizer(module.in_features)
+            layer = BinaryLinear.from_linear(module, weight_quantizer, quantizer)
         return layer.train(module.training)
 
 
