@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
 
 import torch
@@ -30,6 +29,7 @@ from bitfx.ir.table import format_table
 from bitfx.passes import Pipeline
 from bitfx.train import ChildParentLoss, Distillation
 from bitfx.zoo import digits, resnet20
+from examples.seeds import mean_std
 from examples.training import accuracy, train_classifier, train_epochs
 
 SHAPE = (1, 3, 16, 16)
@@ -62,11 +62,6 @@ def run_seed(seed: int, args: argparse.Namespace, weights: list[float]) -> dict[
     return rows
 
 
-def _mean_std(values: list[float], scale: float, digits: int) -> str:
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{scale * statistics.mean(values):.{digits}f} ± {scale * spread:.{digits}f}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 seed, 2 epochs")
@@ -92,9 +87,9 @@ def main() -> None:
             [
                 (
                     name,
-                    _mean_std([r[name]["accuracy"] for r in results], 100, 2),
-                    _mean_std([r[name]["error_before"] for r in results], 1, 4),
-                    _mean_std([r[name]["error_after"] for r in results], 1, 4),
+                    mean_std([r[name]["accuracy"] for r in results], 100, 2),
+                    mean_std([r[name]["error_before"] for r in results], 1, 4),
+                    mean_std([r[name]["error_after"] for r in results], 1, 4),
                 )
                 for name in results[0]
             ],

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import statistics
 import time
 
 import torch
@@ -35,6 +34,7 @@ from tqdm import tqdm
 
 from bitfx.ir.table import format_table
 from bitfx.train import CoGD, GatedWeight
+from examples.seeds import mean_std
 
 REPORTED = (1, 2, 5, 10, 20, 50, 100, 200)
 
@@ -117,11 +117,6 @@ def solve(x: Tensor, args: argparse.Namespace, seed: int, cogd: bool) -> list[tu
     return history
 
 
-def _mean_std(values: list[float], digits: int) -> str:
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.{digits}f} ± {spread:.{digits}f}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 images of 32², 30 iterations")
@@ -146,8 +141,8 @@ def main() -> None:
     for step in (s for s in REPORTED if s <= args.iterations):
         row = [str(step)]
         for histories in runs.values():
-            row.append(_mean_std([h[step - 1][0] for h in histories], 2))
-            row.append(_mean_std([h[step - 1][1] for h in histories], 2))
+            row.append(mean_std([h[step - 1][0] for h in histories], digits=2))
+            row.append(mean_std([h[step - 1][1] for h in histories], digits=2))
         rows.append(tuple(row))
     print(
         f"CSC on {args.images} scikit-image photographs {args.size}², {args.kernels} kernels "

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import statistics
 import time
 
 import torch
@@ -38,6 +37,7 @@ from bitfx.passes import Pipeline, RankPrune
 from bitfx.train import CoGD, GatedWeight, gate_l1_penalty
 from bitfx.zoo import digits, resnet20
 from examples.prune_digits import SHAPE, rate_for_macs
+from examples.seeds import mean_std
 from examples.training import accuracy, train_classifier, train_epochs
 
 LR = 0.01
@@ -112,11 +112,6 @@ def run_seed(seed: int, rate: float, args: argparse.Namespace) -> dict[str, dict
     return rows
 
 
-def _mean_std(values: list[float]) -> str:
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * statistics.mean(values):.2f} ± {100 * spread:.2f}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 seed, 2+1+1 epochs: a few minutes on 2 cores")
@@ -141,8 +136,8 @@ def main() -> None:
         (
             labels[key],
             f"{results[0][key]['macs_ratio']:.3f}",
-            _mean_std([r[key]["before"] for r in results]),
-            "-" if key == "unpruned" else _mean_std([r[key]["after"] for r in results]),
+            mean_std([r[key]["before"] for r in results], 100),
+            "-" if key == "unpruned" else mean_std([r[key]["after"] for r in results], 100),
         )
         for key in labels
     ]

@@ -26,7 +26,6 @@ import argparse
 import copy
 import json
 import re
-import statistics
 import time
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from bitfx.ir import capture, total_cost
 from bitfx.ir.table import format_table
 from bitfx.passes import LayerSelection, Pipeline, RankPrune
 from bitfx.zoo import digits, resnet20
+from examples.seeds import mean_std
 from examples.training import accuracy, train_classifier
 
 SHAPE = (1, 3, 16, 16)
@@ -130,11 +130,6 @@ def run_seed(
     return rows
 
 
-def _mean_std(values: list[float]) -> str:
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * statistics.mean(values):.2f} ± {100 * spread:.2f}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
@@ -167,8 +162,8 @@ def main() -> None:
             labels[key],
             f"{results[0][key]['macs_ratio']:.3f}",
             f"{results[0][key]['params_ratio']:.3f}",
-            _mean_std([r[key]["before"] for r in results]),
-            _mean_std([r[key]["after"] for r in results]),
+            mean_std([r[key]["before"] for r in results], 100),
+            mean_std([r[key]["after"] for r in results], 100),
         )
         for key in labels
     ]
@@ -195,7 +190,7 @@ def main() -> None:
             format_table(
                 ("selection", *(f"rate {low:g}" for low in sweep)),
                 [
-                    (labels[key], *(_mean_std([r[key][f"no_finetune@{low:g}"] for r in results]) for low in sweep))
+                    (labels[key], *(mean_std([r[key][f"no_finetune@{low:g}"] for r in results], 100) for low in sweep))
                     for key in CRITERIA
                 ],
                 (False, *(True for _ in sweep)),
@@ -232,8 +227,8 @@ def progressive_table(args: argparse.Namespace) -> None:
                 (
                     labels[key],
                     f"{results[0][key]['macs_ratio']:.3f}",
-                    _mean_std([r[key]["one-shot"] for r in results]),
-                    "—" if key == "unpruned" else _mean_std([r[key]["progressive"] for r in results]),
+                    mean_std([r[key]["one-shot"] for r in results], 100),
+                    "—" if key == "unpruned" else mean_std([r[key]["progressive"] for r in results], 100),
                 )
                 for key in labels
             ],

@@ -45,6 +45,7 @@ from bitfx.ir.table import format_table
 from bitfx.passes import Pipeline
 from bitfx.train import Distillation
 from bitfx.zoo import digits
+from examples.seeds import mean_std
 from examples.training import accuracy, train_classifier, train_epochs
 
 SHAPE = (1, 1, 8, 8)
@@ -158,13 +159,6 @@ def run(
     }
 
 
-def mean_std(values: list[float], percent: bool = True) -> str:
-    scale = 100 if percent else 1
-    mean = statistics.fmean(values) * scale
-    spread = statistics.stdev(values) * scale if len(values) > 1 else 0.0
-    return f"{mean:.1f} ± {spread:.1f}" if percent else f"{mean:.2f} ± {spread:.2f}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
@@ -232,7 +226,8 @@ def main() -> None:
         f"training, seeds {args.first_seed}–{args.first_seed + args.seeds - 1}, "
         f"{optimizer} lr {recipe['lr']:g} + L2 {recipe['weight_decay']:g}, cosine"
     )
-    print(f"float model: {mean_std(float_accuracies) + ' %' if float_accuracies else 'not trained'} test accuracy\n")
+    float_line = mean_std(float_accuracies, 100, 1) + " %" if float_accuracies else "not trained"
+    print(f"float model: {float_line} test accuracy\n")
     rows = []
     for key, runs in results.items():
         start, variant = key.split("/")
@@ -243,9 +238,10 @@ def main() -> None:
             for key in ("rotation_error_before", "rotation_error_after")
         )
         rows.append((
-            start, variant, mean_std([r["accuracy"] for r in runs]),
-            mean_std([r["flips_in_training"] for r in runs]), mean_std([r["flips_from_start"] for r in runs]),
-            "—" if sin_theta[0] is None else mean_std(sin_theta, percent=False),
+            start, variant, mean_std([r["accuracy"] for r in runs], 100, 1),
+            mean_std([r["flips_in_training"] for r in runs], 100, 1),
+            mean_std([r["flips_from_start"] for r in runs], 100, 1),
+            "—" if sin_theta[0] is None else mean_std(sin_theta),
             f"{before:.3f} → {after:.3f}" if rotated else "—",
             f"{statistics.fmean(r['train_seconds'] for r in runs):.1f}",
         ))  # fmt: skip

@@ -38,7 +38,8 @@ from bitfx.ir.table import format_table
 from bitfx.passes import Pipeline
 from bitfx.train import Distillation
 from bitfx.zoo import digits
-from examples.rbnn_digits import SHAPE, mean_std, small_cnn
+from examples.rbnn_digits import SHAPE, small_cnn
+from examples.seeds import mean_std
 from examples.training import accuracy, train_classifier, train_epochs
 
 ONE_STEP = "binarize(scheme=reactnet, shortcuts=true)"
@@ -110,7 +111,10 @@ def main() -> None:
     )
     print(format_table(
         ("model", "test acc %", "per seed %"),
-        [(key, mean_std([r[key] for r in runs]), " / ".join(f"{100 * r[key]:.2f}" for r in runs)) for key in runs[0]],
+        [
+            (key, mean_std([r[key] for r in runs], 100, 1), " / ".join(f"{100 * r[key]:.2f}" for r in runs))
+            for key in runs[0]
+        ],
         (False, True, True),
     ))  # fmt: skip
     print(f"\ntotal {time.perf_counter() - began:.0f} s")
