@@ -67,6 +67,7 @@ STEM_KINDS = (
     "int8 conv",
     "int8 conv + max pool (fused)",
 )
+BLOCK, SETTLE = 10, 5  # multi-thread turns: timed calls per turn, untimed calls before them
 LAYERS = [(56, 64), (28, 128), (14, 256), (7, 512)]  # (pixels, channels) of ResNet-18's 3×3 binary convs
 
 
@@ -83,18 +84,25 @@ def clock_for(threads: int) -> Callable[[], float]:
 def interleaved_ms(
     fns: dict[str, Callable[[], object]], repeats: int, threads: int, warmup: int = 2
 ) -> dict[str, float]:
-    """Median time of each function in ms, one call of each per round (so a burst of load hits
-    every candidate alike), by `clock_for(threads)`."""
+    """Median time of each function in ms by `clock_for(threads)`, the candidates taking turns so a
+    burst of load hits every one alike. At 1 thread a turn is one call. With more threads a turn is
+    a block of calls whose first `SETTLE` are not timed: every runtime's idle workers spin for a
+    while after a call (onnxruntime's, OpenMP's, the packed pool's), and a candidate timed right
+    after another would share the cores with the previous one's spinning threads."""
     clock = clock_for(threads)
+    block, settle = (1, 0) if threads == 1 else (BLOCK, SETTLE)
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
+    for _ in range(-(-repeats // block)):
         for name, fn in fns.items():
-            start = clock()
-            fn()
-            times[name].append((clock() - start) * 1000)
+            for _ in range(settle):
+                fn()
+            for _ in range(block):
+                start = clock()
+                fn()
+                times[name].append((clock() - start) * 1000)
     return {name: float(np.median(values)) for name, values in times.items()}
 
 
