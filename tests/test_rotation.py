@@ -231,7 +231,7 @@ def test_standardize_activations_skips_layers_with_real_or_thresholded_inputs(ro
 
 
 def _effective_signs(layer: RotatedBinaryConv2d) -> torch.Tensor:
-    """sign(w3) from the formula of algorithms.md §2, written out independently."""
+    """sign(w3) from RBNN's formula (docs/rbnn.md), written out independently."""
     quantizer = layer.weight_quantizer
     w = layer.weight.detach()
     centred = w.flatten(1) - w.flatten(1).mean(1, keepdim=True)

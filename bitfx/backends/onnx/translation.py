@@ -1,7 +1,7 @@
 """Translation tables: how each lowering style writes bitfx's `torch.library` ops in ONNX.
 
 `torch.onnx.export(dynamo=True)` keeps a custom op as one node and asks a translation
-function (an onnxscript function, see docs/deployment-facts) for its ONNX form. A file that
+function (an onnxscript function) for its ONNX form. A file that
 defines ops registers one function per lowering style with `register_translation`; a
 lowering passes `translation_table(style, ...)` to the exporter.
 """
