@@ -139,6 +139,29 @@ def test_edsr_placement_is_the_official_codes(layers):
     )  # float body.4
 
 
+def test_a_quantized_block_input_feeds_conv1_its_quantizer_and_the_stats_say_so():
+    model, data = _edsr(), _data()
+    selection = LayerSelection(default=True, by_name={"head": True})
+    result = Pipeline([PAMSQuantize(layers=selection)]).run(capture(model, data[0]), data=data)
+    out, stats = result.graph_module, result.records[0].stats
+    assert stats["layers"][0] == "head" and stats["placement"] == "paper"
+    assert stats["float_input_layers"] == [f"body.{block}.body.0" for block in (1, 2, 3)]
+    conv1 = next(n for n in out.graph.nodes if n.target == "body.0.body.0")
+    assert _quant_input(out, conv1) and conv1.args[0].args[0].name == "head"  # rule 3: head's output is quantized
+
+
+def test_ensures_allows_float_input_only_to_each_branchs_first_layer():
+    model, data = _edsr(), _data()
+    out = Pipeline([PAMSQuantize()]).run(capture(model, data[0]), data=data).graph_module
+    PAMSQuantize().ensures(out)
+    with pytest.raises(PassError, match="does not read a quantized activation"):
+        PAMSQuantize(placement="general").ensures(out)  # general quantizes conv1's input
+    conv2 = next(n for n in out.graph.nodes if n.target == "body.0.body.2")
+    conv2.replace_input_with(conv2.args[0], conv2.args[0].args[0])  # conv2 reads the float ReLU output
+    with pytest.raises(PassError, match="'body.0.body.2' does not read a quantized activation"):
+        PAMSQuantize().ensures(out)
+
+
 class _OfficialBlock(nn.Module):
     """The layout of PAMS_ResBlock: an identity `shortcut` module, `body` = conv-ReLU-conv, `.mul(res_scale)`,
     the branch added to the shortcut in place."""
