@@ -19,8 +19,9 @@ from bitfx.ir import capture, compare_outputs, run_eval
 from bitfx.passes import Pipeline
 from bitfx.zoo import edsr_lite
 
-PAPER = (
-    "pams(bits=4, per_channel=true, "
+# EDSR's block convs, each reading a quantized input (conv1 too): integer from the first block to the last
+BLOCK_CONVS_INTEGER = (
+    "pams(bits=4, per_channel=true, placement=general, "
     "layers={'default': False, 'by_regex': {'body\\\\.\\\\d+\\\\.body\\\\.\\\\d+': True}})"
 )
 
@@ -41,8 +42,14 @@ def edsr8(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def edsr4(tmp_path_factory):
-    gm, x = _quantized_edsr(PAPER)
+    gm, x = _quantized_edsr(BLOCK_CONVS_INTEGER)
     return gm, x, export(gm, x, tmp_path_factory.mktemp("qdq") / "edsr4.onnx", lowering="qdq")
+
+
+@pytest.fixture(scope="module")
+def edsr_paper(tmp_path_factory):
+    gm, x = _quantized_edsr("pams")
+    return gm, x, export(gm, x, tmp_path_factory.mktemp("qdq") / "edsr_paper.onnx", lowering="qdq")
 
 
 def _initializers(model):
@@ -98,6 +105,29 @@ def test_file_layout_is_symmetric_uint8_codes_int8_weights_int32_bias(edsr4):
         assert codes.dtype == np.int8 and np.abs(codes).max() == 7 and scale.shape == (codes.shape[0],)
         bias = producers[conv.input[2]]
         assert inits[bias.input[0]].dtype == np.int32
+
+
+def test_paper_placement_conv1_lowers_as_dequantized_weights_on_a_float_input(edsr_paper, tmp_path):
+    gm, x, path = edsr_paper
+    fusion = quantized_layer_fusion(path)
+    assert fusion["quantized_convs"] == 8 and fusion["fused_convs"] == 4 and not fusion["all_fused"]
+    model = load_model(path)
+    producers = {out: node for node in model.graph.node for out in node.output}
+    inits = _initializers(model)
+    float_input = {}
+    for conv in (n for n in model.graph.node if n.op_type == "Conv" and n.input[1] in producers):
+        if producers[conv.input[1]].op_type != "DequantizeLinear":
+            continue
+        reads_codes = conv.input[0] in producers and producers[conv.input[0]].op_type == "DequantizeLinear"
+        if not reads_codes:  # no int32 bias: its scale s_in·s_w needs an input scale (a zero bias is dropped)
+            float_input[conv.name] = len(conv.input) < 3 or inits[conv.input[2]].dtype == np.float32
+        assert inits[producers[conv.input[1]].input[0]].dtype == np.int8
+    assert len(float_input) == 4 and all(float_input.values())  # conv1 of every block
+    report = verify_qdq(path, gm, x)
+    assert report.ok and len(report.quantizers) == 12, report.describe()
+    edited = _edit_initializer(path, tmp_path, "body_1_body_0_weight_codes", lambda w: -w)
+    broken = verify_qdq(edited, gm, x)
+    assert not broken.ok and next(q for q in broken.quantizers if q.name == "body_1_body_1_quant").max_code_diff > 1
 
 
 def test_prepared_graph_computes_the_fake_quantized_module(edsr8):
@@ -178,7 +208,7 @@ def test_other_graphs_fuse_and_verify(name, tmp_path):
     model, spec = (
         (_ScaledBranches(), "pams(float_ends=false, placement=general)")
         if name == "scaled_branches"
-        else (randomize_batchnorm(_ResNetStyle()), "fuse_bn,pams")
+        else (randomize_batchnorm(_ResNetStyle()), "fuse_bn,pams(placement=general)")
     )
     generator = torch.Generator().manual_seed(2)
     data = [torch.randn(4, 3, 8, 8, generator=generator) for _ in range(2)]

@@ -98,13 +98,19 @@ def _quant_input(gm, node):
     return source.op == "call_module" and isinstance(gm.get_submodule(source.target), ActQuant)
 
 
-def test_edsr_placement_follows_the_paper_plus_conv1_input():
+@pytest.mark.parametrize("layers", [None, PAPER_LAYERS])
+def test_edsr_placement_is_the_official_codes(layers):
+    """PAMS_ResBlock (colorjam/PAMS model/edsr.py): quant_act1 on the shortcut, conv1 on the unquantized block
+    input, quant_act2 after the ReLU into conv2, quant_act3 on the branch after res_scale, the add of both."""
     model, data = _edsr(), _data()
     gm = capture(model, data[0])
-    result = Pipeline([PAMSQuantize(layers=LayerSelection.from_config(PAPER_LAYERS))]).run(gm, data=data)
+    selection = LayerSelection.from_config(layers) if layers else LayerSelection(default=True)
+    result = Pipeline([PAMSQuantize(layers=selection)]).run(gm, data=data)
     out = result.graph_module
     stats = result.records[0].stats
+    assert stats["placement"] == "paper"
     assert stats["quantized_layers"] == 8 and stats["activation_quantizers"] == 12
+    assert stats["float_input_layers"] == [f"body.{block}.body.0" for block in range(4)]
     for block in range(4):
         conv1 = out.get_submodule(f"body.{block}.body.0")
         conv2 = out.get_submodule(f"body.{block}.body.2")
@@ -113,21 +119,102 @@ def test_edsr_placement_follows_the_paper_plus_conv1_input():
     nodes = {n.name: n for n in out.graph.nodes}
     adds = [n for n in out.graph.nodes if n.op == "call_function" and n.target is operator.add]
     block_adds, global_add = adds[:4], adds[4]
+    block_inputs = ["head"] + [add.name for add in block_adds[:3]]
+    quantizers = {name for name, m in out.named_modules() if isinstance(m, ActQuant)}
+    expected = set()
     for block, add in enumerate(block_adds):
         shortcut, branch = add.args
-        assert (
-            _quant_input(out, add)
-            and branch.op == "call_module"
-            and isinstance(out.get_submodule(branch.target), ActQuant)
-        )
-        assert branch.args[0].target is operator.mul  # quantized after res_scale, before the add
+        assert _quant_input(out, add) and shortcut.args[0].name == block_inputs[block]  # quant_act1
+        assert shortcut.users.keys() == {add}  # the shortcut quantizer feeds the add only
+        assert branch.op == "call_module" and isinstance(out.get_submodule(branch.target), ActQuant)
+        assert branch.args[0].target is operator.mul  # quant_act3: after res_scale, before the add
         conv1 = nodes[f"body_{block}_body_0"]
-        assert conv1.args[0] is shortcut  # one quantizer for the block input and the shortcut
+        assert conv1.args[0].name == block_inputs[block]  # the float block input, as in the official code
         conv2 = nodes[f"body_{block}_body_2"]
-        assert _quant_input(out, conv2) and conv2.args[0].args[0].name == f"body_{block}_body_1"  # post-ReLU
+        assert _quant_input(out, conv2) and conv2.args[0].args[0].name == f"body_{block}_body_1"  # quant_act2
+        expected |= {shortcut.target, conv2.args[0].target, branch.target}
+    assert quantizers == expected
     assert not any(
         a.op == "call_module" and isinstance(out.get_submodule(a.target), ActQuant) for a in global_add.args
     )  # float body.4
+
+
+def test_a_quantized_block_input_feeds_conv1_its_quantizer_and_the_stats_say_so():
+    model, data = _edsr(), _data()
+    selection = LayerSelection(default=True, by_name={"head": True})
+    result = Pipeline([PAMSQuantize(layers=selection)]).run(capture(model, data[0]), data=data)
+    out, stats = result.graph_module, result.records[0].stats
+    assert stats["layers"][0] == "head" and stats["placement"] == "paper"
+    assert stats["float_input_layers"] == [f"body.{block}.body.0" for block in (1, 2, 3)]
+    conv1 = next(n for n in out.graph.nodes if n.target == "body.0.body.0")
+    assert _quant_input(out, conv1) and conv1.args[0].args[0].name == "head"  # rule 3: head's output is quantized
+
+
+def test_ensures_allows_float_input_only_to_each_branchs_first_layer():
+    model, data = _edsr(), _data()
+    out = Pipeline([PAMSQuantize()]).run(capture(model, data[0]), data=data).graph_module
+    PAMSQuantize().ensures(out)
+    with pytest.raises(PassError, match="does not read a quantized activation"):
+        PAMSQuantize(placement="general").ensures(out)  # general quantizes conv1's input
+    conv2 = next(n for n in out.graph.nodes if n.target == "body.0.body.2")
+    conv2.replace_input_with(conv2.args[0], conv2.args[0].args[0])  # conv2 reads the float ReLU output
+    with pytest.raises(PassError, match="'body.0.body.2' does not read a quantized activation"):
+        PAMSQuantize().ensures(out)
+
+
+class _OfficialBlock(nn.Module):
+    """The layout of PAMS_ResBlock: an identity `shortcut` module, `body` = conv-ReLU-conv, `.mul(res_scale)`,
+    the branch added to the shortcut in place."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shortcut = nn.Identity()
+        self.body = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(True), nn.Conv2d(4, 4, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        residual = self.shortcut(x)
+        res = self.body(x).mul(0.5)
+        res += residual
+        return res
+
+
+class _OfficialBlocks(nn.Module):
+    """A float head conv, two official-layout blocks, a float tail conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head, self.tail = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 3, 3, padding=1)
+        self.blocks = nn.Sequential(_OfficialBlock(), _OfficialBlock())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.tail(self.blocks(self.head(x)))
+
+
+def test_official_block_layout_gets_the_official_quantizers():
+    torch.manual_seed(0)
+    data = [torch.randn(2, 3, 10, 10) for _ in range(2)]
+    result = Pipeline([PAMSQuantize(bits=4)]).run(capture(_OfficialBlocks().eval(), data[0]), data=data)
+    out, stats = result.graph_module, result.records[0].stats
+    assert stats["layers"] == ["blocks.0.body.0", "blocks.0.body.2", "blocks.1.body.0", "blocks.1.body.2"]
+    assert stats["float_input_layers"] == ["blocks.0.body.0", "blocks.1.body.0"]
+    quantizer_inputs = {
+        n.args[0].name
+        for n in out.graph.nodes
+        if n.op == "call_module" and isinstance(out.get_submodule(n.target), ActQuant)
+    }
+    # per block, as quant_act1/2/3: the shortcut's output, the post-ReLU input of conv2, the branch after mul
+    assert quantizer_inputs == {
+        "blocks_0_shortcut",
+        "blocks_0_body_1",
+        "mul",
+        "blocks_1_shortcut",
+        "blocks_1_body_1",
+        "mul_1",
+    }
+    nodes = {n.name: n for n in out.graph.nodes}
+    assert nodes["blocks_0_body_0"].args[0].name == "head"
+    assert nodes["blocks_1_body_0"].args[0].name == "add"  # the float sum of block 0
+    assert all(_quant_input(out, nodes[f"blocks_{b}_body_2"]) for b in range(2))
 
 
 def test_default_placement_is_the_papers_edsr_block_convs():

@@ -20,5 +20,5 @@ def test_train_quantize_finetune_and_score_in_onnxruntime(tmp_path):
     student = finetune(teacher, student, [photo], steps=2, seed=0)
     assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters()))
     onnx_scores, fusion = onnx_psnr(student, [small], tmp_path, "tiny")
-    assert fusion["fused_convs"] == fusion["quantized_convs"] == 8
+    assert fusion["quantized_convs"] == 8 and fusion["fused_convs"] == 4  # conv1 of each block reads float input
     assert abs(onnx_scores[0] - torch_psnr(student, [small])[0]) < 0.05

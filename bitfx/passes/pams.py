@@ -15,16 +15,17 @@ True/False values). A layer that `layers` leaves at its default is quantized by 
 Where activation quantizers go (one `ActQuant` per quantized tensor, shared by the uses
 that read it):
 
-1. the input of every quantized layer;
+1. the input of every quantized layer, except under the `paper` placement the layer of each
+   residual branch nearest the block input (EDSR's conv1): as in PAMS's released code it reads
+   the float block input with k-bit weights (`stats["float_input_layers"]` lists them);
 2. both operands of a residual add one of whose operands comes from a quantized layer
    (through `× scalar` / ReLU, see `bitfx.ir.output_chain`): for an EDSR block
-   `x + conv2(relu(conv1(x))) · res_scale` that is the block input/shortcut (shared with
-   conv1's input) and the branch output before the add, with the post-ReLU input of conv2
-   from rule 1 — the paper's placement plus the one quantizer an integer-only model needs
-   at conv1's input;
+   `x + conv2(relu(conv1(x))) · res_scale` that is the shortcut and the branch output after
+   res_scale, with the post-ReLU input of conv2 from rule 1 — the released code's three
+   quantizers; `general` also quantizes conv1's input, sharing the shortcut's quantizer;
 3. the output of every quantized layer (after its foldable chain), unless every use of
    it is already quantized, so that integer execution never leaves a quantized layer in
-   float.
+   float (a branch's first layer then reads that quantizer too).
 
 A tensor gets one quantizer: when a tensor to quantize is another quantized tensor seen through
 ops that return their input's value and gradient (Identity, contiguous, clone), its readers read
@@ -110,9 +111,10 @@ class PAMSQuantize(Pass):
         chosen, skipped, placement = self._choose(gm)
         if not chosen:
             return PassResult(gm, False, {"quantized_layers": 0, "placement": placement, "skipped": skipped})
+        float_inputs = _first_branch_layers(gm) if placement == "paper" else set()
         for node in chosen:
             replace_module(gm, node.target, quantize_layer(gm.get_submodule(node.target), self.bits, self.per_channel))
-        quantizers = _insert_quantizers(gm, _quantized_edges(gm, chosen), self.bits)
+        quantizers = _insert_quantizers(gm, _quantized_edges(gm, chosen, float_inputs), self.bits)
         gm.recompile()
         calibration = _calibrate(gm, quantizers, context, self.batches)
         error = max(e.max_rel_error for e in compare_outputs(float_outputs, run_eval(gm, context.example_inputs)))
@@ -125,15 +127,16 @@ class PAMSQuantize(Pass):
             "calibration": calibration,
             "rel_error_vs_float": error,
             "layers": [node.target for node in chosen],
+            "float_input_layers": [node.target for node in chosen if not _reads_quantizer(gm, node)],
             "skipped": skipped,
         }
         return PassResult(gm, True, stats)
 
     def ensures(self, gm: fx.GraphModule) -> None:
+        float_inputs = _first_branch_layers(gm) if self.placement == "paper" else set()
         for node in gm.graph.nodes:
-            if isinstance(module_of(gm, node), QUANT_LAYER_TYPES):
-                source = node.args[0]
-                if not (isinstance(source, fx.Node) and isinstance(module_of(gm, source), ActQuant)):
+            if isinstance(module_of(gm, node), QUANT_LAYER_TYPES) and not _reads_quantizer(gm, node):
+                if node not in float_inputs:
                     raise PassError(f"quantized layer {node.target!r} does not read a quantized activation")
         for node in gm.graph.nodes:
             if isinstance(module_of(gm, node), ActQuant):
@@ -197,9 +200,22 @@ class PAMSQuantize(Pass):
 
 
 def _residual_branch_layers(gm: fx.GraphModule) -> set[fx.Node]:
-    """The nodes on the branches of innermost residual blocks: for an add of two values that, followed back
-    through single-input ops, meet at one tensor x without passing another add, the nodes between x and the add."""
-    found: set[fx.Node] = set()
+    """The nodes on the branches of innermost residual blocks (see `_residual_branches`)."""
+    return {node for branch in _residual_branches(gm) for node in branch}
+
+
+def _first_branch_layers(gm: fx.GraphModule) -> set[fx.Node]:
+    """The conv/linear layer of each residual branch nearest the block input: EDSR's conv1, which PAMS's
+    released code runs on the unquantized block input (k-bit weights, float activations)."""
+    firsts = (next((n for n in branch if _is_layer(gm, n)), None) for branch in _residual_branches(gm))
+    return {node for node in firsts if node is not None}
+
+
+def _residual_branches(gm: fx.GraphModule) -> list[list[fx.Node]]:
+    """The branches of innermost residual blocks: for an add of two values that, followed back through
+    single-input ops, meet at one tensor x without passing another add, the nodes between x and the add,
+    one list per operand, in graph order (an operand that is x itself gives an empty list)."""
+    found: list[list[fx.Node]] = []
     for node in gm.graph.nodes:
         operands = [a for a in node.args[:2] if isinstance(a, fx.Node)] if _is_add(node) else []
         if len(operands) != 2:
@@ -208,10 +224,14 @@ def _residual_branch_layers(gm: fx.GraphModule) -> set[fx.Node]:
         meeting = next((n for n in chains[0] if n in chains[1]), None)
         if meeting is None:
             continue
-        branch = [n for chain in chains for n in chain[: chain.index(meeting)]]
-        if not any(_is_add(n) for n in branch):
-            found.update(branch)
+        branches = [chain[: chain.index(meeting)][::-1] for chain in chains]
+        if not any(_is_add(n) for branch in branches for n in branch):
+            found.extend(branches)
     return found
+
+
+def _is_layer(gm: fx.GraphModule, node: fx.Node) -> bool:
+    return node.op == "call_module" and isinstance(gm.get_submodule(node.target), _CANDIDATES)
 
 
 def _single_input_chain(node: fx.Node) -> list[fx.Node]:
@@ -226,12 +246,21 @@ def _single_input_chain(node: fx.Node) -> list[fx.Node]:
     return chain
 
 
-def _quantized_edges(gm: fx.GraphModule, layers: list[fx.Node]) -> dict[fx.Node, set[fx.Node]]:
-    """source node → the users whose reads of it go through one quantizer (rules 1–3)."""
+def _reads_quantizer(gm: fx.GraphModule, node: fx.Node) -> bool:
+    source = node.args[0]
+    return isinstance(source, fx.Node) and isinstance(module_of(gm, source), ActQuant)
+
+
+def _quantized_edges(
+    gm: fx.GraphModule, layers: list[fx.Node], float_inputs: set[fx.Node]
+) -> dict[fx.Node, set[fx.Node]]:
+    """source node → the users whose reads of it go through one quantizer (rules 1–3; rule 1 skips the
+    layers in `float_inputs`)."""
     layer_set = set(layers)
     edges: dict[fx.Node, set[fx.Node]] = {}
     for layer in layers:
-        edges.setdefault(layer.args[0], set()).add(layer)
+        if layer not in float_inputs:
+            edges.setdefault(layer.args[0], set()).add(layer)
     for node in gm.graph.nodes:
         if _is_add(node):
             operands = [a for a in node.args[:2] if isinstance(a, fx.Node)]
