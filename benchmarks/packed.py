@@ -15,7 +15,9 @@ custom lowering) in the packed executor vs the float ResNet-18 in onnxruntime an
 onnxruntime int8 (`quantize_static`, QDQ, U8S8, per channel, of the same float model); model
 file sizes; peak memory of a process that loads and runs each model.
 Breakdown: the time of every step of the packed end-to-end run (1 thread), summed by kind, and
-the ResNet-18 3×3 layers in the network next to the same shapes measured alone.
+the ResNet-18 3×3 layers in the network next to the same shapes measured alone. Thread scaling:
+the wall time of every step at 1 and at the largest thread count, the two taking turns, summed by
+kind, with the part of a run outside the steps (input and output copies), which is serial.
 Contended: a second process keeps one core busy while the packed model runs at 1 and 2 threads
 (and onnxruntime int8 for comparison); `two_thread_over_one_thread` is the 2-thread latency over
 the 1-thread latency (≤ 1 means the second thread helps even when its core is taken).
