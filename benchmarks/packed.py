@@ -15,7 +15,9 @@ custom lowering) in the packed executor vs the float ResNet-18 in onnxruntime an
 onnxruntime int8 (`quantize_static`, QDQ, U8S8, per channel, of the same float model); model
 file sizes; peak memory of a process that loads and runs each model.
 Breakdown: the time of every step of the packed end-to-end run (1 thread), summed by kind, and
-the ResNet-18 3×3 layers in the network next to the same shapes measured alone.
+the ResNet-18 3×3 layers in the network next to the same shapes measured alone. Thread scaling:
+the wall time of every step at 1 and at the largest thread count, the two taking turns, summed by
+kind, with the part of a run outside the steps (input and output copies), which is serial.
 Contended: a second process keeps one core busy while the packed model runs at 1 and 2 threads
 (and onnxruntime int8 for comparison); `two_thread_over_one_thread` is the 2-thread latency over
 the 1-thread latency (≤ 1 means the second thread helps even when its core is taken).
@@ -280,6 +282,49 @@ def breakdown(packed: PackedModel, x: np.ndarray, repeats: int) -> list[dict]:
     return rows
 
 
+def thread_breakdown(packed: PackedModel, x: np.ndarray, repeats: int, threads: int) -> dict:
+    """Wall time of every bound step at 1 and at `threads` threads, the two counts taking turns (a
+    turn is `SETTLE` untimed runs of the plan, then `BLOCK` timed ones), and of the whole run, whose
+    part outside the steps (copying the input in and the outputs out) is serial. Returns per-kind
+    medians summed over steps and `outside_ms` per thread count."""
+    packed.run([x])
+    (plan,) = packed._plans.values()
+    steps = [step for step in packed.program.steps if not step.is_view]
+    counts = (1, threads)
+    times = {count: [[] for _ in plan.calls] for count in counts}
+    whole = {count: [] for count in counts}
+    for _ in range(-(-repeats // BLOCK)):
+        for count in counts:
+            set_threads(count)
+            for _ in range(SETTLE):
+                plan.run([x])
+            for _ in range(BLOCK):
+                for index, call in enumerate(plan.calls):
+                    start = time.perf_counter()
+                    call()
+                    times[count][index].append((time.perf_counter() - start) * 1000)
+                start = time.perf_counter()
+                plan.run([x])
+                whole[count].append((time.perf_counter() - start) * 1000)
+    set_threads(1)
+    kinds: dict[str, dict[int, float]] = {}
+    for index, step in enumerate(steps):
+        kind = kinds.setdefault(step_kind(step), {count: 0.0 for count in counts} | {"steps": 0})
+        kind["steps"] += 1
+        for count in counts:
+            kind[count] += float(np.median(times[count][index]))
+    run_ms = {count: float(np.median(whole[count])) for count in counts}
+    step_sum = {count: sum(kind[count] for kind in kinds.values()) for count in counts}
+    return {
+        "threads": threads,
+        "kinds": {name: {str(key): value for key, value in kind.items()} for name, kind in kinds.items()},
+        "run_ms": {str(count): run_ms[count] for count in counts},
+        "steps_ms": {str(count): step_sum[count] for count in counts},
+        "outside_ms": {str(count): run_ms[count] - step_sum[count] for count in counts},
+        "load_average": load_average(),
+    }
+
+
 def in_network_layers(steps: list[dict], layers: list[dict]) -> list[dict]:
     """The ResNet-18 3×3 stride-1 layers inside the network (median over the layers of that shape
     and output kind) next to the same shape alone (chain_ms for packed output, conv_ms for float)."""
@@ -439,6 +484,7 @@ def measure_end_to_end(
         rows[0]["two_threads_speedup"] = rows[0]["packed_ms"] / rows[1]["packed_ms"]
     set_threads(1)
     steps = breakdown(packed, xn, max(repeats, 10))
+    scaling = thread_breakdown(packed, xn, 4 * max(repeats, 10), threads[-1]) if threads[-1] > 1 else None
     int8_steps = breakdown(packed_int8, xn, max(repeats, 10)) if packed_int8 else None
     contended = measure_contended(
         packed, session(int8_path, threads=1), session(int8_path, threads=2), xn, max(repeats, 10)
@@ -450,6 +496,7 @@ def measure_end_to_end(
         "per_threads": rows,
         "contended": contended,
         "breakdown": steps,
+        "thread_breakdown": scaling,
         "breakdown_int8_stem": int8_steps,
         "int8_stem_rel_error": float(np.abs(packed_int8.run([xn])[0] - packed_out).max() / np.abs(packed_out).max())
         if packed_int8
@@ -506,6 +553,27 @@ def print_breakdown(steps: list[dict], every_step: bool) -> None:
                 (False, False, True),
             )
         )
+
+
+def print_thread_breakdown(scaling: dict) -> None:
+    count = str(scaling["threads"])
+    print(
+        f"\nthread scaling per step kind (wall time, 1 and {count} threads taking turns; "
+        f"load average {scaling['load_average']})"
+    )
+    rows = [
+        (name, kind["steps"], f"{kind['1']:.3f}", f"{kind[count]:.3f}", f"{kind['1'] / kind[count]:.2f}×")
+        for name, kind in sorted(scaling["kinds"].items(), key=lambda item: -item[1]["1"])
+    ]
+    for label, key in (("sum of the steps", "steps_ms"), ("outside the steps (serial)", "outside_ms")):
+        rows.append((label, "", f"{scaling[key]['1']:.3f}", f"{scaling[key][count]:.3f}", ""))
+    run = scaling["run_ms"]
+    rows.append(("whole run", "", f"{run['1']:.3f}", f"{run[count]:.3f}", f"{run['1'] / run[count]:.2f}×"))
+    print(
+        format_table(
+            ("kind", "steps", "1 thread ms", f"{count} threads ms", "speed-up"), rows, (False, True, True, True, True)
+        )
+    )
 
 
 def print_int8_stem(end: dict) -> None:
@@ -691,6 +759,8 @@ def main() -> None:
             if args.int8_stem:
                 print_int8_stem(end)
             print_breakdown(end["breakdown"], every_step=args.breakdown)
+            if end["thread_breakdown"]:
+                print_thread_breakdown(end["thread_breakdown"])
             if end["breakdown_int8_stem"]:
                 print("\nwith the int8 stem (load(..., int8_float_convs=calibration images)):", end="")
                 print_breakdown(end["breakdown_int8_stem"], every_step=False)

@@ -93,9 +93,10 @@ int bitfx_conv_maxpool_rows(const bitfx_fconv_job *job, const bitfx_fmaxpool_des
     if (!pool_fits(d, pool)) return BITFX_ERR_ARGUMENT;
     const int64_t threads = bitfx_get_threads();
     const int64_t blocks = (d->out_channels + BITFX_FLOAT_BLOCK - 1) / BITFX_FLOAT_BLOCK;
-    /* Runs of pool rows: one per (image, block) on one thread, about 4 items per thread otherwise
-     * (a run boundary computes the convolution rows both runs read twice). */
-    const int64_t runs = threads > 1 ? (4 * threads + d->batch * blocks - 1) / (d->batch * blocks) : 1;
+    /* Runs of pool rows: one per (image, block) on one thread, about 2 items per thread otherwise.
+     * A run boundary computes the convolution rows both runs read twice (ResNet-18: one row of
+     * 112 per boundary), so more items cost more duplicated rows than they save in balance. */
+    const int64_t runs = threads > 1 ? (2 * threads + d->batch * blocks - 1) / (d->batch * blocks) : 1;
     const int64_t run_rows = (pool->out_h + runs - 1) / runs;
     const int64_t stage_rows = (BAND - 1) * pool->stride_h + (pool->kernel_h - 1) * pool->dilation_h + 1;
     const size_t bytes = (size_t)(bitfx_direct_stage_floats(d) + stage_rows * d->out_w * BITFX_FLOAT_BLOCK) * sizeof(float);
