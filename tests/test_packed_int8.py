@@ -57,8 +57,8 @@ def int8_reference(conv: Int8Conv, x: np.ndarray, weight: np.ndarray) -> np.ndar
     inv, zero = np.float32(conv.inv_scale), np.float32(conv.zero_point)
     codes = np.rint(np.clip(x * inv + zero, 0, 255)) - conv.zero_point  # padding (0.0) is code zero_point
     peak = np.abs(weight).reshape(len(weight), -1).max(axis=1)
-    step = np.where(peak > 0, peak / 127, 1)
-    w = np.clip(np.rint(weight / step[:, None, None, None]), -127, 127)
+    step = np.where(peak > 0, peak.astype(np.float64) / 127, 1.0)  # a code at an exact half rounds as float64 says
+    w = np.clip(np.rint(weight.astype(np.float64) / step[:, None, None, None]), -127, 127)
     acc = float_conv_reference(codes, w, conv.window, 1, 0.0)
     return acc * conv.scale[None, :, None, None].astype(np.float64) + conv.bias[None, :, None, None]
 

@@ -86,7 +86,7 @@ class Int8Conv:
         self.zero_point = int(np.clip(round(-low / input_scale), 0, 255))
         self.inv_scale = 1 / input_scale
         peak = np.abs(weights).reshape(self.out_channels, -1).max(axis=1)
-        weight_scale = np.where(peak > 0, peak / 127, 1).astype(np.float64)
+        weight_scale = np.where(peak > 0, peak.astype(np.float64) / 127, 1.0)  # float64 step and quotient
         codes = np.clip(np.rint(weights / weight_scale[:, None, None, None]), -127, 127).astype(np.int8)
         quads = -(-weights.shape[3] // 4)
         blocks = -(-self.out_channels // FLOAT_BLOCK)
