@@ -8,7 +8,8 @@ int8 weights, uint8 activations = U8S8, MinMax on 8 calibration inputs; an appro
 the float model, not of the binary one). Batch 1; at 1 thread the time is the thread's CPU
 time (`time.thread_time`: onnxruntime runs on the calling thread, so other processes on a
 shared machine do not inflate it), at 2 threads wall time; the contenders are timed in turn
-round after round and the median is reported. Ratios are float file ÷ this. The binary
+round after round (at 2 threads a turn is 5 untimed calls, then 10 timed ones, so no session shares the
+cores with the previous one's spinning workers) and the median is reported. Ratios are float file ÷ this. The binary
 files are checked against torch (layer by layer for `integer`), and the layers onnxruntime
 runs on integer kernels (QLinearConv / ConvInteger / MatMulInteger in its optimized graph) are counted.
 
@@ -107,8 +108,9 @@ def measure(name: str, threads: list[int], repeats: int, workdir: Path, profile:
         row["qlinear_convs"] = optimized.get("QLinearConv", 0) + optimized.get("com.microsoft.QLinearConv", 0)
     for count in threads:
         runs = [lambda sess=session(path, threads=count): run_session(sess, [x.numpy()]) for _, path in rows]
-        clock = time.thread_time if count == 1 else time.perf_counter
-        for (row, _), ms in zip(rows, interleaved_median_ms(runs, repeats=repeats, clock=clock), strict=True):
+        clock, block, settle = (time.thread_time, 1, 0) if count == 1 else (time.perf_counter, 10, 5)
+        medians = interleaved_median_ms(runs, repeats=repeats, clock=clock, block=block, settle=settle)
+        for (row, _), ms in zip(rows, medians, strict=True):
             row[f"ms_{count}"] = ms
     if profile:
         row, path = rows[1]

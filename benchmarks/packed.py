@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
-from common import median_ms, ort_quantize_static
+from common import interleaved_median_ms, median_ms, ort_quantize_static
 from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import quant_pre_process
 
@@ -86,26 +86,13 @@ def clock_for(threads: int) -> Callable[[], float]:
 def interleaved_ms(
     fns: dict[str, Callable[[], object]], repeats: int, threads: int, warmup: int = 2
 ) -> dict[str, float]:
-    """Median time of each function in ms by `clock_for(threads)`, the candidates taking turns so a
-    burst of load hits every one alike. At 1 thread a turn is one call. With more threads a turn is
-    a block of calls whose first `SETTLE` are not timed: every runtime's idle workers spin for a
-    while after a call (onnxruntime's, OpenMP's, the packed pool's), and a candidate timed right
-    after another would share the cores with the previous one's spinning threads."""
-    clock = clock_for(threads)
+    """Median time of each function in ms by `clock_for(threads)`, the candidates taking turns (one
+    call per turn at 1 thread; with more threads a block of calls after `SETTLE` untimed ones)."""
     block, settle = (1, 0) if threads == 1 else (BLOCK, SETTLE)
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(-(-repeats // block)):
-        for name, fn in fns.items():
-            for _ in range(settle):
-                fn()
-            for _ in range(block):
-                start = clock()
-                fn()
-                times[name].append((clock() - start) * 1000)
-    return {name: float(np.median(values)) for name, values in times.items()}
+    medians = interleaved_median_ms(
+        list(fns.values()), repeats=repeats, clock=clock_for(threads), warmup=warmup, block=block, settle=settle
+    )
+    return dict(zip(fns, medians, strict=True))
 
 
 def measure_stem(repeats: int) -> list[dict]:

@@ -45,17 +45,28 @@ def median_cpu_ms(fn: Callable[[], object], *, repeats: int, warmup: int = 3) ->
 
 
 def interleaved_median_ms(
-    runs: list[Callable[[], object]], *, repeats: int, clock: Callable[[], float] = time.perf_counter, warmup: int = 5
+    runs: list[Callable[[], object]],
+    *,
+    repeats: int,
+    clock: Callable[[], float] = time.perf_counter,
+    warmup: int = 5,
+    block: int = 1,
+    settle: int = 0,
 ) -> list[float]:
-    """Median time in ms of each of `runs` by `clock`, timed in turn round after round, so that
-    the load of a shared machine falls on all of them alike."""
+    """Median time in ms of each of `runs` by `clock`, the runs taking turns so that the load of a
+    shared machine falls on all of them alike. A turn is `settle` untimed calls, then `block` timed
+    ones: with several threads, every runtime's idle workers spin for a while after a call, and a run
+    timed right after another would share the cores with the previous one's spinning threads."""
     for run in runs:
         for _ in range(warmup):
             run()
     times: list[list[float]] = [[] for _ in runs]
-    for _ in range(repeats):
+    for _ in range(-(-repeats // block)):
         for run, samples in zip(runs, times):
-            start = clock()
-            run()
-            samples.append((clock() - start) * 1000)
+            for _ in range(settle):
+                run()
+            for _ in range(block):
+                start = clock()
+                run()
+                samples.append((clock() - start) * 1000)
     return [statistics.median(samples) for samples in times]
