@@ -5,13 +5,13 @@ import torch
 
 from bitfx.ir import capture
 from bitfx.ir.abandit_net import (
-    DenoiseThenDownsample,
     DotProductMean,
     GaborConvFull,
     abandit_cell_index,
     build_abandit,
     make_abandit_op,
 )
+from bitfx.ir.search_ops import DenoisingBlock
 from bitfx.search.genotypes import ABANDIT_CIFAR_1, ABANDIT_CIFAR_2
 
 # Counted with the authors' definitions (48 channels, 10 layers): without / with the auxiliary head
@@ -112,7 +112,7 @@ def test_dot_product_filter_divides_by_channels_times_positions():
 
 
 def test_denoising_block_filters_before_down_sampling():
-    block = DenoiseThenDownsample(3, 2, DotProductMean())
+    block = DenoisingBlock(3, 2, DotProductMean(), downsample_last=True)
     with torch.no_grad():
         block.bn.weight.fill_(1.0)
     block.eval()

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bitfx.ir.cells import Cell
-from bitfx.ir.search_ops import OPS, gabor_kernel
+from bitfx.ir.search_ops import OPS, DenoisingBlock, gabor_kernel
 
 
 class SepConvFull(nn.Sequential):
@@ -93,32 +93,14 @@ class DotProductMean(nn.Module):
         return (torch.bmm(flat, affinity) / (flat.shape[1] * flat.shape[2])).view_as(x)
 
 
-class DenoiseThenDownsample(nn.Module):
-    """y = x + BN(filter(x)), BN starting at γ = β = 0; then bilinear down-sampling when stride 2."""
-
-    def __init__(self, channels: int, stride: int, filter: nn.Module) -> None:
-        super().__init__()
-        self.stride = stride
-        self.filter = filter
-        self.bn = nn.BatchNorm2d(channels)
-        nn.init.zeros_(self.bn.weight)
-        nn.init.zeros_(self.bn.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = x + self.bn(self.filter(x))
-        if self.stride == 1:
-            return y
-        return F.interpolate(y, scale_factor=1 / self.stride, mode="bilinear", align_corners=True)
-
-
 ABANDIT_OPS = {
     **OPS,
     "max_pool_3x3": lambda c, s: PoolBN("max", c, s),
     "avg_pool_3x3": lambda c, s: PoolBN("avg", c, s),
     "sep_conv_3x3": lambda c, s: SepConvFull(c, 3, s, 1),
     "sep_conv_5x5": lambda c, s: SepConvFull(c, 5, s, 2),
-    "gab_filt_3x3": lambda c, s: DenoiseThenDownsample(c, s, GaborConvFull(c)),
-    "dtp_blok_3x3": lambda c, s: DenoiseThenDownsample(c, s, DotProductMean()),
+    "gab_filt_3x3": lambda c, s: DenoisingBlock(c, s, GaborConvFull(c), downsample_last=True),
+    "dtp_blok_3x3": lambda c, s: DenoisingBlock(c, s, DotProductMean(), downsample_last=True),
 }
 
 
@@ -193,7 +175,7 @@ class ABanditNetwork(nn.Module):
             cell = Cell(genes[order[layer]], [c_prev], c, reduction, False, make_abandit_op)
             c_prev = cell.out_channels
             if layer in (layers // 4, 2 * layers // 4, 3 * layers // 4):
-                cell = nn.Sequential(cell, DenoiseThenDownsample(c_prev, 1, DotProductMean()))
+                cell = nn.Sequential(cell, DenoisingBlock(c_prev, 1, DotProductMean()))
             cells.append(cell)
             if layer == self.auxiliary_after:
                 self.auxiliary_head = AuxiliaryHeadCIFAR(c_prev, num_classes)

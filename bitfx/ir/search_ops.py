@@ -145,20 +145,26 @@ class DotProductFilter(nn.Module):
 
 
 class DenoisingBlock(nn.Module):
-    """y = x + BN(filter(x)), BN starting at γ = β = 0; bilinear down-sampling first when stride 2."""
+    """y = x + BN(filter(x)), BN starting at γ = β = 0. With stride 2 the block down-samples
+    bilinearly: before filtering (bitfx's search space, `align_corners=False`), or after it with
+    `downsample_last=True` (the ABanditNAS test code's order, `align_corners=True`)."""
 
-    def __init__(self, channels: int, stride: int, filter: nn.Module) -> None:
+    def __init__(self, channels: int, stride: int, filter: nn.Module, downsample_last: bool = False) -> None:
         super().__init__()
         self.stride = stride
+        self.downsample_last = downsample_last
         self.filter = filter
         self.bn = nn.BatchNorm2d(channels)
         nn.init.zeros_(self.bn.weight)
         nn.init.zeros_(self.bn.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.stride != 1:
+        if self.stride != 1 and not self.downsample_last:
             x = F.interpolate(x, scale_factor=1 / self.stride, mode="bilinear", align_corners=False)
-        return x + self.bn(self.filter(x))
+        y = x + self.bn(self.filter(x))
+        if self.stride != 1 and self.downsample_last:
+            y = F.interpolate(y, scale_factor=1 / self.stride, mode="bilinear", align_corners=True)
+        return y
 
 
 def _skip(c: int, stride: int) -> nn.Module:
