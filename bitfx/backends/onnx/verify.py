@@ -159,12 +159,30 @@ class QuantizerCheck:
 
 
 @dataclass(frozen=True)
-class QuantizedVerifyReport(VerifyReport):
+class ForcedVerifyReport(VerifyReport):
+    """A check that feeds torch what onnxruntime computed inside the file (codes, layer inputs):
+    `outputs` are the errors from those same inputs, `free_running` the end-to-end errors."""
+
+    free_running: tuple[OutputError, ...] = ()
+
+    @property
+    def free_running_error(self) -> float:
+        """The worst end-to-end relative error."""
+        return max((o.max_rel_error for o in self.free_running), default=0.0)
+
+    def free_running_json(self) -> dict[str, float]:
+        return {
+            "max_abs_error": max((o.max_abs_error for o in self.free_running), default=0.0),
+            "max_rel_error": self.free_running_error,
+        }
+
+
+@dataclass(frozen=True)
+class QuantizedVerifyReport(ForcedVerifyReport):
     """`outputs`: errors of onnxruntime's outputs against torch fed the same codes;
     `quantizers`: per-quantizer code agreement; `free_running`: end-to-end errors."""
 
     quantizers: tuple[QuantizerCheck, ...] = ()
-    free_running: tuple[OutputError, ...] = ()
 
     @property
     def max_code_diff(self) -> int:
@@ -177,14 +195,13 @@ class QuantizedVerifyReport(VerifyReport):
     def describe(self) -> str:
         mismatched = sum(q.mismatched for q in self.quantizers)
         codes = sum(q.elements for q in self.quantizers)
-        free = max((o.max_rel_error for o in self.free_running), default=0.0)
         verdict = "ok" if self.ok else "FAILED"
         return (
             f"{len(self.quantizers)} quantizers, "
             f"codes within {self.max_code_diff} step(s) of torch given the same inputs "
             f"({mismatched:,} of {codes:,} differ, at rounding ties; allowed: {MAX_CODE_STEPS}); "
             f"outputs from the same codes: max rel error {self.max_rel_error:.3g} (tolerance {self.rtol:g}); "
-            f"end to end: max rel error {free:.3g}: {verdict}"
+            f"end to end: max rel error {self.free_running_error:.3g}: {verdict}"
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -198,10 +215,7 @@ class QuantizedVerifyReport(VerifyReport):
             "mismatched_codes": sum(q.mismatched for q in self.quantizers),
             "codes": sum(q.elements for q in self.quantizers),
             "quantizers": [q.to_json() for q in self.quantizers],
-            "free_running": {
-                "max_abs_error": max((o.max_abs_error for o in self.free_running), default=0.0),
-                "max_rel_error": max((o.max_rel_error for o in self.free_running), default=0.0),
-            },
+            "free_running": self.free_running_json(),
         }
 
 
@@ -235,7 +249,7 @@ def verify_qdq(
     zero_points = {name: zero for name, (_, zero) in codes_by_name.items()}
     forced, checks = _run_with_codes(module, inputs, quantizers, codes, zero_points)
     same_codes = compare_outputs(*paired_outputs(forced, names, outputs))
-    return QuantizedVerifyReport(same_codes, rtol, tuple(checks), tuple(free_running))
+    return QuantizedVerifyReport(same_codes, rtol, free_running=tuple(free_running), quantizers=tuple(checks))
 
 
 def _quantizer_outputs(model: onnx.ModelProto) -> dict[str, tuple[str, int]]:

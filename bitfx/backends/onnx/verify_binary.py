@@ -37,11 +37,17 @@ from torch import fx, nn
 from bitfx.backends.onnx.integer_ops import sign_codes
 from bitfx.backends.onnx.layer_probe import BinaryLayerCheck, binarizing_layers, integer_sum, probe, run_forced
 from bitfx.backends.onnx.session import load_model
-from bitfx.backends.onnx.verify import DEFAULT_VERIFY_RTOL, VerifyReport, register_verifier, verify
+from bitfx.backends.onnx.verify import (
+    DEFAULT_VERIFY_RTOL,
+    ForcedVerifyReport,
+    VerifyReport,
+    register_verifier,
+    verify,
+)
 from bitfx.errors import LoweringError
 from bitfx.format import DOMAIN
 from bitfx.ir.deploy import deployed
-from bitfx.ir.execution import Inputs, OutputError, as_inputs, compare_outputs, run_eval
+from bitfx.ir.execution import Inputs, as_inputs, compare_outputs, run_eval
 
 SCOPES_KEY = "pkg.torch.onnx.name_scopes"
 _SUM_OPS = ("Conv", "Gemm", "ConvInteger", "MatMulInteger", "BinaryConv2d", "BinaryGemm")
@@ -58,12 +64,11 @@ class LayerProbe:
 
 
 @dataclass(frozen=True)
-class BinaryVerifyReport(VerifyReport):
+class BinaryVerifyReport(ForcedVerifyReport):
     """`outputs`: errors of onnxruntime's outputs against torch fed the same layer inputs;
     `layers`: per binary layer agreement; `free_running`: end-to-end errors."""
 
     layers: tuple[BinaryLayerCheck, ...] = ()
-    free_running: tuple[OutputError, ...] = ()
 
     @property
     def mismatched_sums(self) -> int:
@@ -72,10 +77,6 @@ class BinaryVerifyReport(VerifyReport):
     @property
     def max_input_error(self) -> float:
         return max((layer.input_rel_error for layer in self.layers), default=0.0)
-
-    @property
-    def free_running_error(self) -> float:
-        return max((o.max_rel_error for o in self.free_running), default=0.0)
 
     @property
     def ok(self) -> bool:
@@ -103,7 +104,7 @@ class BinaryVerifyReport(VerifyReport):
             "integer_mismatches": self.mismatched_sums,
             "max_input_rel_error": self.max_input_error,
             "layers": [layer.to_json() for layer in self.layers],
-            "free_running": {"max_rel_error": self.free_running_error},
+            "free_running": self.free_running_json(),
         }
 
 
@@ -146,7 +147,9 @@ def verify_binary(
         return theirs
 
     forced_outputs = run_forced(target, inputs, layers, forced)
-    return BinaryVerifyReport(compare_outputs(forced_outputs, outputs), rtol, tuple(checks), tuple(free_running))
+    return BinaryVerifyReport(
+        compare_outputs(forced_outputs, outputs), rtol, free_running=tuple(free_running), layers=tuple(checks)
+    )
 
 
 for _style in ("custom", "int8", "float"):

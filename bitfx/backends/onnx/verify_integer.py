@@ -31,22 +31,21 @@ from torch import fx, nn
 from bitfx.backends.onnx.integer_ops import LAYER_KEY, ZERO_POINT, sign_codes
 from bitfx.backends.onnx.layer_probe import BinaryLayerCheck, binarizing_layers, integer_sum, probe, run_forced
 from bitfx.backends.onnx.session import load_model
-from bitfx.backends.onnx.verify import DEFAULT_VERIFY_RTOL, VerifyReport, register_verifier
+from bitfx.backends.onnx.verify import DEFAULT_VERIFY_RTOL, ForcedVerifyReport, register_verifier
 from bitfx.errors import LoweringError
 from bitfx.ir.deploy import deployed
-from bitfx.ir.execution import Inputs, OutputError, as_inputs, compare_outputs, run_eval
+from bitfx.ir.execution import Inputs, as_inputs, compare_outputs, run_eval
 
 _SUM_OPS = ("ConvInteger", "MatMulInteger")
 _IM2COL_OPS = ("Reshape", "Gather", "Pad", "Transpose")  # between a conv's codes and its MatMulInteger
 
 
 @dataclass(frozen=True)
-class IntegerVerifyReport(VerifyReport):
+class IntegerVerifyReport(ForcedVerifyReport):
     """`outputs`: errors of onnxruntime's outputs against torch fed the same codes; `layers`:
     per binary layer integer agreement; `free_running`: end-to-end errors."""
 
     layers: tuple[BinaryLayerCheck, ...] = ()
-    free_running: tuple[OutputError, ...] = ()
 
     @property
     def mismatches(self) -> int:
@@ -59,12 +58,11 @@ class IntegerVerifyReport(VerifyReport):
     def describe(self) -> str:
         codes = sum(layer.codes for layer in self.layers)
         sums = sum(layer.sums for layer in self.layers)
-        free = max((o.max_rel_error for o in self.free_running), default=0.0)
         return (
             f"{len(self.layers)} binary layers, {self.mismatches:,} integer results differ from torch "
             f"({codes:,} input codes, {sums:,} exposed sums); outputs from the same codes: max rel error "
-            f"{self.max_rel_error:.3g} (tolerance {self.rtol:g}); end to end: max rel error {free:.3g}: "
-            f"{'ok' if self.ok else 'FAILED'}"
+            f"{self.max_rel_error:.3g} (tolerance {self.rtol:g}); end to end: max rel error "
+            f"{self.free_running_error:.3g}: {'ok' if self.ok else 'FAILED'}"
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -76,7 +74,7 @@ class IntegerVerifyReport(VerifyReport):
             ),
             "integer_mismatches": self.mismatches,
             "layers": [layer.to_json() for layer in self.layers],
-            "free_running": {"max_rel_error": max((o.max_rel_error for o in self.free_running), default=0.0)},
+            "free_running": self.free_running_json(),
         }
 
 
@@ -111,7 +109,9 @@ def verify_integer(
     forced, checks = _run_with_codes(
         target, inputs, layers, {name: kernel for name, (kernel, _, _) in probes.items()}, observed
     )
-    return IntegerVerifyReport(compare_outputs(forced, outputs), rtol, tuple(checks), tuple(free_running))
+    return IntegerVerifyReport(
+        compare_outputs(forced, outputs), rtol, free_running=tuple(free_running), layers=tuple(checks)
+    )
 
 
 def _layer_tensors(model: onnx.ModelProto) -> dict[str, tuple[str, str, str | None]]:
