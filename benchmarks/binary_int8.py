@@ -27,13 +27,12 @@ import json
 import os
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import torch
-from common import interleaved_median_ms, ort_quantize_static
+from common import interleaved_at_threads, ort_quantize_static
 from onnxruntime.quantization import quant_pre_process
 
 import bitfx.zoo as zoo
@@ -108,8 +107,7 @@ def measure(name: str, threads: list[int], repeats: int, workdir: Path, profile:
         row["qlinear_convs"] = optimized.get("QLinearConv", 0) + optimized.get("com.microsoft.QLinearConv", 0)
     for count in threads:
         runs = [lambda sess=session(path, threads=count): run_session(sess, [x.numpy()]) for _, path in rows]
-        clock, block, settle = (time.thread_time, 1, 0) if count == 1 else (time.perf_counter, 10, 5)
-        medians = interleaved_median_ms(runs, repeats=repeats, clock=clock, block=block, settle=settle)
+        medians = interleaved_at_threads(runs, threads=count, repeats=repeats)
         for (row, _), ms in zip(rows, medians, strict=True):
             row[f"ms_{count}"] = ms
     if profile:

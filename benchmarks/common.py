@@ -16,7 +16,15 @@ ROOT = str(Path(__file__).resolve().parent.parent)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from examples.timing import interleaved_median_ms, median_ms, timed  # after ROOT is on the path
+from examples.timing import (  # after ROOT is on the path
+    TURN_BLOCK,
+    TURN_SETTLE,
+    clock_for,
+    interleaved_at_threads,
+    interleaved_median_ms,
+    median_ms,
+    timed,
+)
 
 
 class _Inputs(CalibrationDataReader):
@@ -52,4 +60,13 @@ def ort_quantize_static(
     return out
 
 
-__all__ = ["interleaved_median_ms", "median_ms", "ort_quantize_static", "timed"]
+__all__ = [
+    "TURN_BLOCK",
+    "TURN_SETTLE",
+    "clock_for",
+    "interleaved_at_threads",
+    "interleaved_median_ms",
+    "median_ms",
+    "ort_quantize_static",
+    "timed",
+]

@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
-from common import interleaved_median_ms, median_ms, ort_quantize_static
+from common import TURN_BLOCK, TURN_SETTLE, clock_for, interleaved_at_threads, median_ms, ort_quantize_static
 from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import quant_pre_process
 
@@ -69,7 +69,6 @@ STEM_KINDS = (
     "int8 conv",
     "int8 conv + max pool (fused)",
 )
-BLOCK, SETTLE = 10, 5  # multi-thread turns: timed calls per turn, untimed calls before them
 LAYERS = [(56, 64), (28, 128), (14, 256), (7, 512)]  # (pixels, channels) of ResNet-18's 3×3 binary convs
 
 
@@ -77,21 +76,11 @@ def load_average() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
-def clock_for(threads: int) -> Callable[[], float]:
-    """The calling thread's CPU time for 1-thread runs (every kernel then runs on that thread),
-    wall time otherwise."""
-    return time.thread_time if threads == 1 else time.perf_counter
-
-
 def interleaved_ms(
     fns: dict[str, Callable[[], object]], repeats: int, threads: int, warmup: int = 2
 ) -> dict[str, float]:
-    """Median time of each function in ms by `clock_for(threads)`, the candidates taking turns (one
-    call per turn at 1 thread; with more threads a block of calls after `SETTLE` untimed ones)."""
-    block, settle = (1, 0) if threads == 1 else (BLOCK, SETTLE)
-    medians = interleaved_median_ms(
-        list(fns.values()), repeats=repeats, clock=clock_for(threads), warmup=warmup, block=block, settle=settle
-    )
+    """Median time of each function in ms, the candidates taking turns (`interleaved_at_threads`)."""
+    medians = interleaved_at_threads(list(fns.values()), threads=threads, repeats=repeats, warmup=warmup)
     return dict(zip(fns, medians, strict=True))
 
 
@@ -271,7 +260,7 @@ def breakdown(packed: PackedModel, x: np.ndarray, repeats: int) -> list[dict]:
 
 def thread_breakdown(packed: PackedModel, x: np.ndarray, repeats: int, threads: int) -> dict:
     """Wall time of every bound step at 1 and at `threads` threads, the two counts taking turns (a
-    turn is `SETTLE` untimed runs of the plan, then `BLOCK` timed ones), and of the whole run, whose
+    turn is `TURN_SETTLE` untimed runs of the plan, then `TURN_BLOCK` timed ones), and of the whole run, whose
     part outside the steps (copying the input in and the outputs out) is serial. Returns per-kind
     medians summed over steps and `outside_ms` per thread count."""
     packed.run([x])
@@ -280,12 +269,12 @@ def thread_breakdown(packed: PackedModel, x: np.ndarray, repeats: int, threads: 
     counts = (1, threads)
     times = {count: [[] for _ in plan.calls] for count in counts}
     whole = {count: [] for count in counts}
-    for _ in range(-(-repeats // BLOCK)):
+    for _ in range(-(-repeats // TURN_BLOCK)):
         for count in counts:
             set_threads(count)
-            for _ in range(SETTLE):
+            for _ in range(TURN_SETTLE):
                 plan.run([x])
-            for _ in range(BLOCK):
+            for _ in range(TURN_BLOCK):
                 for index, call in enumerate(plan.calls):
                     start = time.perf_counter()
                     call()

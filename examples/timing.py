@@ -70,3 +70,24 @@ def interleaved_median_ms(
                 run()
                 samples.append((clock() - start) * 1000)
     return [statistics.median(samples) for samples in times]
+
+
+TURN_BLOCK, TURN_SETTLE = 10, 5
+"""With several threads, a turn of `interleaved_at_threads` is TURN_SETTLE untimed calls, then TURN_BLOCK timed ones."""
+
+
+def clock_for(threads: int) -> Callable[[], float]:
+    """The calling thread's CPU time for 1-thread runs (a runtime set to one thread works on the
+    calling thread, and other processes do not inflate it), wall time otherwise."""
+    return time.thread_time if threads == 1 else time.perf_counter
+
+
+def interleaved_at_threads(
+    runs: list[Callable[[], object]], *, threads: int, repeats: int, warmup: int = 5
+) -> list[float]:
+    """`interleaved_median_ms` for runtimes set to `threads` threads: thread CPU time and one call
+    per turn at 1 thread; wall time and blocks after settling calls otherwise."""
+    block, settle = (1, 0) if threads == 1 else (TURN_BLOCK, TURN_SETTLE)
+    return interleaved_median_ms(
+        runs, repeats=repeats, clock=clock_for(threads), warmup=warmup, block=block, settle=settle
+    )
