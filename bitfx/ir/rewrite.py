@@ -99,6 +99,11 @@ def _matches(
     return node.op == "call_method" and node.target in methods
 
 
+def is_depthwise(module: nn.Module) -> bool:
+    """True for a Conv2d with one group per input channel (more than one channel)."""
+    return isinstance(module, nn.Conv2d) and module.groups == module.in_channels > 1
+
+
 def is_activation(gm: fx.GraphModule, node: fx.Node) -> bool:
     """True for an element-wise nonlinearity (module, function or method)."""
     return _matches(gm, node, ACTIVATION_MODULES, ACTIVATION_FUNCTIONS, ACTIVATION_METHODS)

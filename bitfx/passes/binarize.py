@@ -63,6 +63,7 @@ from bitfx.ir.rewrite import (
     call_counts,
     computes_as,
     free_name,
+    is_depthwise,
     is_rectifier,
     module_of,
     only_user,
@@ -233,7 +234,7 @@ class BinarizeConvs(Pass):
                 return "first conv (keep_first=True)"
             if self.keep_last and node is last:
                 return "last layer, the classifier or output (keep_last=True)"
-            if self.keep_depthwise and isinstance(module, nn.Conv2d) and module.groups == module.in_channels > 1:
+            if self.keep_depthwise and is_depthwise(module):
                 return "depthwise conv (keep_depthwise=True)"
             if self._keeps_downsample() and _is_downsample(node, module):
                 return "1×1 downsample conv (keep_downsample=True)"

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from bitfx.ir.binary import BinaryScheme
 from bitfx.ir.cells import CellNetwork
+from bitfx.ir.rewrite import is_depthwise
 from bitfx.ir.search_ops import FactorizedReduce, make_op
 from bitfx.search.space import CellGene, Genotype, Space
 from bitfx.train.hooks import after_optimizer_step
@@ -132,7 +133,7 @@ def _binarize_children(parent: nn.Module, scheme: BinaryScheme) -> int:
     count = 0
     for index, name in enumerate(names):
         conv = getattr(parent, name)
-        if not isinstance(conv, nn.Conv2d) or conv.groups == conv.in_channels > 1:
+        if not isinstance(conv, nn.Conv2d) or is_depthwise(conv):
             continue
         setattr(parent, name, scheme.binary_layer(conv))
         count += 1
