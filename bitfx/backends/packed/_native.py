@@ -6,7 +6,7 @@ The library is built by `pip install` as the extension module `bitfx.backends.pa
 (see setup.py); its functions are plain C called through ctypes. Every prototype declares its
 argument and return types; every kernel entry point returns a status (csrc/bitfx_kernels.h) that
 is checked on each call, so a failed call raises `PackedKernelError` instead of leaving its output
-unwritten. Environment variables read at import: `BITFX_PACKED_ISA` (scalar | avx2 | avx512)
+unwritten. Environment variables read at import: `BITFX_PACKED_ISA` (scalar | avx2 | avx512 | neon)
 forces an instruction set, `BITFX_PACKED_THREADS` sets the thread count, `BITFX_PACKED_LIBRARY`
 loads the kernels from another build of the same sources (`./dev sanitize` uses it).
 """
@@ -21,7 +21,7 @@ import os
 from bitfx.backends.packed.errors import PackedKernelError
 from bitfx.errors import BitfxError
 
-ISA_NAMES = ("scalar", "avx2", "avx512")
+ISA_NAMES = ("scalar", "avx2", "avx512", "neon")  # enum bitfx_isa; neon exists on AArch64 only
 OUT_FLOAT, OUT_PACKED = 0, 1
 BLOCK = 32  # output channels per block of the binary convolution (BITFX_BLOCK)
 FLOAT_TILE = 4  # output channels per tile of the float convolution (BITFX_FLOAT_TILE)
@@ -190,7 +190,7 @@ def get_isa() -> str:
 
 
 def set_isa(name: str | None) -> None:
-    """Force an instruction set (`scalar`, `avx2`, `avx512`); None picks the best this CPU has."""
+    """Force an instruction set (`scalar`, `avx2`, `avx512`, `neon`); None picks the best this CPU has."""
     if name is None:
         lib.bitfx_set_isa(lib.bitfx_best_isa())
         return

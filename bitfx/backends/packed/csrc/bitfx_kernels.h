@@ -16,7 +16,8 @@
 
 #include <stdint.h>
 
-enum bitfx_isa { BITFX_ISA_SCALAR = 0, BITFX_ISA_AVX2 = 1, BITFX_ISA_AVX512 = 2, BITFX_ISA_COUNT = 3 };
+/* AVX2 and AVX-512 exist on x86-64 only, NEON on AArch64 only; scalar runs everywhere. */
+enum bitfx_isa { BITFX_ISA_SCALAR = 0, BITFX_ISA_AVX2 = 1, BITFX_ISA_AVX512 = 2, BITFX_ISA_NEON = 3, BITFX_ISA_COUNT = 4 };
 enum bitfx_out_mode { BITFX_OUT_FLOAT = 0, BITFX_OUT_PACKED = 1 };
 
 /* Output channels are processed in blocks of this many (weights, scales, thresholds and

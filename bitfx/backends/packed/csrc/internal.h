@@ -103,6 +103,9 @@ extern const bitfx_isa_ops bitfx_ops_scalar;
 extern const bitfx_isa_ops bitfx_ops_avx2;
 extern const bitfx_isa_ops bitfx_ops_avx512;
 #endif
+#if defined(__aarch64__)
+extern const bitfx_isa_ops bitfx_ops_neon;
+#endif
 
 /* The epilogue of the float convolution for one output channel and `count` consecutive pixels,
  * shared by every ISA (it is memory-bound): y = clamp(scale·acc + bias [+ residual]). */

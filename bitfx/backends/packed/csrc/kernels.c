@@ -1,6 +1,7 @@
 /* The public entry points: ISA choice, thread count, and the parallel drivers that split each
  * call into items (rows, runs of tiles, pixel chunks) for the chosen ISA's inner functions
- * (isa_*.c) and hand them to the work-sharing pool (pool.h). Compiled for baseline x86-64. */
+ * (isa_*.c) and hand them to the work-sharing pool (pool.h). Compiled for the baseline of the machine's
+ * architecture (x86-64 or AArch64). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +18,9 @@ static const bitfx_isa_ops *isa_table(int64_t isa) {
     if (isa == BITFX_ISA_AVX512) return &bitfx_ops_avx512;
     if (isa == BITFX_ISA_AVX2) return &bitfx_ops_avx2;
 #endif
+#if defined(__aarch64__)
+    if (isa == BITFX_ISA_NEON) return &bitfx_ops_neon;
+#endif
     (void)isa;
     return &bitfx_ops_scalar;
 }
@@ -31,6 +35,9 @@ int bitfx_isa_supported(int64_t isa) {
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vpopcntdq") && __builtin_cpu_supports("fma") &&
                __builtin_cpu_supports("popcnt");
+#endif
+#if defined(__aarch64__)
+    if (isa == BITFX_ISA_NEON) return 1; /* AdvSIMD is mandatory on AArch64 */
 #endif
     return 0;
 }

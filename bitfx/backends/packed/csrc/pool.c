@@ -13,11 +13,13 @@
 #include <unistd.h>
 
 #define MAX_WORKERS 63
-#define SPIN_ROUNDS 20000 /* pause instructions a worker spins before sleeping (~0.1–0.5 ms) */
+#define SPIN_ROUNDS 20000 /* pause (x86) or yield (AArch64) hints a worker spins before sleeping (~0.1–0.5 ms) */
 
 static inline void cpu_relax(void) {
 #if defined(__x86_64__)
     __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
 #endif
 }
 
