@@ -2,7 +2,9 @@
 
 One build runs on any x86-64: the library is compiled for the baseline ISA, and only the
 functions of isa_avx2.c / isa_avx512.c carry AVX2 / AVX-512 target attributes; the best path
-is chosen at load time (bitfx.backends.packed). Never add -march or -mavx* here.
+is chosen at load time (bitfx.backends.packed). On AArch64 the same sources and flags build the
+NEON path (isa_neon.c; AdvSIMD is part of the AArch64 baseline) and the x86 files compile to
+nothing. Never add -march or -mavx* here (tests/native/arm_check.py cross-compiles with these flags).
 """
 
 from pathlib import Path

@@ -1,10 +1,10 @@
 """The emulated AArch64 check of the packed runtime's NEON kernels (`./dev arm`, tests/test_packed_arm.py).
 
 Records random kernel calls on this machine (arm_cases.py), cross-compiles the kernel library's
-C sources (all but module.c, which needs the Python headers) with the flags of setup.py and the
-driver arm_driver.c for AArch64 with Debian's `aarch64-linux-gnu-gcc`, and runs the driver under
-user-mode emulation (`qemu-aarch64`): NEON against the scalar path of the same library, and that
-scalar path against this machine's.
+C sources (all but module.c, which needs the Python headers) with the flags of setup.py (read from
+it) and the driver arm_driver.c for AArch64 with Debian's `aarch64-linux-gnu-gcc`, and runs the
+driver under user-mode emulation (`qemu-aarch64`): NEON against the scalar path of the same
+library, and that scalar path against this machine's.
 
 Usage: python tests/native/arm_check.py [--seed N] [--operations N] [--build DIR]
 """
@@ -12,6 +12,7 @@ Usage: python tests/native/arm_check.py [--seed N] [--operations N] [--build DIR
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import shutil
 import subprocess
@@ -23,9 +24,15 @@ ROOT = HERE.parents[1]
 CSRC = ROOT / "bitfx" / "backends" / "packed" / "csrc"
 COMPILER, EMULATOR = "aarch64-linux-gnu-gcc", "qemu-aarch64"
 SYSROOT = "/usr/aarch64-linux-gnu"  # where Debian's cross toolchain keeps the AArch64 C library
-# The compile flags of setup.py (no architecture flags: AdvSIMD is part of the AArch64 baseline).
-FLAGS = ["-O3", "-std=gnu11", "-fopenmp", "-ffp-contract=off", "-fno-strict-aliasing"]
 INSTALL = "apt-get install gcc-aarch64-linux-gnu qemu-user"
+
+
+def setup_flags() -> list[str]:
+    """The kernels' compile flags, read from setup.py (the ones `pip install` uses on any architecture)."""
+    for node in ast.walk(ast.parse((ROOT / "setup.py").read_text())):
+        if isinstance(node, ast.keyword) and node.arg == "extra_compile_args":
+            return ast.literal_eval(node.value)
+    raise RuntimeError("setup.py names no extra_compile_args")
 
 
 def missing_tools() -> list[str]:
@@ -47,7 +54,7 @@ def build(directory: Path, csrc: Path = CSRC) -> Path:
     """Cross-compile the kernels of `csrc` and the driver into `directory`; returns the driver's path."""
     sources = [path for path in sorted(csrc.glob("*.c")) if path.name != "module.c"]
     driver = directory / "arm_driver"
-    command = [COMPILER, *FLAGS, "-Werror=implicit-function-declaration", f"-I{csrc}"]
+    command = [COMPILER, *setup_flags(), "-Werror=implicit-function-declaration", f"-I{csrc}"]
     subprocess.run([*command, *map(str, sources), str(HERE / "arm_driver.c"), "-lm", "-o", str(driver)], check=True)
     return driver
 

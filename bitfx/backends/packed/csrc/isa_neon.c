@@ -122,24 +122,25 @@ static void fconv_chunk(const bitfx_fconv_job *job, float *panel, int64_t n, int
     }
 }
 
+/* 3 pixels × 4 weight vectors: the 12 byte counters and their 7 operands stay in registers. */
 static double popcount_peak(int64_t rounds, uint64_t seed) {
-    uint64x2_t w[4], x[4];
+    uint64x2_t w[4], x[3];
     for (int i = 0; i < 4; ++i) w[i] = vcombine_u64(vdup_n_u64(seed * (uint64_t)(4 * i + 1)), vdup_n_u64(seed * (uint64_t)(4 * i + 3)));
-    for (int j = 0; j < 4; ++j) x[j] = vdupq_n_u64(seed ^ (uint64_t)(j * 0x1234567));
+    for (int j = 0; j < 3; ++j) x[j] = vdupq_n_u64(seed ^ (uint64_t)(j * 0x1234567));
     uint32x4_t total = vdupq_n_u32(0);
     for (int64_t r0 = 0; r0 < rounds; r0 += FLUSH_STEPS) {
-        uint8x16_t c[16];
-        for (int i = 0; i < 16; ++i) c[i] = vdupq_n_u8(0);
+        uint8x16_t c[12];
+        for (int i = 0; i < 12; ++i) c[i] = vdupq_n_u8(0);
         const int64_t r1 = r0 + FLUSH_STEPS < rounds ? r0 + FLUSH_STEPS : rounds;
         for (int64_t r = r0; r < r1; ++r) {
-            __asm__ volatile("" : "+w"(x[0]), "+w"(x[1]), "+w"(x[2]), "+w"(x[3]));
-            for (int j = 0; j < 4; ++j)
+            __asm__ volatile("" : "+w"(x[0]), "+w"(x[1]), "+w"(x[2]));
+            for (int j = 0; j < 3; ++j)
                 for (int i = 0; i < 4; ++i) c[4 * j + i] = vaddq_u8(c[4 * j + i], vcntq_u8(vreinterpretq_u8_u64(veorq_u64(x[j], w[i]))));
         }
-        for (int i = 0; i < 16; ++i) total = flush(total, c[i]);
+        for (int i = 0; i < 12; ++i) total = flush(total, c[i]);
     }
     __asm__ volatile("" : : "w"(total));
-    return (double)rounds * 16 * 128;
+    return (double)rounds * 12 * 128;
 }
 
 static void fmaxpool_row(const bitfx_fmaxpool_desc *d, const float *x, float *out, int64_t r) { bitfx_fmaxpool_row_portable(d, x, out, r); }
