@@ -53,6 +53,7 @@ def record(directory: Path, seed: int = 0, operations: int = 1200) -> Path:
 def build(directory: Path, csrc: Path = CSRC) -> Path:
     """Cross-compile the kernels of `csrc` and the driver into `directory`; returns the driver's path."""
     sources = [path for path in sorted(csrc.glob("*.c")) if path.name != "module.c"]
+    directory.mkdir(parents=True, exist_ok=True)
     driver = directory / "arm_driver"
     command = [COMPILER, *setup_flags(), "-Werror=implicit-function-declaration", f"-I{csrc}"]
     subprocess.run([*command, *map(str, sources), str(HERE / "arm_driver.c"), "-lm", "-o", str(driver)], check=True)
