@@ -243,10 +243,12 @@ static void fgemm_columns(const bitfx_fgemm_desc *d, const float *x, const float
     bitfx_fgemm_columns_portable(d, x, w, bias, out, c0, c1);
 }
 
-/* The tile loop, compiled once per output kind; a reduction of 2³¹ bits or more (|d| may not fit the
- * int32 conversion of store_float) takes the portable output transform. */
+/* The tile loop, compiled once per output kind; NHWC float output (contiguous stores, no transpose)
+ * and a reduction of 2³¹ bits or more (|d| may not fit the int32 conversion of store_float) take the
+ * portable output transform. */
 static void bconv_tiles(const bitfx_bconv_job *job, int64_t n, int64_t g, int64_t block, int64_t first, int64_t last) {
-    switch (job->k_words < (1ll << 25) ? bitfx_out_kind(job->d) : BITFX_OUT_KINDS) {
+    const int portable = job->k_words >= (1ll << 25) || (job->d->channels_last && job->d->out_mode == BITFX_OUT_FLOAT);
+    switch (portable ? BITFX_OUT_KINDS : bitfx_out_kind(job->d)) {
     case BITFX_OUT_BITS: tile_run(job, n, g, block, first, last, BITFX_OUT_BITS); break;
     case BITFX_OUT_F: tile_run(job, n, g, block, first, last, BITFX_OUT_F); break;
     case BITFX_OUT_F_RESIDUAL: tile_run(job, n, g, block, first, last, BITFX_OUT_F_RESIDUAL); break;

@@ -205,7 +205,7 @@ static void fconv_item(void *ctx, int64_t item, int64_t worker) {
 
 int bitfx_float_conv(const bitfx_fconv_desc *d, const float *x, const float *weights, const float *block_weights,
                      const float *scale, const float *bias, const float *residual, float *out) {
-    if (!d || !x || !weights || !scale || !bias || !out || (d->has_residual && !residual) || d->groups < 1)
+    if (!d || !x || !weights || !scale || !bias || !out || (d->has_residual && !residual) || d->groups < 1 || d->channels_last)
         return BITFX_ERR_ARGUMENT;
     const bitfx_isa_ops *isa = ops();
     const int64_t k = d->channels / d->groups * d->kernel_h * d->kernel_w;
