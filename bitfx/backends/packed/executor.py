@@ -2,7 +2,8 @@
 
 The first run for an input shape executes every step into fresh arrays, which gives every
 value's size; the planner then packs the values into a few reusable buffers by lifetime
-(greedy best fit) and binds every step to its buffers. Later runs with that shape only copy
+(greedy best fit; a float value the compiler keeps channels-last gets NHWC memory, layout.py)
+and binds every step to its buffers. Later runs with that shape only copy
 the inputs in, call the bound steps, and copy the outputs out. The plans are kept in a
 least-recently-used cache of `plan_cache_size` input signatures (`plan_cache_info()` reports
 its entries and bytes).
@@ -55,7 +56,7 @@ class Plan:
             np.copyto(buffer, array)
         for call in self.calls:
             call()
-        return [np.array(value, copy=True) for value in self.outputs]
+        return [np.array(value, copy=True, order="C") for value in self.outputs]
 
 
 class PackedModel:
@@ -173,7 +174,7 @@ class PackedModel:
         for step in steps:
             outs = _first_run(step, _lookup(values, step.inputs, step))
             values.update(zip(step.outputs, outs))
-        first_outputs = [np.array(values[name], copy=True) for name in graph.outputs]
+        first_outputs = [np.array(values[name], copy=True, order="C") for name in graph.outputs]
 
         root = {name: name for name in values}
         for step in steps:
@@ -207,6 +208,7 @@ class PackedModel:
                 if name in assigned and name not in external and last_use[name] == index:
                     free.append(assigned[name])
 
+        channels_last = set(self.program.report.channels_last)
         inputs = [np.empty_like(a) for a in arrays]
         bound: dict[str, Value] = {**graph.constants, **dict(zip(graph.inputs, inputs))}
         calls = []
@@ -215,7 +217,9 @@ class PackedModel:
             if step.is_view:
                 outs = step.eager(ins)
             else:
-                outs = [_in_buffer(values[name], buffers[assigned[name]]) for name in step.outputs]
+                outs = [
+                    _in_buffer(values[name], buffers[assigned[name]], name in channels_last) for name in step.outputs
+                ]
                 calls.append(step.bind(ins, outs))
             bound.update(zip(step.outputs, outs))
         plan = Plan(inputs, calls, [bound[name] for name in graph.outputs], [b.nbytes - _ALIGN for b in buffers])
@@ -257,11 +261,16 @@ def _nbytes(value: Value) -> int:
     return value.data.nbytes if isinstance(value, PackedTensor) else np.asarray(value).nbytes
 
 
-def _in_buffer(template: Value, buffer: np.ndarray) -> Value:
-    """An array (or packed tensor) shaped like `template`, living in `buffer` at a 64-byte boundary."""
+def _in_buffer(template: Value, buffer: np.ndarray, channels_last: bool = False) -> Value:
+    """An array (or packed tensor) shaped like `template`, living in `buffer` at a 64-byte boundary;
+    C-contiguous, or with NHWC memory for a value the compiler keeps `channels_last` (layout.py)."""
     start = -buffer.ctypes.data % _ALIGN
     data = template.data if isinstance(template, PackedTensor) else np.asarray(template)
-    array = buffer[start : start + data.nbytes].view(data.dtype).reshape(data.shape)
+    memory = buffer[start : start + data.nbytes].view(data.dtype)
+    if channels_last:
+        n, c, h, w = data.shape
+        return memory.reshape(n, h, w, c).transpose(0, 3, 1, 2)
+    array = memory.reshape(data.shape)
     return dataclasses.replace(template, data=array) if isinstance(template, PackedTensor) else array
 
 
