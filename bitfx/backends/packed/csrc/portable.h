@@ -15,6 +15,13 @@ static inline uint64_t bitfx_sign_bits(const float *src, int64_t count) {
     uint64_t bits = 0;
     int64_t i = 0;
 #if defined(__AVX512F__)
+    if (count == 64) { /* a whole word: four unmasked compares */
+        const __m512 zero = _mm512_setzero_ps();
+        return (uint64_t)_mm512_cmp_ps_mask(_mm512_loadu_ps(src), zero, _CMP_LT_OQ) |
+               (uint64_t)_mm512_cmp_ps_mask(_mm512_loadu_ps(src + 16), zero, _CMP_LT_OQ) << 16 |
+               (uint64_t)_mm512_cmp_ps_mask(_mm512_loadu_ps(src + 32), zero, _CMP_LT_OQ) << 32 |
+               (uint64_t)_mm512_cmp_ps_mask(_mm512_loadu_ps(src + 48), zero, _CMP_LT_OQ) << 48;
+    }
     for (; i < count; i += 16) {
         const int64_t left = count - i < 16 ? count - i : 16;
         const __m512 v = _mm512_maskz_loadu_ps((__mmask16)((1u << left) - 1), src + i);
