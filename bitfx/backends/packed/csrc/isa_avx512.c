@@ -102,7 +102,12 @@ static inline __attribute__((always_inline)) void store_pixels(const bitfx_bconv
     const int64_t stride = d_->out_channels, first = (n * d_->out_h * d_->out_w + q0) * stride + g * per_group + channel;
     float *out = (float *)job->out + first;
     const float *residual = job->residual + first;
+    const int large = d_->out_h * d_->out_w >= 2048; /* as store_float: the lines two tiles ahead */
     for (int j = 0; j < P; ++j) {
+        if (large) {
+            if (BITFX_KIND_RESIDUAL(kind)) _mm_prefetch((const char *)(residual + (j + 2 * TILE) * stride), _MM_HINT_T0);
+            _mm_prefetch((const char *)(out + (j + 2 * TILE) * stride), _MM_HINT_ET0);
+        }
         const __m512 dj = _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtepi64_ps(lo[j])), _mm512_cvtepi64_ps(hi[j]), 1);
         __m512 y = _mm512_add_ps(_mm512_mul_ps(dj, s), b);
         if (BITFX_KIND_RESIDUAL(kind)) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(mask, residual + j * stride));
