@@ -1,9 +1,9 @@
 /* The output transform of the binary convolution, in one place for every ISA file: from the
  * exact ±1 dot products d of a tile to the float output y = clamp(scale·d + bias [+ residual])
  * (NCHW, or NHWC with the descriptor's `channels_last`) or to packed bits (d < threshold) XOR flip
- * (NHWC). The portable path and the AVX2 path (for NHWC float output, and huge reductions) call
- * `bitfx_bconv_epilogue`; the AVX-512 path computes the comparisons and the float values in
- * registers (as `bitfx_binary_float` does) and stores bits with `bitfx_store_packed_bits`. */
+ * (NHWC). The portable path (and AVX2 for huge reductions) calls `bitfx_bconv_epilogue`; the AVX2 and
+ * AVX-512 paths compute the comparisons and the float values in registers (as `bitfx_binary_float`
+ * does) and store bits with `bitfx_store_packed_bits`. */
 #ifndef BITFX_OUTPUT_TRANSFORM_H
 #define BITFX_OUTPUT_TRANSFORM_H
 
