@@ -14,7 +14,7 @@ from packed_models import NetBuilder
 
 from bitfx import zoo
 from bitfx.backends.onnx import export, run_session, session
-from bitfx.backends.packed import PackedModel, PackedModelError, compiler
+from bitfx.backends.packed import PackedModel, PackedModelError
 from bitfx.ir import capture
 from bitfx.passes import Pipeline
 
@@ -136,7 +136,7 @@ def test_float_values_between_binary_layers_are_channels_last_unless_a_reader_ne
             assert relative_error(expected, actual) <= 1e-6
 
 
-def test_channels_last_changes_no_output_bit_of_a_zoo_resnet(lowered, monkeypatch) -> None:
+def test_channels_last_changes_no_output_bit_of_a_zoo_resnet(lowered) -> None:
     """ResNet-20 lowered by bitfx: the residual chain of its middle stage is channels-last (the first
     stage's chain starts at the float stem conv, which writes NCHW only, and the last one ends in the
     numpy pooling: both stay NCHW, with the reason), and its outputs are bit-identical to an all-NCHW run."""
@@ -145,9 +145,8 @@ def test_channels_last_changes_no_output_bit_of_a_zoo_resnet(lowered, monkeypatc
     report = packed.report
     assert len(report.channels_last) == 4 and len(report.channels_first) >= 4
     assert all("needs NCHW" in why or "residual link" in why for why in report.channels_first)
-    monkeypatch.setattr(compiler, "choose_channels_last", lambda steps: ([], []))
-    nchw = PackedModel(path)
-    assert nchw.report.channels_last == []
+    nchw = PackedModel(path, channels_last=False)
+    assert nchw.report.channels_last == nchw.report.channels_first == []
     for _ in range(2):  # the first run and a planned run
         for ours, theirs in zip(packed.run([x.numpy()]), nchw.run([x.numpy()])):
             np.testing.assert_array_equal(ours, theirs)

@@ -53,9 +53,12 @@ def supported_ops() -> list[str]:
     return sorted({*NUMPY_OPS, *KERNEL_OPS})
 
 
-def compile_graph(graph: Graph, int8_range: tuple[float, float] | None = None) -> Program:
+def compile_graph(
+    graph: Graph, int8_range: tuple[float, float] | None = None, *, channels_last: bool = True
+) -> Program:
     """The program for `graph`; with `int8_range` (the model input's quantization range) every
-    float Conv that reads a model input and that the int8 kernel can run (int8_conv.py) runs on it."""
+    float Conv that reads a model input and that the int8 kernel can run (int8_conv.py) runs on it;
+    `channels_last=False` keeps every float value NCHW (layout.py otherwise chooses)."""
     _check_supported(graph)
     unsafe = check_graph(graph)
     if unsafe:
@@ -104,7 +107,8 @@ def compile_graph(graph: Graph, int8_range: tuple[float, float] | None = None) -
                     ordered.append(pack)
                     emitted_packs.add(name)
             ordered.append(step)
-    report.channels_last, report.channels_first = choose_channels_last(ordered)
+    if channels_last:
+        report.channels_last, report.channels_first = choose_channels_last(ordered)
     report.binary_layers = sum(is_binary(n) for n in graph.nodes)
     report.packed_outputs = len(chains)
     report.packed_max_pools = sum(chain.pool is not None for chain in chains.values())

@@ -70,6 +70,9 @@ class PackedModel:
     `int8_float_convs` (opt-in) runs every float Conv that reads a model input (the stem) on the
     int8 kernel: give the model input's range as (low, high), or a calibration batch whose minimum
     and maximum are used; inputs outside it saturate (`report.int8_convs`, `report.int8_skipped`).
+    `channels_last=False` keeps every float value NCHW (by default the values between binary layers
+    whose readers all read channels-last live in NHWC memory, `report.channels_last`; the outputs are
+    the same either way).
     """
 
     def __init__(
@@ -79,12 +82,13 @@ class PackedModel:
         threads: int | None = None,
         plan_cache_size: int = DEFAULT_PLAN_CACHE_SIZE,
         int8_float_convs: tuple[float, float] | np.ndarray | None = None,
+        channels_last: bool = True,
     ) -> None:
         if not isinstance(plan_cache_size, int) or isinstance(plan_cache_size, bool) or plan_cache_size < 1:
             raise BitfxError(f"plan_cache_size must be an integer >= 1, got {plan_cache_size!r}")
         int8_range = None if int8_float_convs is None else input_range(int8_float_convs)
         self.graph = load_graph(model, NATIVE_FUNCTIONS)
-        self.program: Program = compile_graph(self.graph, int8_range)
+        self.program: Program = compile_graph(self.graph, int8_range, channels_last=channels_last)
         self.threads = None if threads is None else check_thread_count(threads)
         self.plan_cache_size = plan_cache_size
         self._plans: OrderedDict[tuple, Plan] = OrderedDict()
@@ -280,6 +284,13 @@ def load(
     threads: int | None = None,
     plan_cache_size: int = DEFAULT_PLAN_CACHE_SIZE,
     int8_float_convs: tuple[float, float] | np.ndarray | None = None,
+    channels_last: bool = True,
 ) -> PackedModel:
     """Load a lowered ONNX file on the packed runtime (arguments: see `PackedModel`)."""
-    return PackedModel(path, threads=threads, plan_cache_size=plan_cache_size, int8_float_convs=int8_float_convs)
+    return PackedModel(
+        path,
+        threads=threads,
+        plan_cache_size=plan_cache_size,
+        int8_float_convs=int8_float_convs,
+        channels_last=channels_last,
+    )
