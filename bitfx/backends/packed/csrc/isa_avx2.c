@@ -283,5 +283,6 @@ static void bconv_tiles(const bitfx_bconv_job *job, int64_t n, int64_t g, int64_
     }
 }
 
-const bitfx_isa_ops bitfx_ops_avx2 = {pack_row, BITFX_TILE_PIXELS, bconv_tiles, fconv_chunk, bitfx_fconv_row_avx2, popcount_peak, fmaxpool_row, fgemm_columns};
+const bitfx_isa_ops bitfx_ops_avx2 = {pack_row, BITFX_TILE_PIXELS, bconv_tiles, fconv_chunk, bitfx_fconv_row_avx2, popcount_peak, fmaxpool_row,
+                                      fgemm_columns, 1};
 #endif

@@ -388,5 +388,5 @@ static void fgemm_columns(const bitfx_fgemm_desc *d, const float *x, const float
     bitfx_fgemm_columns_portable(d, x, w, bias, out, c0, c1);
 }
 
-const bitfx_isa_ops bitfx_ops_avx512 = {pack_row, TILE, bconv_tiles, fconv_chunk, fconv_row, popcount_peak, fmaxpool_row, fgemm_columns};
+const bitfx_isa_ops bitfx_ops_avx512 = {pack_row, TILE, bconv_tiles, fconv_chunk, fconv_row, popcount_peak, fmaxpool_row, fgemm_columns, 1};
 #endif

@@ -81,7 +81,8 @@ int bitfx_pack(const bitfx_pack_desc *d, const float *x, uint64_t *out) {
      * planes) costs about as much to claim from the shared counter as to pack. */
     const int64_t threads = bitfx_get_threads(), rows = d->out.batch * d->out.height;
     const int64_t chunk = (rows + 4 * threads - 1) / (4 * threads);
-    pack_task task = {ops(), d, x, out, chunk, rows};
+    const bitfx_isa_ops *isa = d->channels_last && !ops()->channels_last ? &bitfx_ops_scalar : ops();
+    pack_task task = {isa, d, x, out, chunk, rows};
     bitfx_parallel_for((rows + chunk - 1) / chunk, threads, pack_item, &task);
     return BITFX_OK;
 }
@@ -126,7 +127,8 @@ int bitfx_binary_conv(const bitfx_bconv_desc *d, const uint64_t *x, const uint64
         return BITFX_ERR_ARGUMENT;
     if ((d->has_residual && !residual) || d->groups < 1 || (d->out_mode == BITFX_OUT_PACKED && d->groups != 1))
         return BITFX_ERR_ARGUMENT;
-    const bitfx_isa_ops *isa = ops();
+    const int nhwc = d->channels_last && d->out_mode == BITFX_OUT_FLOAT;
+    const bitfx_isa_ops *isa = nhwc && !ops()->channels_last ? &bitfx_ops_scalar : ops();
     const int64_t image_words = bitfx_padded_h(&d->in) * bitfx_padded_w(&d->in) * d->in.words;
     const int64_t out_image = bitfx_padded_h(&d->out) * bitfx_padded_w(&d->out) * d->out.words * 2;
     const bitfx_bconv_job job = {d,        x,    weights, pixels, kc,  threshold, taps, scale, bias, residual, flip, out,
