@@ -116,6 +116,42 @@ def test_stem_conv_relu_max_pool_runs_as_one_fused_step() -> None:
     assert [type(step).__name__ for step in packed.program.steps].count("FloatMaxPoolStep") == 1  # the shared one
 
 
+def test_float_values_between_binary_layers_are_channels_last_unless_a_reader_needs_nchw() -> None:
+    """`a` (read by a pack and a fused residual) and `h` (read by a pack and the graph output) live
+    channels-last; `g`, read by a numpy Sigmoid, stays NCHW with the reason reported. Outputs are
+    C-contiguous NCHW and match onnxruntime, on the first run and on the planned runs."""
+    b = NetBuilder((1, 16, 9, 9), seed=7)
+    a = b.binary_conv("x", 16, 40)
+    h = b.op("Add", [b.binary_conv(a, 40, 40), a])
+    g = b.binary_conv(h, 40, 24, stride=2)
+    s = b.op("Sigmoid", [g])
+    model, twin = b.build([h, s])
+    packed = PackedModel(model)
+    assert packed.report.channels_last == [a, h]
+    assert packed.report.channels_first == [f"{g}: read by node {s!r} (Sigmoid), which needs NCHW"]
+    x = b.input(2)
+    for _ in range(3):
+        for expected, actual in zip(ort_outputs(twin, x), packed.run([x])):
+            assert actual.flags.c_contiguous and actual.shape == expected.shape
+            assert relative_error(expected, actual) <= 1e-6
+
+
+def test_channels_last_changes_no_output_bit_of_a_zoo_resnet(lowered) -> None:
+    """ResNet-20 lowered by bitfx: the residual chain of its middle stage is channels-last (the first
+    stage's chain starts at the float stem conv, which writes NCHW only, and the last one ends in the
+    numpy pooling: both stay NCHW, with the reason), and its outputs are bit-identical to an all-NCHW run."""
+    path, x = lowered("resnet20")
+    packed = PackedModel(path)
+    report = packed.report
+    assert len(report.channels_last) == 4 and len(report.channels_first) >= 4
+    assert all("needs NCHW" in why or "residual link" in why for why in report.channels_first)
+    nchw = PackedModel(path, channels_last=False)
+    assert nchw.report.channels_last == nchw.report.channels_first == []
+    for _ in range(2):  # the first run and a planned run
+        for ours, theirs in zip(packed.run([x.numpy()]), nchw.run([x.numpy()])):
+            np.testing.assert_array_equal(ours, theirs)
+
+
 def test_buffers_are_reused_across_layers() -> None:
     b = NetBuilder((1, 64, 16, 16), seed=5)
     h = "x"

@@ -99,6 +99,7 @@ def test_int8_conv_is_the_same_on_every_path_and_fuses_the_max_pool(case, pool, 
         pooled = np.empty((*unpooled.shape[:2], *pool.out_size(*unpooled.shape[2:])), np.float32)
         k.bind_float_maxpool(unpooled, pooled, pool.window, pool.ceil_mode)()
         np.testing.assert_array_equal(conv(x, clamp=(0.0, np.inf), pool=pool), pooled)
+        np.testing.assert_array_equal(conv(x, clamp=(0.0, np.inf), pool=pool, channels_last=True), pooled)
         outputs.append(unpooled)
     for other in outputs[1:]:
         np.testing.assert_array_equal(other, outputs[0])  # VNNI and portable sums are the same integers

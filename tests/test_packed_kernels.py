@@ -106,15 +106,24 @@ def binary_conv(case: dict, words: np.ndarray, scale: np.ndarray, bias: np.ndarr
     )
 
 
+def channels_last(x: np.ndarray) -> np.ndarray:
+    """`x` (NCHW) copied into channels-last (NHWC) memory: the same logical array."""
+    out = k.empty_channels_last(x.shape)
+    out[...] = x
+    return out
+
+
 def packed_input(x: np.ndarray, case: dict) -> k.PackedTensor:
     return k.pack(x, groups=case["group"], border=case["window"].pads, pad=-1 if case["pad_value"] == -1 else 1)
 
 
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("isa", ISAS)
-def test_binary_conv_every_tile_size_matches_reference(isa) -> None:
+def test_binary_conv_every_tile_size_matches_reference(isa, layout) -> None:
     """Output planes of 1 .. 24 pixels and ResNet's 7×7 and 14×14: every tile size of the tiling
     (7×7 = 7 tiles of 7, 14×14 = 21 tiles of 8 and 4 of 7), float output with the fused residual
-    and clamp, and packed output; 40 output channels (a partial second block)."""
+    and clamp (NCHW, or channels-last output and residual), and packed output; 40 output channels
+    (a partial second block)."""
     use(isa, 1)
     sizes = [(1, n) for n in range(1, 25)] + [(7, 7), (14, 14), (3, 5)]
     for index, (height, width) in enumerate(sizes):
@@ -124,7 +133,10 @@ def test_binary_conv_every_tile_size_matches_reference(isa) -> None:
         residual = np.random.default_rng(index).normal(size=(1, 40, height, width)).astype(np.float32)
         expected = np.clip(ref.binary_conv2d(x, words, scale, bias, **attributes) + residual, -1.5, 2.0)
         conv = binary_conv(case, words, scale, bias)
+        if layout == "channels_last":
+            residual = channels_last(residual)
         out = conv(packed_input(x, case), residual=residual, clamp=(-1.5, 2.0))
+        assert k.is_channels_last(out) == (layout == "channels_last" and height * width > 1)
         np.testing.assert_array_equal(out, expected, err_msg=f"float, {height}, {width}")
         dots = ref.conv_dots(x, words, **attributes).astype(np.int64)
         threshold, flip = np.random.default_rng(index).integers(-conv.k, conv.k + 1, 40), np.arange(40) % 3 == 0
@@ -147,12 +159,14 @@ def test_binary_conv_every_tile_size_matches_reference(isa) -> None:
     pad=st.sampled_from([1, -1]),
     threads=st.sampled_from([1, 2]),
     seed=st.integers(0, 2**31),
+    nhwc=st.booleans(),
 )
-def test_pack_matches_reference(isa, batch, groups, per_group, height, width, border, pad, threads, seed) -> None:
+def test_pack_matches_reference(isa, batch, groups, per_group, height, width, border, pad, threads, seed, nhwc) -> None:
+    """Packing NCHW or channels-last (`nhwc`) float input."""
     use(isa, threads)
     x = np.random.default_rng(seed).normal(size=(batch, groups * per_group, height, width)).astype(np.float32)
     x[..., 0] = -0.0  # −0.0 packs as +1
-    packed = k.pack(x, groups=groups, border=border, pad=pad)
+    packed = k.pack(channels_last(x) if nhwc else x, groups=groups, border=border, pad=pad)
     signs = ref.sign(x).transpose(0, 2, 3, 1).reshape(batch, height, width, groups, per_group)
     expected_interior = np.concatenate([ref.pack_signs(signs[..., g, :]) for g in range(groups)], axis=-1)
     np.testing.assert_array_equal(packed.interior(), expected_interior)
@@ -164,8 +178,9 @@ def test_pack_matches_reference(isa, batch, groups, per_group, height, width, bo
 
 @pytest.mark.parametrize("isa", ISAS)
 @SETTINGS
-@given(case=conv_cases(), threads=st.sampled_from([1, 2]), fused=st.booleans())
-def test_binary_conv_float_output_matches_reference(isa, case, threads, fused) -> None:
+@given(case=conv_cases(), threads=st.sampled_from([1, 2]), fused=st.booleans(), nhwc=st.booleans())
+def test_binary_conv_float_output_matches_reference(isa, case, threads, fused, nhwc) -> None:
+    """Float output (and residual) in NCHW or channels-last (`nhwc`) memory: the same values."""
     use(isa, threads)
     x, _, words, scale, bias, attributes = make_conv(case)
     expected = ref.binary_conv2d(x, words, scale, bias, **attributes)
@@ -174,7 +189,9 @@ def test_binary_conv_float_output_matches_reference(isa, case, threads, fused) -
         residual = np.random.default_rng(case["seed"] + 1).normal(size=expected.shape).astype(np.float32)
         clamp = (0.0, math.inf) if case["seed"] % 2 else (-1.5, 2.0)
         expected = np.clip(expected + residual, *clamp)
-    out = binary_conv(case, words, scale, bias)(packed_input(x, case), residual=residual, clamp=clamp)
+    out = k.empty_channels_last(expected.shape) if nhwc else np.empty(expected.shape, np.float32)
+    residual = channels_last(residual) if nhwc and fused else residual
+    binary_conv(case, words, scale, bias).bind(packed_input(x, case), out, residual=residual, clamp=clamp)()
     np.testing.assert_array_equal(out, expected)  # exact: the same float32 operations on exact dot products
 
 
@@ -359,11 +376,13 @@ def pool_windows(draw: st.DrawFn) -> k.MaxPool:
     wide=st.booleans(),
     out_channels=st.sampled_from([None, 70, 130]),
     threads=st.sampled_from([1, 2]),
+    nhwc=st.booleans(),
 )
-def test_conv_fused_with_max_pool_equals_conv_then_pool(isa, case, pool, wide, out_channels, threads) -> None:
+def test_conv_fused_with_max_pool_equals_conv_then_pool(isa, case, pool, wide, out_channels, threads, nhwc) -> None:
     """The fused stem (one pass) gives exactly the float conv followed by the float max pool, on
     random shapes, paddings, strides and dilations of both, including rows wide enough for the
-    direct kernel's tiles and channel counts past one 64-channel block."""
+    direct kernel's tiles and channel counts past one 64-channel block; its output NCHW or
+    channels-last (`nhwc`)."""
     use(isa, threads)
     rng = np.random.default_rng(case["seed"])
     x, weight, _, scale, bias, _ = make_conv(case)
@@ -388,7 +407,7 @@ def test_conv_fused_with_max_pool_equals_conv_then_pool(isa, case, pool, wide, o
     unpooled = conv(x, clamp=clamp)
     expected = np.empty((*unpooled.shape[:2], *pool.out_size(*out_size)), np.float32)
     k.bind_float_maxpool(unpooled, expected, pool.window, pool.ceil_mode)()
-    np.testing.assert_array_equal(conv(x, clamp=clamp, pool=pool), expected)
+    np.testing.assert_array_equal(conv(x, clamp=clamp, pool=pool, channels_last=nhwc), expected)
 
 
 def test_conv_fused_with_max_pool_refuses_a_residual_and_a_wrong_output() -> None:
@@ -400,6 +419,21 @@ def test_conv_fused_with_max_pool_refuses_a_residual_and_a_wrong_output() -> Non
         conv.bind(x, np.empty((1, 4, 4, 4), np.float32), residual=np.zeros((1, 4, 4, 4), np.float32), pool=pool)
     with pytest.raises(BitfxError, match=r"\(1, 4, 4, 4\)"):
         conv.bind(x, np.empty((1, 4, 8, 8), np.float32), pool=pool)
+    with pytest.raises(BitfxError, match="channels-last output only when fused"):
+        conv.bind(x, k.empty_channels_last((1, 4, 8, 8)))
+
+
+def test_a_residual_in_the_other_layout_than_the_output_is_refused() -> None:
+    """The binary convolution reads its residual in its output's layout; a mix is an error, not a misread."""
+    conv = k.BinaryConv(np.zeros((8, 3, 3, 1), np.uint64), np.ones(8, np.float32), np.zeros(8, np.float32),
+                        window=k.Window((3, 3), pads=(1, 1, 1, 1)), group=1, in_channels=8, pad_value=0)  # fmt: skip
+    x = k.pack(np.ones((1, 8, 5, 5), np.float32), border=(1, 1, 1, 1))
+    for out, residual in (
+        (np.empty((1, 8, 5, 5), np.float32), k.empty_channels_last((1, 8, 5, 5))),
+        (k.empty_channels_last((1, 8, 5, 5)), np.zeros((1, 8, 5, 5), np.float32)),
+    ):
+        with pytest.raises(BitfxError, match="in the float output's layout"):
+            conv.bind(x, out, residual=residual)
 
 
 def test_isa_can_be_forced_and_refuses_unknown_names() -> None:

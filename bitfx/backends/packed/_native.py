@@ -46,7 +46,7 @@ class PackedGeom(ctypes.Structure):
 
 
 class PackDesc(ctypes.Structure):
-    _fields_ = [*_fields("channels", "groups", "group_words"), ("out", PackedGeom)]
+    _fields_ = [*_fields("channels", "groups", "group_words"), ("out", PackedGeom), *_fields("channels_last")]
 
 
 class BinaryConvDesc(ctypes.Structure):
@@ -58,6 +58,7 @@ class BinaryConvDesc(ctypes.Structure):
         ),
         *_fields("clamp_lo", "clamp_hi", kind=_f64),
         ("out", PackedGeom),
+        *_fields("channels_last"),
     ]
 
 
@@ -77,6 +78,7 @@ class FloatConvDesc(ctypes.Structure):
         *_fields("kernel_h", "kernel_w", "stride_h", "stride_w", "dilation_h", "dilation_w"),
         *_fields("pad_top", "pad_left", "out_h", "out_w", "has_residual"),
         *_fields("pad_value", "clamp_lo", "clamp_hi", kind=_f64),
+        *_fields("channels_last"),
     ]
 
 

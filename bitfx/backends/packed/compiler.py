@@ -1,6 +1,7 @@
 """Turn a `Graph` into the `Program` the executor runs (program.py): check every op is supported
 (one error lists all that are not), find the fusions (fusion.py), insert packing where a binary
-layer reads float data, and order the steps."""
+layer reads float data, order the steps, and choose which float values live channels-last
+(layout.py)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from bitfx.backends.packed.kernel_steps import (
     float_gemm,
 )
 from bitfx.backends.packed.kernels import BinaryConv
+from bitfx.backends.packed.layout import choose_channels_last
 from bitfx.backends.packed.numpy_ops import NUMPY_OPS
 from bitfx.backends.packed.program import CompileReport, Epilogue, PackedLayout, Program
 from bitfx.backends.packed.steps import Step
@@ -51,9 +53,12 @@ def supported_ops() -> list[str]:
     return sorted({*NUMPY_OPS, *KERNEL_OPS})
 
 
-def compile_graph(graph: Graph, int8_range: tuple[float, float] | None = None) -> Program:
+def compile_graph(
+    graph: Graph, int8_range: tuple[float, float] | None = None, *, channels_last: bool = True
+) -> Program:
     """The program for `graph`; with `int8_range` (the model input's quantization range) every
-    float Conv that reads a model input and that the int8 kernel can run (int8_conv.py) runs on it."""
+    float Conv that reads a model input and that the int8 kernel can run (int8_conv.py) runs on it;
+    `channels_last=False` keeps every float value NCHW (layout.py otherwise chooses)."""
     _check_supported(graph)
     unsafe = check_graph(graph)
     if unsafe:
@@ -102,6 +107,8 @@ def compile_graph(graph: Graph, int8_range: tuple[float, float] | None = None) -
                     ordered.append(pack)
                     emitted_packs.add(name)
             ordered.append(step)
+    if channels_last:
+        report.channels_last, report.channels_first = choose_channels_last(ordered)
     report.binary_layers = sum(is_binary(n) for n in graph.nodes)
     report.packed_outputs = len(chains)
     report.packed_max_pools = sum(chain.pool is not None for chain in chains.values())

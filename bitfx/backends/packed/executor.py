@@ -2,7 +2,8 @@
 
 The first run for an input shape executes every step into fresh arrays, which gives every
 value's size; the planner then packs the values into a few reusable buffers by lifetime
-(greedy best fit) and binds every step to its buffers. Later runs with that shape only copy
+(greedy best fit; a float value the compiler keeps channels-last gets NHWC memory, layout.py)
+and binds every step to its buffers. Later runs with that shape only copy
 the inputs in, call the bound steps, and copy the outputs out. The plans are kept in a
 least-recently-used cache of `plan_cache_size` input signatures (`plan_cache_info()` reports
 its entries and bytes).
@@ -55,7 +56,7 @@ class Plan:
             np.copyto(buffer, array)
         for call in self.calls:
             call()
-        return [np.array(value, copy=True) for value in self.outputs]
+        return [np.array(value, copy=True, order="C") for value in self.outputs]
 
 
 class PackedModel:
@@ -69,6 +70,9 @@ class PackedModel:
     `int8_float_convs` (opt-in) runs every float Conv that reads a model input (the stem) on the
     int8 kernel: give the model input's range as (low, high), or a calibration batch whose minimum
     and maximum are used; inputs outside it saturate (`report.int8_convs`, `report.int8_skipped`).
+    `channels_last=False` keeps every float value NCHW (by default the values between binary layers
+    whose readers all read channels-last live in NHWC memory, `report.channels_last`; the outputs are
+    the same either way).
     """
 
     def __init__(
@@ -78,12 +82,13 @@ class PackedModel:
         threads: int | None = None,
         plan_cache_size: int = DEFAULT_PLAN_CACHE_SIZE,
         int8_float_convs: tuple[float, float] | np.ndarray | None = None,
+        channels_last: bool = True,
     ) -> None:
         if not isinstance(plan_cache_size, int) or isinstance(plan_cache_size, bool) or plan_cache_size < 1:
             raise BitfxError(f"plan_cache_size must be an integer >= 1, got {plan_cache_size!r}")
         int8_range = None if int8_float_convs is None else input_range(int8_float_convs)
         self.graph = load_graph(model, NATIVE_FUNCTIONS)
-        self.program: Program = compile_graph(self.graph, int8_range)
+        self.program: Program = compile_graph(self.graph, int8_range, channels_last=channels_last)
         self.threads = None if threads is None else check_thread_count(threads)
         self.plan_cache_size = plan_cache_size
         self._plans: OrderedDict[tuple, Plan] = OrderedDict()
@@ -173,7 +178,7 @@ class PackedModel:
         for step in steps:
             outs = _first_run(step, _lookup(values, step.inputs, step))
             values.update(zip(step.outputs, outs))
-        first_outputs = [np.array(values[name], copy=True) for name in graph.outputs]
+        first_outputs = [np.array(values[name], copy=True, order="C") for name in graph.outputs]
 
         root = {name: name for name in values}
         for step in steps:
@@ -207,6 +212,7 @@ class PackedModel:
                 if name in assigned and name not in external and last_use[name] == index:
                     free.append(assigned[name])
 
+        channels_last = set(self.program.report.channels_last)
         inputs = [np.empty_like(a) for a in arrays]
         bound: dict[str, Value] = {**graph.constants, **dict(zip(graph.inputs, inputs))}
         calls = []
@@ -215,7 +221,9 @@ class PackedModel:
             if step.is_view:
                 outs = step.eager(ins)
             else:
-                outs = [_in_buffer(values[name], buffers[assigned[name]]) for name in step.outputs]
+                outs = [
+                    _in_buffer(values[name], buffers[assigned[name]], name in channels_last) for name in step.outputs
+                ]
                 calls.append(step.bind(ins, outs))
             bound.update(zip(step.outputs, outs))
         plan = Plan(inputs, calls, [bound[name] for name in graph.outputs], [b.nbytes - _ALIGN for b in buffers])
@@ -257,11 +265,16 @@ def _nbytes(value: Value) -> int:
     return value.data.nbytes if isinstance(value, PackedTensor) else np.asarray(value).nbytes
 
 
-def _in_buffer(template: Value, buffer: np.ndarray) -> Value:
-    """An array (or packed tensor) shaped like `template`, living in `buffer` at a 64-byte boundary."""
+def _in_buffer(template: Value, buffer: np.ndarray, channels_last: bool = False) -> Value:
+    """An array (or packed tensor) shaped like `template`, living in `buffer` at a 64-byte boundary;
+    C-contiguous, or with NHWC memory for a value the compiler keeps `channels_last` (layout.py)."""
     start = -buffer.ctypes.data % _ALIGN
     data = template.data if isinstance(template, PackedTensor) else np.asarray(template)
-    array = buffer[start : start + data.nbytes].view(data.dtype).reshape(data.shape)
+    memory = buffer[start : start + data.nbytes].view(data.dtype)
+    if channels_last:
+        n, c, h, w = data.shape
+        return memory.reshape(n, h, w, c).transpose(0, 3, 1, 2)
+    array = memory.reshape(data.shape)
     return dataclasses.replace(template, data=array) if isinstance(template, PackedTensor) else array
 
 
@@ -271,6 +284,13 @@ def load(
     threads: int | None = None,
     plan_cache_size: int = DEFAULT_PLAN_CACHE_SIZE,
     int8_float_convs: tuple[float, float] | np.ndarray | None = None,
+    channels_last: bool = True,
 ) -> PackedModel:
     """Load a lowered ONNX file on the packed runtime (arguments: see `PackedModel`)."""
-    return PackedModel(path, threads=threads, plan_cache_size=plan_cache_size, int8_float_convs=int8_float_convs)
+    return PackedModel(
+        path,
+        threads=threads,
+        plan_cache_size=plan_cache_size,
+        int8_float_convs=int8_float_convs,
+        channels_last=channels_last,
+    )

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from bitfx.backends.packed._native import FLOAT_BLOCK, Int8Desc, lib
-from bitfx.backends.packed.kernels import NO_CLAMP, MaxPool, Window, _pointer, aligned, conv_desc
+from bitfx.backends.packed.kernels import NO_CLAMP, MaxPool, Window, _pointer, aligned, conv_desc, empty_channels_last
 from bitfx.errors import BitfxError
 
 MAX_K = 65536  # reduction length (with kernel columns in quads of 4) whose int32 sums cannot overflow
@@ -140,11 +140,18 @@ class Int8Conv:
         return run
 
     def __call__(
-        self, x: np.ndarray, *, clamp: tuple[float, float] = NO_CLAMP, pool: MaxPool | None = None
+        self,
+        x: np.ndarray,
+        *,
+        clamp: tuple[float, float] = NO_CLAMP,
+        pool: MaxPool | None = None,
+        channels_last: bool = False,
     ) -> np.ndarray:
+        """Run once into a new output (channels-last memory with `channels_last`, which needs `pool`)."""
         out_h, out_w = self.out_size(x.shape[2], x.shape[3])
         if pool is not None:
             out_h, out_w = pool.out_size(out_h, out_w)
-        out = np.empty((x.shape[0], self.out_channels, out_h, out_w), np.float32)
+        shape = (x.shape[0], self.out_channels, out_h, out_w)
+        out = empty_channels_last(shape) if channels_last else np.empty(shape, np.float32)
         self.bind(np.ascontiguousarray(x, np.float32), out, clamp=clamp, pool=pool)()
         return out

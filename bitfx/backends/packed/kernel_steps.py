@@ -23,6 +23,8 @@ from bitfx.backends.packed.kernels import (
     bind_binary_maxpool,
     bind_float_maxpool,
     bind_pack,
+    empty_channels_last,
+    is_channels_last,
 )
 from bitfx.backends.packed.program import Epilogue, PackedLayout
 from bitfx.backends.packed.steps import Step, Value, kernel_call
@@ -49,22 +51,25 @@ def window_of(node: Node, input_shape: Sequence[int], kernel: Sequence[int]) -> 
     return Window(tuple(kernel), strides, pads, dilations)
 
 
-def _residual_call(residual: np.ndarray | None, shape: tuple) -> tuple[np.ndarray | None, Callable[[], None] | None]:
-    """The residual as the kernel reads it: the value itself, or a broadcast copy refreshed each run."""
-    if residual is None or (residual.shape == shape and _is_float32(residual)):
+def _residual_call(residual: np.ndarray | None, out: np.ndarray) -> tuple[np.ndarray | None, Callable[[], None] | None]:
+    """The residual as the kernel reads it, in the layout of its output `out` (NCHW or channels-last):
+    the value itself, or a (broadcast, converted) copy refreshed each run."""
+    if residual is None or (residual.shape == out.shape and _is_float32(residual, channels_last=is_channels_last(out))):
         return residual, None
-    scratch = np.empty(shape, np.float32)
+    scratch = empty_channels_last(out.shape) if is_channels_last(out) else np.empty(out.shape, np.float32)
     return scratch, lambda: np.copyto(scratch, residual)
 
 
-def _is_float32(x: np.ndarray) -> bool:
-    return x.dtype == np.float32 and x.flags.c_contiguous
+def _is_float32(x: np.ndarray, *, channels_last: bool = False) -> bool:
+    """Whether `x` is float32 with C-contiguous (NCHW) memory, or channels-last memory when `channels_last`."""
+    return x.dtype == np.float32 and (is_channels_last(x) if channels_last else x.flags.c_contiguous)
 
 
-def _float32_call(x: np.ndarray) -> tuple[np.ndarray, Callable[[], None] | None]:
-    """`x` as a kernel reads it (C-contiguous float32): the value itself, or a converted copy
-    refreshed on every run (a copy made once would hold the first run's values)."""
-    if _is_float32(x):
+def _float32_call(x: np.ndarray, *, channels_last: bool = False) -> tuple[np.ndarray, Callable[[], None] | None]:
+    """`x` as a kernel reads it (C-contiguous float32, or also channels-last for a kernel that reads both
+    layouts): the value itself, or a converted copy refreshed on every run (a copy made once would hold
+    the first run's values)."""
+    if _is_float32(x) or (channels_last and _is_float32(x, channels_last=True)):
         return x, None
     scratch = np.empty(x.shape, np.float32)
     return scratch, lambda: np.copyto(scratch, x)
@@ -77,7 +82,10 @@ def _bound(refreshes: Sequence[Callable[[], None] | None], call: Callable[[], No
 
 class FloatConvStep(Step):
     """ONNX Conv (and bitfx ops with binarize_input=0) on the float kernel, with fused epilogue; with
-    `pool` (a MaxPool node reading the epilogue's result) the step's output is that pool's, fused."""
+    `pool` (a MaxPool node reading the epilogue's result) the step's output is that pool's, fused, and
+    may be kept channels-last (`channels_last`, set by the compiler)."""
+
+    channels_last = False
 
     def __init__(
         self,
@@ -121,13 +129,14 @@ class FloatConvStep(Step):
         conv = self.conv(x.shape)
         size = conv.out_size(*x.shape[2:])
         pool = self.max_pool((x.shape[0], conv.out_channels, *size))
-        out = np.empty((x.shape[0], conv.out_channels, *(pool.out_size(*size) if pool else size)), np.float32)
+        shape = (x.shape[0], conv.out_channels, *(pool.out_size(*size) if pool else size))
+        out = empty_channels_last(shape) if self.channels_last else np.empty(shape, np.float32)
         self.bind(inputs, [out])()
         return [out]
 
     def bind(self, inputs: Sequence[Value], outputs: Sequence[Value]) -> Callable[[], None]:
         x, out = inputs[0], outputs[0]
-        residual, refresh = _residual_call(inputs[1] if len(inputs) > 1 else None, out.shape)
+        residual, refresh = _residual_call(inputs[1] if len(inputs) > 1 else None, out)
         x, convert = _float32_call(x)
         conv = self.conv(x.shape)
         pool = self.max_pool((x.shape[0], conv.out_channels, *conv.out_size(*x.shape[2:])))
@@ -200,7 +209,8 @@ def float_gemm(node: Node, graph: Graph) -> FloatGemm | None:
 
 
 class PackStep(Step):
-    """sign() of a float value into a packed tensor with the layout its binary readers need."""
+    """sign() of a float value (NCHW or channels-last memory) into a packed tensor with the layout its
+    binary readers need."""
 
     def __init__(self, name: str, x: str, output: str, layout: PackedLayout) -> None:
         super().__init__(name, [x], [output])
@@ -229,13 +239,16 @@ class PackStep(Step):
         return [out]
 
     def bind(self, inputs: Sequence[Value], outputs: Sequence[Value]) -> Callable[[], None]:
-        x, convert = _float32_call(inputs[0])
+        x, convert = _float32_call(inputs[0], channels_last=True)
         return _bound((convert,), bind_pack(self._as_nchw(x), outputs[0]))
 
 
 class BinaryConvStep(Step):
     """`bitfx.BinaryConv2d` / `bitfx.BinaryGemm` (binarize_input=1) on a packed input: float output
-    with the fused epilogue, or packed output (thresholds) in `packed_out` layout."""
+    with the fused epilogue (a conv's kept channels-last when the compiler sets `channels_last`), or
+    packed output (thresholds) in `packed_out` layout."""
+
+    channels_last = False
 
     def __init__(
         self,
@@ -261,7 +274,7 @@ class BinaryConvStep(Step):
             )
         else:
             shape = (x.batch, self.conv.out_channels) if self.gemm else (x.batch, self.conv.out_channels, out_h, out_w)
-            out = np.empty(shape, np.float32)
+            out = empty_channels_last(shape) if self.channels_last else np.empty(shape, np.float32)
         self.bind(inputs, [out])()
         return [out]
 
@@ -270,7 +283,7 @@ class BinaryConvStep(Step):
         if isinstance(out, PackedTensor):
             return self.conv.bind(x, out)
         target = out.reshape(*out.shape, 1, 1) if self.gemm else out
-        residual, refresh = _residual_call(inputs[1] if len(inputs) > 1 else None, out.shape)
+        residual, refresh = _residual_call(inputs[1] if len(inputs) > 1 else None, out)
         if residual is not None and self.gemm:
             residual = residual.reshape(target.shape)
         call = self.conv.bind(x, target, residual=residual, clamp=self.epilogue.clamp)

@@ -53,12 +53,27 @@ _CTYPES = {
 }
 
 
+def empty_channels_last(shape: tuple[int, int, int, int]) -> np.ndarray:
+    """An uninitialised float32 array of NCHW `shape` whose memory is channels-last (NHWC): every numpy
+    operation sees the logical NCHW array, the kernels that read or write NHWC see a pixel's channels
+    contiguous."""
+    n, c, h, w = shape
+    return np.empty((n, h, w, c), np.float32).transpose(0, 3, 1, 2)
+
+
+def is_channels_last(x: np.ndarray) -> bool:
+    """Whether `x` is a 4-D array whose memory is dense channels-last (NHWC) and not also dense NCHW
+    (for which both layouts are the same memory)."""
+    return x.ndim == 4 and not x.flags.c_contiguous and x.transpose(0, 2, 3, 1).flags.c_contiguous
+
+
 def _pointer(array: np.ndarray | None) -> ctypes._Pointer | None:
-    """A typed pointer to the data of a C-contiguous array (None for None); the ctypes prototypes
-    reject a pointer of the wrong element type, and the pointer holds a reference to `array`."""
+    """A typed pointer to the data of a C-contiguous or channels-last array (None for None); the ctypes
+    prototypes reject a pointer of the wrong element type, and the pointer holds a reference to `array`.
+    Callers pass a channels-last array only to a kernel told so (`_float_layout`)."""
     if array is None:
         return None
-    if not array.flags.c_contiguous or array.dtype not in _CTYPES:
+    if not (array.flags.c_contiguous or is_channels_last(array)) or array.dtype not in _CTYPES:
         raise BitfxError(
             f"a kernel argument must be a C-contiguous array of {sorted(map(str, _CTYPES))}, got {array.dtype}"
         )
@@ -179,14 +194,24 @@ def _check_float(x: np.ndarray, what: str, ndim: int = 4) -> None:
         raise BitfxError(f"{what} must be a C-contiguous float32 array with {ndim} dimensions, got {x.dtype} {x.shape}")
 
 
+def _float_layout(x: np.ndarray, what: str) -> bool:
+    """For a kernel that reads or writes either layout: whether the 4-D float32 `x` is channels-last
+    (else it must be C-contiguous NCHW)."""
+    if x.dtype == np.float32 and is_channels_last(x):
+        return True
+    _check_float(x, what)
+    return False
+
+
 def bind_pack(x: np.ndarray, out: PackedTensor) -> Callable[[], None]:
-    """sign(x) of a float NCHW array into `out` (bit 1 where x < 0), border refilled each call."""
-    _check_float(x, "the input to pack")
+    """sign(x) of a float NCHW array (NCHW or channels-last memory) into `out` (bit 1 where x < 0),
+    border refilled each call."""
+    channels_last = _float_layout(x, "the input to pack")
     if x.shape != (out.batch, out.channels, out.height, out.width):
         raise BitfxError(
             f"cannot pack a {x.shape} array into a packed tensor of {out.batch}×{out.channels}×{out.height}×{out.width}"
         )
-    desc = PackDesc(out.channels, out.groups, out.group_words, out.geom())
+    desc = PackDesc(out.channels, out.groups, out.group_words, out.geom(), channels_last)
     pad_pixel, geom = out.pad_pixel(), out.geom()
     pack_args = (ctypes.byref(desc), _pointer(x), _pointer(out.data))
     border_args = (ctypes.byref(geom), _pointer(pad_pixel), _pointer(out.data))
@@ -202,8 +227,10 @@ def bind_pack(x: np.ndarray, out: PackedTensor) -> Callable[[], None]:
 
 
 def pack(x: np.ndarray, *, groups: int = 1, border: Pads = (0, 0, 0, 0), pad: int = 1) -> PackedTensor:
-    """Pack float NCHW activations (sign, bit 1 = −1) into a new packed tensor."""
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    """Pack float NCHW activations (sign, bit 1 = −1) into a new packed tensor (a channels-last float32
+    array is read as it is)."""
+    if not (x.dtype == np.float32 and is_channels_last(x)):
+        x = np.ascontiguousarray(x, dtype=np.float32)
     out = PackedTensor.empty(x.shape[0], x.shape[1], x.shape[2], x.shape[3], groups=groups, border=border, pad=pad)
     bind_pack(x, out)()
     return out
@@ -393,14 +420,15 @@ class BinaryConv:
                 raise BitfxError(f"packed output must be {x.batch}×{self.out_channels}×{out_h}×{out_w} in one group")
             out_geom = out.geom()
         else:
-            _check_float(out, "the float output")
+            channels_last = _float_layout(out, "the float output")
             if out.shape != (x.batch, self.out_channels, out_h, out_w):
                 raise BitfxError(
                     f"float output must have shape {(x.batch, self.out_channels, out_h, out_w)}, got {out.shape}"
                 )
             out_geom = PackedGeom()
         if residual is not None:
-            _check_float(residual, "the residual")
+            if packed or _float_layout(residual, "the residual") != channels_last:
+                raise BitfxError("the residual must be float, in the float output's layout (NCHW or channels-last)")
             if residual.shape != (x.batch, self.out_channels, out_h, out_w):
                 raise BitfxError(
                     f"residual must have the output's shape {(x.batch, self.out_channels, out_h, out_w)}, "
@@ -423,6 +451,7 @@ class BinaryConv:
             clamp[0],
             clamp[1],
             out_geom,
+            not packed and channels_last,
         )
         taps, pixels = self._taps(x), self._pixels(x, out, pattern, kc.shape[1])
         threshold = self.threshold if packed else np.zeros(1, np.int64)
@@ -461,10 +490,13 @@ class BinaryConv:
         packed_border: Pads | None = None,
         packed_pad: int = 1,
     ):
-        """Run once into a new output: float NCHW, or a PackedTensor when `packed_border` is given."""
+        """Run once into a new output: float NCHW (in `residual`'s layout), or a PackedTensor when
+        `packed_border` is given."""
         out_h, out_w = self.out_size(x.height, x.width)
         if packed_border is not None:
             out = PackedTensor.empty(x.batch, self.out_channels, out_h, out_w, border=packed_border, pad=packed_pad)
+        elif residual is not None and is_channels_last(residual):
+            out = empty_channels_last((x.batch, self.out_channels, out_h, out_w))
         else:
             out = np.empty((x.batch, self.out_channels, out_h, out_w), np.float32)
         self.bind(x, out, residual=residual, clamp=clamp)()
@@ -523,7 +555,8 @@ class FloatConv:
         pool: MaxPool | None = None,
     ) -> Callable[[], None]:
         """A call that writes y = clamp(scale·conv(x) + bias [+ residual]) into `out`; with `pool`, `out`
-        receives that max pool of y instead, computed in one pass (the fused stem; no residual)."""
+        receives that max pool of y instead, computed in one pass (the fused stem; no residual), in NCHW
+        or channels-last memory as `out` is."""
         desc = conv_desc(self, x, out, residual=residual, clamp=clamp, pool=pool)
         arrays = (_pointer(self.weights), _pointer(self.block_weights), _pointer(self.scale), _pointer(self.bias))
         if pool is None:
@@ -547,11 +580,14 @@ class FloatConv:
         residual: np.ndarray | None = None,
         clamp: tuple[float, float] = NO_CLAMP,
         pool: MaxPool | None = None,
+        channels_last: bool = False,
     ) -> np.ndarray:
+        """Run once into a new output (channels-last memory with `channels_last`, which needs `pool`)."""
         out_h, out_w = self.out_size(x.shape[2], x.shape[3])
         if pool is not None:
             out_h, out_w = pool.out_size(out_h, out_w)
-        out = np.empty((x.shape[0], self.out_channels, out_h, out_w), np.float32)
+        shape = (x.shape[0], self.out_channels, out_h, out_w)
+        out = empty_channels_last(shape) if channels_last else np.empty(shape, np.float32)
         self.bind(np.ascontiguousarray(x, np.float32), out, residual=residual, clamp=clamp, pool=pool)()
         return out
 
@@ -571,7 +607,9 @@ def conv_desc(
     if channels != conv.in_channels:
         raise BitfxError(f"float conv expects {conv.in_channels} input channels, got {channels}")
     out_h, out_w = conv.out_size(height, width)
-    _check_float(out, "the float conv output")
+    channels_last = _float_layout(out, "the float conv output")
+    if channels_last and pool is None:
+        raise BitfxError("a float conv writes channels-last output only when fused with a max pool")
     expected = (batch, conv.out_channels, *(pool.out_size(out_h, out_w) if pool else (out_h, out_w)))
     if out.shape != expected:
         raise BitfxError(f"float conv output must have shape {expected}, got {out.shape}")
@@ -599,6 +637,7 @@ def conv_desc(
         conv.pad_value,
         clamp[0],
         clamp[1],
+        channels_last,
     )
 
 

@@ -36,17 +36,20 @@ typedef struct {
     int64_t words; /* uint64 words per pixel */
 } bitfx_packed_geom;
 
-/* Float NCHW → packed NHWC (interior only; see bitfx_fill_border). */
+/* Float activations → packed NHWC (interior only; see bitfx_fill_border). The float input is NCHW,
+ * or NHWC with `channels_last` (a pixel's channels contiguous: a word is 64 contiguous floats). */
 typedef struct {
     int64_t channels, groups, group_words; /* words per pixel = groups * group_words */
     bitfx_packed_geom out;
+    int64_t channels_last;
 } bitfx_pack_desc;
 
 /* XNOR-popcount convolution on a packed input.
  * d = K − 2·popcount(x ⊕ w) − correction, the exact ±1 dot product (the correction, folded
  * into the `kc` table = K − correction per border pattern and channel lane, removes what padded
  * taps added).
- * Float output: y = clamp((scale·d + bias) [+ residual], lo, hi), NCHW.
+ * Float output: y = clamp((scale·d + bias) [+ residual], lo, hi), NCHW, or NHWC with `channels_last`
+ * (the output and the residual: a pixel's channels contiguous).
  * Packed output: bit = (d < threshold) XOR flip, into the interior of `out` geometry. */
 typedef struct {
     bitfx_packed_geom in;
@@ -60,6 +63,7 @@ typedef struct {
     int64_t has_residual;
     double clamp_lo, clamp_hi;
     bitfx_packed_geom out; /* BITFX_OUT_PACKED only */
+    int64_t channels_last; /* BITFX_OUT_FLOAT only: the output and the residual are NHWC */
 } bitfx_bconv_desc;
 
 /* One output pixel of a binary convolution, computed when the layer is bound so the tiles do no
@@ -92,6 +96,7 @@ typedef struct {
     int64_t pad_top, pad_left, out_h, out_w;
     int64_t has_residual;
     double pad_value, clamp_lo, clamp_hi;
+    int64_t channels_last; /* the output is NHWC: only with a fused max pool (bitfx_float_conv_maxpool, bitfx_int8_conv) */
 } bitfx_fconv_desc;
 
 /* Float matrix product with constant weights (ONNX Gemm): out[n][c] = alpha·Σ_k x[n][k]·w[k][c] + beta·bias[c]
@@ -142,7 +147,8 @@ int bitfx_float_conv(const bitfx_fconv_desc *d, const float *x, const float *wei
                      const float *scale, const float *bias, const float *residual, float *out);
 int bitfx_float_maxpool(const bitfx_fmaxpool_desc *d, const float *x, float *out);
 /* The float convolution (no residual) then the float max pool `pool` over its output (pool->planes =
- * batch × out_channels, its height × width = the convolution's out_h × out_w), fused: out is the pool's. */
+ * batch × out_channels, its height × width = the convolution's out_h × out_w), fused: out is the pool's,
+ * NCHW, or NHWC when d->channels_last. */
 int bitfx_float_conv_maxpool(const bitfx_fconv_desc *d, const bitfx_fmaxpool_desc *pool, const float *x, const float *weights,
                              const float *block_weights, const float *scale, const float *bias, float *out);
 int bitfx_float_gemm(const bitfx_fgemm_desc *d, const float *x, const float *weights, const float *bias, float *out);

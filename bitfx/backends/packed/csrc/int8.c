@@ -110,7 +110,8 @@ static int well_formed(const bitfx_fconv_desc *d, const bitfx_int8_desc *q) {
 
 int bitfx_int8_conv(const bitfx_fconv_desc *d, const bitfx_int8_desc *q, const bitfx_fmaxpool_desc *pool, const float *x,
                     const int8_t *weights, const int32_t *correction, const float *scale, const float *bias, float *out) {
-    if (!d || !q || !x || !weights || !correction || !scale || !bias || !out || !well_formed(d, q)) return BITFX_ERR_ARGUMENT;
+    if (!d || !q || !x || !weights || !correction || !scale || !bias || !out || !well_formed(d, q) || (d->channels_last && !pool))
+        return BITFX_ERR_ARGUMENT;
     /* Rows and columns every tap reads, the convolution's padding and the last quad's columns included. */
     const int64_t last_row = (d->out_h - 1) * d->stride_h + (d->kernel_h - 1) * d->dilation_h + 1;
     const int64_t last_col = (d->out_w - 1) * d->stride_w + q->quads * 4;

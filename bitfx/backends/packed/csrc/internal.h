@@ -86,6 +86,10 @@ typedef struct {
     void (*fmaxpool_row)(const bitfx_fmaxpool_desc *d, const float *x, float *out, int64_t r);
     /* Output channels c0 .. c1−1 of every row of a float Gemm. */
     void (*fgemm_columns)(const bitfx_fgemm_desc *d, const float *x, const float *w, const float *bias, float *out, int64_t c0, int64_t c1);
+    /* 1 when pack_row and bconv_tiles honour the descriptors' `channels_last` (NHWC float input of a
+     * pack, NHWC float output and residual of a binary convolution); an ISA that leaves it 0 has those
+     * calls run on the portable path instead, so a layout it does not know is never misread. */
+    int channels_last;
 } bitfx_isa_ops;
 
 /* The ISA the kernels use now (kernels.c). */

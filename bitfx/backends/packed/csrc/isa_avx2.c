@@ -20,10 +20,13 @@ static inline __m256i nibble_count(__m256i v, __m256i lut, __m256i low) {
     return _mm256_add_epi8(lo, hi);
 }
 
+/* Added to a float output kind: the output and residual are channels-last (NHWC). */
+#define NHWC 8
+
 /* Float output of a tile's `count` pixels (from q0) × 8 channels from `channel` (lanes from `lane`):
  * y = scale·d + bias (Mul, then Add, as `bitfx_binary_float`), transposed to one NCHW row of
- * pixels per channel, residual added, clamped. d is converted through int32, exact for |d| < 2³¹
- * (the caller checks K). */
+ * pixels per channel (or, with NHWC in `kind`, stored as one vector per pixel: no transpose),
+ * residual added, clamped. d is converted through int32, exact for |d| < 2³¹ (the caller checks K). */
 static inline __attribute__((always_inline)) void store_float(const bitfx_bconv_job *job, int64_t n, int64_t g, int64_t channel, int64_t lane,
                                                               int64_t q0, int64_t count, const int64_t dots[BITFX_TILE_PIXELS][BITFX_BLOCK],
                                                               int part, const int kind) {
@@ -39,12 +42,31 @@ static inline __attribute__((always_inline)) void store_float(const bitfx_bconv_
         const __m256 dj = _mm256_cvtepi32_ps(_mm256_permute2x128_si256(a, c, 0x20));
         y[j] = _mm256_add_ps(_mm256_mul_ps(dj, s), b);
     }
+    const int64_t valid = per_group - channel < 8 ? per_group - channel : 8;
+    if (kind & NHWC) {
+        const __m256i lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)valid), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        const __m256 low = _mm256_set1_ps((float)d->clamp_lo), high = _mm256_set1_ps((float)d->clamp_hi);
+        const int64_t first = (n * plane + q0) * d->out_channels + g * per_group + channel;
+        const int ahead = plane >= 2048 && channel % 16 == 0; /* the lines two tiles ahead, once per line (as AVX-512) */
+        for (int64_t j = 0; j < count; ++j) {
+            const int64_t at = first + j * d->out_channels;
+            if (ahead) {
+                if (BITFX_KIND_RESIDUAL(kind & ~NHWC))
+                    _mm_prefetch((const char *)(job->residual + at + 2 * BITFX_TILE_PIXELS * d->out_channels), _MM_HINT_T0);
+                _mm_prefetch((const char *)((float *)job->out + at + 2 * BITFX_TILE_PIXELS * d->out_channels), _MM_HINT_T0);
+            }
+            __m256 row = y[j];
+            if (BITFX_KIND_RESIDUAL(kind & ~NHWC)) row = _mm256_add_ps(row, _mm256_maskload_ps(job->residual + at, lanes));
+            if (BITFX_KIND_CLAMP(kind & ~NHWC)) row = _mm256_min_ps(_mm256_max_ps(row, low), high);
+            _mm256_maskstore_ps((float *)job->out + at, lanes, row);
+        }
+        return;
+    }
     /* 4 pixels × 8 channels → r[c] holds channel c (low half) and c + 4 (high half) of the 4 pixels. */
     const __m256 t0 = _mm256_unpacklo_ps(y[0], y[1]), t1 = _mm256_unpackhi_ps(y[0], y[1]);
     const __m256 t2 = _mm256_unpacklo_ps(y[2], y[3]), t3 = _mm256_unpackhi_ps(y[2], y[3]);
     const __m256 r[4] = {_mm256_shuffle_ps(t0, t2, 0x44), _mm256_shuffle_ps(t0, t2, 0xEE), _mm256_shuffle_ps(t1, t3, 0x44),
                          _mm256_shuffle_ps(t1, t3, 0xEE)};
-    const int64_t valid = per_group - channel < 8 ? per_group - channel : 8;
     const int64_t first = (n * d->out_channels + g * per_group + channel) * plane + q0;
     const __m128i mask = _mm_cmpgt_epi32(_mm_set1_epi32((int)count), _mm_setr_epi32(0, 1, 2, 3));
     const __m128 low = _mm_set1_ps((float)d->clamp_lo), high = _mm_set1_ps((float)d->clamp_hi);
@@ -243,18 +265,24 @@ static void fgemm_columns(const bitfx_fgemm_desc *d, const float *x, const float
     bitfx_fgemm_columns_portable(d, x, w, bias, out, c0, c1);
 }
 
-/* The tile loop, compiled once per output kind; a reduction of 2³¹ bits or more (|d| may not fit the
- * int32 conversion of store_float) takes the portable output transform. */
+/* The tile loop, compiled once per output kind and float layout; a reduction of 2³¹ bits or more (|d| may
+ * not fit the int32 conversion of store_float) takes the portable output transform. */
 static void bconv_tiles(const bitfx_bconv_job *job, int64_t n, int64_t g, int64_t block, int64_t first, int64_t last) {
-    switch (job->k_words < (1ll << 25) ? bitfx_out_kind(job->d) : BITFX_OUT_KINDS) {
+    const int nhwc = job->d->channels_last && job->d->out_mode == BITFX_OUT_FLOAT;
+    switch (job->k_words < (1ll << 25) ? bitfx_out_kind(job->d) + (nhwc ? NHWC : 0) : BITFX_OUT_KINDS) {
     case BITFX_OUT_BITS: tile_run(job, n, g, block, first, last, BITFX_OUT_BITS); break;
     case BITFX_OUT_F: tile_run(job, n, g, block, first, last, BITFX_OUT_F); break;
     case BITFX_OUT_F_RESIDUAL: tile_run(job, n, g, block, first, last, BITFX_OUT_F_RESIDUAL); break;
     case BITFX_OUT_F_CLAMP: tile_run(job, n, g, block, first, last, BITFX_OUT_F_CLAMP); break;
     case BITFX_OUT_F_RESIDUAL_CLAMP: tile_run(job, n, g, block, first, last, BITFX_OUT_F_RESIDUAL_CLAMP); break;
+    case BITFX_OUT_F + NHWC: tile_run(job, n, g, block, first, last, BITFX_OUT_F + NHWC); break;
+    case BITFX_OUT_F_RESIDUAL + NHWC: tile_run(job, n, g, block, first, last, BITFX_OUT_F_RESIDUAL + NHWC); break;
+    case BITFX_OUT_F_CLAMP + NHWC: tile_run(job, n, g, block, first, last, BITFX_OUT_F_CLAMP + NHWC); break;
+    case BITFX_OUT_F_RESIDUAL_CLAMP + NHWC: tile_run(job, n, g, block, first, last, BITFX_OUT_F_RESIDUAL_CLAMP + NHWC); break;
     default: tile_run(job, n, g, block, first, last, BITFX_OUT_KINDS);
     }
 }
 
-const bitfx_isa_ops bitfx_ops_avx2 = {pack_row, BITFX_TILE_PIXELS, bconv_tiles, fconv_chunk, bitfx_fconv_row_avx2, popcount_peak, fmaxpool_row, fgemm_columns};
+const bitfx_isa_ops bitfx_ops_avx2 = {pack_row, BITFX_TILE_PIXELS, bconv_tiles, fconv_chunk, bitfx_fconv_row_avx2, popcount_peak, fmaxpool_row,
+                                      fgemm_columns, 1};
 #endif

@@ -1,7 +1,7 @@
 /* The AVX-512 path: VPOPCNTQ on 8 output channels per vector, a register tile of up to 8 pixels ×
  * 16 channels (16 accumulators, twice per 32-channel block; code specialised per tile size and
- * output kind), and the output transform done in registers (8×8 transposes for NCHW float rows,
- * compare masks for packed bits). Every function here is
+ * output kind), and the output transform done in registers (8×8 transposes for NCHW float rows, one
+ * 16-channel vector per pixel for NHWC, compare masks for packed bits). Every function here is
  * compiled for AVX-512 (F, VL, BW, DQ, VPOPCNTDQ); the dispatcher only calls them on CPUs that
  * have all of these. */
 #if defined(__x86_64__)
@@ -86,11 +86,41 @@ static inline __attribute__((always_inline)) void store_float(const bitfx_bconv_
     for (int64_t c = 0; c < valid; ++c) store_row(out + c * plane, residual + c * plane, rows[c], low, high, mask, P, kind);
 }
 
+/* Float output of P consecutive pixels (from q0) × the 16 channels from `channel` of group g (lanes
+ * from `lane`; `lo` holds channels 0–7 of each pixel, `hi` 8–15), NHWC: one vector per pixel, stored
+ * where that pixel's channels are contiguous (no transpose); y = scale·d + bias (Mul, then Add),
+ * residual added, clamped. */
+static inline __attribute__((always_inline)) void store_pixels(const bitfx_bconv_job *job, int64_t n, int64_t g, int64_t channel,
+                                                               int64_t lane, int64_t q0, const __m512i lo[TILE], const __m512i hi[TILE],
+                                                               const int P, const int kind) {
+    const bitfx_bconv_desc *d_ = job->d;
+    const int64_t per_group = d_->out_channels / d_->groups, valid = per_group - channel < 16 ? per_group - channel : 16;
+    if (valid <= 0) return;
+    const __mmask16 mask = (__mmask16)(valid == 16 ? 0xffffu : (1u << valid) - 1);
+    const __m512 s = _mm512_load_ps(job->scale + lane), b = _mm512_load_ps(job->bias + lane);
+    const __m512 low = _mm512_set1_ps((float)d_->clamp_lo), high = _mm512_set1_ps((float)d_->clamp_hi);
+    const int64_t stride = d_->out_channels, first = (n * d_->out_h * d_->out_w + q0) * stride + g * per_group + channel;
+    float *out = (float *)job->out + first;
+    const float *residual = job->residual + first;
+    const int large = d_->out_h * d_->out_w >= 2048; /* as store_float: the lines two tiles ahead */
+    for (int j = 0; j < P; ++j) {
+        if (large) {
+            if (BITFX_KIND_RESIDUAL(kind)) _mm_prefetch((const char *)(residual + (j + 2 * TILE) * stride), _MM_HINT_T0);
+            _mm_prefetch((const char *)(out + (j + 2 * TILE) * stride), _MM_HINT_ET0);
+        }
+        const __m512 dj = _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtepi64_ps(lo[j])), _mm512_cvtepi64_ps(hi[j]), 1);
+        __m512 y = _mm512_add_ps(_mm512_mul_ps(dj, s), b);
+        if (BITFX_KIND_RESIDUAL(kind)) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(mask, residual + j * stride));
+        if (BITFX_KIND_CLAMP(kind)) y = _mm512_min_ps(_mm512_max_ps(y, low), high);
+        _mm512_mask_storeu_ps(out + j * stride, mask, y);
+    }
+}
+
 /* One tile: P output pixels (from q0) × the 32 channels of a block, as two halves of 16 channels
  * with 2·P accumulators each (P pixels × 2 vectors of 8 channels). Input pointers and border
  * corrections come from the pixel table (one path for interior and border pixels). */
 static inline __attribute__((always_inline)) void bconv_tile(const bitfx_bconv_job *job, int64_t n, int64_t g, int64_t block, int64_t q0,
-                                                             const int P, const int kind) {
+                                                             const int P, const int kind, const int nhwc) {
     const bitfx_bconv_desc *d = job->d;
     const bitfx_bconv_pixel *pixel = job->pixels + q0;
     const uint64_t *image = job->x + n * job->image_words + g * d->group_words;
@@ -122,19 +152,24 @@ static inline __attribute__((always_inline)) void bconv_tile(const bitfx_bconv_j
                 bits[j] |= ((uint32_t)_mm512_cmplt_epi64_mask(lo[j], t0) | (uint32_t)_mm512_cmplt_epi64_mask(hi[j], t1) << 8) << (16 * half);
             continue;
         }
+        if (nhwc) {
+            store_pixels(job, n, g, block * BITFX_BLOCK + 16 * half, lane, q0, lo, hi, P, kind);
+            continue;
+        }
         store_float(job, n, g, block * BITFX_BLOCK + 16 * half, lane, q0, lo, P, kind);
         store_float(job, n, g, block * BITFX_BLOCK + 16 * half + 8, lane + 8, q0, hi, P, kind);
     }
     if (kind == BITFX_OUT_BITS) bitfx_store_packed_bits(job, n, block, q0, P, bits);
 }
 
-/* Tiles first .. last−1 of P pixels each: the tile loop, specialised per tile size and output kind.
- * While a block's tiles run, the weights of the next block are prefetched, a share per tile. */
+/* Tiles first .. last−1 of P pixels each: the tile loop, specialised per tile size, output kind and
+ * float layout (NCHW, or NHWC when `nhwc`). While a block's tiles run, the weights of the next block
+ * are prefetched, a share per tile. */
 typedef void (*tile_run)(const bitfx_bconv_job *job, int64_t n, int64_t g, int64_t block, int64_t first, int64_t last,
                          const bitfx_tiling *tiling);
-#define TILE_RUN(P, kind)                                                                                                        \
-    static void tiles_##P##_##kind(const bitfx_bconv_job *job, int64_t n, int64_t g, int64_t block, int64_t first, int64_t last, \
-                                   const bitfx_tiling *tiling) {                                                                 \
+#define TILE_RUN(P, kind, nhwc)                                                                                                  \
+    static void tiles_##P##_##kind##_##nhwc(const bitfx_bconv_job *job, int64_t n, int64_t g, int64_t block, int64_t first,      \
+                                            int64_t last, const bitfx_tiling *tiling) {                                          \
         const int64_t block_words = job->k_words * BITFX_BLOCK, next = g * job->d->blocks + block + 1;                          \
         const char *ahead = (const char *)(job->weights + next * block_words);                                                  \
         const int64_t lines = next < job->d->groups * job->d->blocks ? block_words / 8 : 0;                                     \
@@ -142,32 +177,44 @@ typedef void (*tile_run)(const bitfx_bconv_job *job, int64_t n, int64_t g, int64
         for (int64_t t = first, line = 0; t < last; ++t) {                                                                      \
             for (int64_t end = line + per_tile < lines ? line + per_tile : lines; line < end; ++line)                            \
                 _mm_prefetch(ahead + 64 * line, _MM_HINT_T0);                                                                    \
-            bconv_tile(job, n, g, block, bitfx_tile_start(tiling, t), P, kind);                                                 \
+            bconv_tile(job, n, g, block, bitfx_tile_start(tiling, t), P, kind, nhwc);                                           \
         }                                                                                                                        \
     }
-#define TILE_RUNS(kind)                                                                                            \
-    TILE_RUN(1, kind) TILE_RUN(2, kind) TILE_RUN(3, kind) TILE_RUN(4, kind) TILE_RUN(5, kind) TILE_RUN(6, kind) \
-        TILE_RUN(7, kind) TILE_RUN(8, kind)
-TILE_RUNS(BITFX_OUT_BITS)
-TILE_RUNS(BITFX_OUT_F)
-TILE_RUNS(BITFX_OUT_F_RESIDUAL)
-TILE_RUNS(BITFX_OUT_F_CLAMP)
-TILE_RUNS(BITFX_OUT_F_RESIDUAL_CLAMP)
-#define TILE_SIZES(kind) \
-    {0, tiles_1_##kind, tiles_2_##kind, tiles_3_##kind, tiles_4_##kind, tiles_5_##kind, tiles_6_##kind, tiles_7_##kind, tiles_8_##kind}
-static const tile_run tile_runs[BITFX_OUT_KINDS][TILE + 1] = {TILE_SIZES(BITFX_OUT_BITS), TILE_SIZES(BITFX_OUT_F),
-                                                              TILE_SIZES(BITFX_OUT_F_RESIDUAL), TILE_SIZES(BITFX_OUT_F_CLAMP),
-                                                              TILE_SIZES(BITFX_OUT_F_RESIDUAL_CLAMP)};
+#define TILE_RUNS(kind, nhwc)                                                                                                  \
+    TILE_RUN(1, kind, nhwc) TILE_RUN(2, kind, nhwc) TILE_RUN(3, kind, nhwc) TILE_RUN(4, kind, nhwc) TILE_RUN(5, kind, nhwc) \
+        TILE_RUN(6, kind, nhwc) TILE_RUN(7, kind, nhwc) TILE_RUN(8, kind, nhwc)
+TILE_RUNS(BITFX_OUT_BITS, 0)
+TILE_RUNS(BITFX_OUT_F, 0)
+TILE_RUNS(BITFX_OUT_F_RESIDUAL, 0)
+TILE_RUNS(BITFX_OUT_F_CLAMP, 0)
+TILE_RUNS(BITFX_OUT_F_RESIDUAL_CLAMP, 0)
+TILE_RUNS(BITFX_OUT_F, 1)
+TILE_RUNS(BITFX_OUT_F_RESIDUAL, 1)
+TILE_RUNS(BITFX_OUT_F_CLAMP, 1)
+TILE_RUNS(BITFX_OUT_F_RESIDUAL_CLAMP, 1)
+#define TILE_SIZES(kind, nhwc)                                                                                              \
+    {0,                     tiles_1_##kind##_##nhwc, tiles_2_##kind##_##nhwc, tiles_3_##kind##_##nhwc, tiles_4_##kind##_##nhwc, \
+     tiles_5_##kind##_##nhwc, tiles_6_##kind##_##nhwc, tiles_7_##kind##_##nhwc, tiles_8_##kind##_##nhwc}
+/* [float layout][output kind][tile size]; packed bits have one layout. */
+static const tile_run tile_runs[2][BITFX_OUT_KINDS][TILE + 1] = {
+    {TILE_SIZES(BITFX_OUT_BITS, 0), TILE_SIZES(BITFX_OUT_F, 0), TILE_SIZES(BITFX_OUT_F_RESIDUAL, 0), TILE_SIZES(BITFX_OUT_F_CLAMP, 0),
+     TILE_SIZES(BITFX_OUT_F_RESIDUAL_CLAMP, 0)},
+    {TILE_SIZES(BITFX_OUT_BITS, 0), TILE_SIZES(BITFX_OUT_F, 1), TILE_SIZES(BITFX_OUT_F_RESIDUAL, 1), TILE_SIZES(BITFX_OUT_F_CLAMP, 1),
+     TILE_SIZES(BITFX_OUT_F_RESIDUAL_CLAMP, 1)}};
 
 static void bconv_tiles(const bitfx_bconv_job *job, int64_t n, int64_t g, int64_t block, int64_t first, int64_t last) {
     const bitfx_tiling tiling = bitfx_tiling_of(job->d->out_h * job->d->out_w, TILE);
-    const int kind = bitfx_out_kind(job->d);
+    const int kind = bitfx_out_kind(job->d), nhwc = job->d->channels_last != 0;
     const int64_t split = last < tiling.full ? last : tiling.full; /* tiles before `split` have tiling.size pixels */
-    if (first < split) tile_runs[kind][tiling.size](job, n, g, block, first, split, &tiling);
-    if (split < last) tile_runs[kind][tiling.size - 1](job, n, g, block, split > first ? split : first, last, &tiling);
+    if (first < split) tile_runs[nhwc][kind][tiling.size](job, n, g, block, first, split, &tiling);
+    if (split < last) tile_runs[nhwc][kind][tiling.size - 1](job, n, g, block, split > first ? split : first, last, &tiling);
 }
 
 static void pack_row(const bitfx_pack_desc *d, const float *x, uint64_t *out, int64_t n, int64_t h) {
+    if (d->channels_last) { /* four 16-float compares per word (bitfx_sign_bits) */
+        bitfx_pack_row_nhwc(d, x, out, n, h);
+        return;
+    }
     const bitfx_packed_geom *geom = &d->out;
     const int64_t width = geom->width, height = geom->height, per_group = d->channels / d->groups;
     uint64_t *row = out + ((n * bitfx_padded_h(geom) + geom->pad_top + h) * bitfx_padded_w(geom) + geom->pad_left) * geom->words;
@@ -341,5 +388,5 @@ static void fgemm_columns(const bitfx_fgemm_desc *d, const float *x, const float
     bitfx_fgemm_columns_portable(d, x, w, bias, out, c0, c1);
 }
 
-const bitfx_isa_ops bitfx_ops_avx512 = {pack_row, TILE, bconv_tiles, fconv_chunk, fconv_row, popcount_peak, fmaxpool_row, fgemm_columns};
+const bitfx_isa_ops bitfx_ops_avx512 = {pack_row, TILE, bconv_tiles, fconv_chunk, fconv_row, popcount_peak, fmaxpool_row, fgemm_columns, 1};
 #endif

@@ -88,7 +88,8 @@ int bitfx_pack(const bitfx_pack_desc *d, const float *x, uint64_t *out) {
      * planes) costs about as much to claim from the shared counter as to pack. */
     const int64_t threads = bitfx_get_threads(), rows = d->out.batch * d->out.height;
     const int64_t chunk = (rows + 4 * threads - 1) / (4 * threads);
-    pack_task task = {ops(), d, x, out, chunk, rows};
+    const bitfx_isa_ops *isa = d->channels_last && !ops()->channels_last ? &bitfx_ops_scalar : ops();
+    pack_task task = {isa, d, x, out, chunk, rows};
     bitfx_parallel_for((rows + chunk - 1) / chunk, threads, pack_item, &task);
     return BITFX_OK;
 }
@@ -133,7 +134,8 @@ int bitfx_binary_conv(const bitfx_bconv_desc *d, const uint64_t *x, const uint64
         return BITFX_ERR_ARGUMENT;
     if ((d->has_residual && !residual) || d->groups < 1 || (d->out_mode == BITFX_OUT_PACKED && d->groups != 1))
         return BITFX_ERR_ARGUMENT;
-    const bitfx_isa_ops *isa = ops();
+    const int nhwc = d->channels_last && d->out_mode == BITFX_OUT_FLOAT;
+    const bitfx_isa_ops *isa = nhwc && !ops()->channels_last ? &bitfx_ops_scalar : ops();
     const int64_t image_words = bitfx_padded_h(&d->in) * bitfx_padded_w(&d->in) * d->in.words;
     const int64_t out_image = bitfx_padded_h(&d->out) * bitfx_padded_w(&d->out) * d->out.words * 2;
     const bitfx_bconv_job job = {d,        x,    weights, pixels, kc,  threshold, taps, scale, bias, residual, flip, out,
@@ -212,7 +214,7 @@ static void fconv_item(void *ctx, int64_t item, int64_t worker) {
 
 int bitfx_float_conv(const bitfx_fconv_desc *d, const float *x, const float *weights, const float *block_weights,
                      const float *scale, const float *bias, const float *residual, float *out) {
-    if (!d || !x || !weights || !scale || !bias || !out || (d->has_residual && !residual) || d->groups < 1)
+    if (!d || !x || !weights || !scale || !bias || !out || (d->has_residual && !residual) || d->groups < 1 || d->channels_last)
         return BITFX_ERR_ARGUMENT;
     const bitfx_isa_ops *isa = ops();
     const int64_t k = d->channels / d->groups * d->kernel_h * d->kernel_w;

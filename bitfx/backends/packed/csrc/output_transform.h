@@ -1,8 +1,9 @@
 /* The output transform of the binary convolution, in one place for every ISA file: from the
  * exact ±1 dot products d of a tile to the float output y = clamp(scale·d + bias [+ residual])
- * (NCHW) or to packed bits (d < threshold) XOR flip (NHWC). The portable and AVX2 paths call
- * `bitfx_bconv_epilogue`; the AVX-512 path computes the comparisons and the float values in
- * registers (as `bitfx_binary_float` does) and stores bits with `bitfx_store_packed_bits`. */
+ * (NCHW, or NHWC with the descriptor's `channels_last`) or to packed bits (d < threshold) XOR flip
+ * (NHWC). The portable path (and AVX2 for huge reductions) calls `bitfx_bconv_epilogue`; the AVX2 and
+ * AVX-512 paths compute the comparisons and the float values in registers (as `bitfx_binary_float`
+ * does) and store bits with `bitfx_store_packed_bits`. */
 #ifndef BITFX_OUTPUT_TRANSFORM_H
 #define BITFX_OUTPUT_TRANSFORM_H
 
@@ -46,6 +47,20 @@ static inline void bitfx_bconv_epilogue(const bitfx_bconv_job *job, int64_t n, i
     }
     const int64_t per_group = d->out_channels / d->groups, plane = d->out_h * d->out_w;
     const float lo = (float)d->clamp_lo, hi = (float)d->clamp_hi;
+    if (d->channels_last) { /* NHWC: a pixel's channels of the block are contiguous */
+        const int64_t lanes = per_group - block * BITFX_BLOCK < BITFX_BLOCK ? per_group - block * BITFX_BLOCK : BITFX_BLOCK;
+        for (int64_t j = 0; j < count; ++j) {
+            const int64_t index = (n * plane + q0 + j) * d->out_channels + g * per_group + block * BITFX_BLOCK;
+            float *out = (float *)job->out + index;
+            for (int64_t l = 0; l < lanes; ++l) {
+                float y = bitfx_binary_float(dots[j][l], job->scale[lane0 + l], job->bias[lane0 + l]);
+                if (d->has_residual) y += job->residual[index + l];
+                y = y < lo ? lo : y;
+                out[l] = y > hi ? hi : y;
+            }
+        }
+        return;
+    }
     for (int l = 0; l < BITFX_BLOCK && block * BITFX_BLOCK + l < per_group; ++l) {
         const int64_t index = (n * d->out_channels + g * per_group + block * BITFX_BLOCK + l) * plane + q0;
         float *out = (float *)job->out + index;

@@ -1,18 +1,65 @@
 /* Portable loops shared by every ISA file (compiled with each file's target, so the compiler
- * vectorises them for it): packing a row, the im2col panel of the float convolution, a row of
+ * vectorises them for it): packing a row (NCHW or channels-last input), the im2col panel of the float convolution, a row of
  * float max pooling and columns of a float Gemm. */
 #ifndef BITFX_PORTABLE_H
 #define BITFX_PORTABLE_H
 
 #include "internal.h"
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
-/* Portable packing of row h of image n (the compiler vectorises the inner pixel loop). */
+/* The sign bits of `count` (≤ 64) contiguous floats: bit i = (src[i] < 0), bits past `count` 0. */
+static inline uint64_t bitfx_sign_bits(const float *src, int64_t count) {
+    uint64_t bits = 0;
+    int64_t i = 0;
+#if defined(__AVX512F__)
+    if (count == 64) { /* a whole word: four unmasked compares */
+        const __m512 zero = _mm512_setzero_ps();
+        return (uint64_t)_mm512_cmp_ps_mask(_mm512_loadu_ps(src), zero, _CMP_LT_OQ) |
+               (uint64_t)_mm512_cmp_ps_mask(_mm512_loadu_ps(src + 16), zero, _CMP_LT_OQ) << 16 |
+               (uint64_t)_mm512_cmp_ps_mask(_mm512_loadu_ps(src + 32), zero, _CMP_LT_OQ) << 32 |
+               (uint64_t)_mm512_cmp_ps_mask(_mm512_loadu_ps(src + 48), zero, _CMP_LT_OQ) << 48;
+    }
+    for (; i < count; i += 16) {
+        const int64_t left = count - i < 16 ? count - i : 16;
+        const __m512 v = _mm512_maskz_loadu_ps((__mmask16)((1u << left) - 1), src + i);
+        bits |= (uint64_t)_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ) << i;
+    }
+#elif defined(__AVX2__)
+    for (; i + 8 <= count; i += 8)
+        bits |= (uint64_t)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(src + i), _mm256_setzero_ps(), _CMP_LT_OQ)) << i;
+#endif
+    for (; i < count; ++i) bits |= (uint64_t)(src[i] < 0.0f) << i;
+    return bits;
+}
+
+/* Packing of row h of image n from channels-last (NHWC) floats: each word is the sign bits of up
+ * to 64 contiguous floats of one pixel, so a row is one contiguous read and one contiguous write. */
+static inline void bitfx_pack_row_nhwc(const bitfx_pack_desc *d, const float *x, uint64_t *out, int64_t n, int64_t h) {
+    const bitfx_packed_geom *g = &d->out;
+    const int64_t per_group = d->channels / d->groups;
+    uint64_t *row = out + ((n * bitfx_padded_h(g) + g->pad_top + h) * bitfx_padded_w(g) + g->pad_left) * g->words;
+    const float *pixel = x + (n * g->height + h) * g->width * d->channels;
+    for (int64_t w = 0; w < g->width; ++w, pixel += d->channels, row += g->words) {
+        for (int64_t group = 0; group < d->groups; ++group) {
+            for (int64_t word = 0; word < d->group_words; ++word) {
+                const int64_t c0 = word * 64, count = per_group - c0 < 64 ? per_group - c0 : 64;
+                row[group * d->group_words + word] = bitfx_sign_bits(pixel + group * per_group + c0, count);
+            }
+        }
+    }
+}
+
+/* Portable packing of row h of image n (the compiler vectorises the inner pixel loop); channels-last
+ * input goes to bitfx_pack_row_nhwc. */
 static inline void bitfx_pack_row_portable(const bitfx_pack_desc *d, const float *x, uint64_t *out, int64_t n, int64_t h) {
     enum { SPAN = 256 };
+    if (d->channels_last) {
+        bitfx_pack_row_nhwc(d, x, out, n, h);
+        return;
+    }
     const bitfx_packed_geom *g = &d->out;
     const int64_t width = g->width, height = g->height, per_group = d->channels / d->groups;
     uint64_t *row = out + ((n * bitfx_padded_h(g) + g->pad_top + h) * bitfx_padded_w(g) + g->pad_left) * g->words;

@@ -3,11 +3,15 @@
  * one 64-channel block; the convolution rows those pool rows read are computed by a row function
  * (the ISA's direct float kernel, or the int8 one of int8.c) into a per-thread stage of a few rows
  * (BAND pool rows at a time), pooled while they are in cache, and the rows the next band reads again
- * are moved to the stage's front. The full-size convolution output is never written. Without a
+ * are moved to the stage's front. The full-size convolution output is never written. A channels-last
+ * (NHWC) output is pooled per channel into a band buffer, then written pixel by pixel. Without a
  * direct float kernel (its ISA has none, groups > 1, a nonzero pad value) bitfx_float_conv_maxpool
  * runs the two kernels one after the other through a full-size buffer. */
 #include <stdlib.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <xmmintrin.h>
+#endif
 
 #include "internal.h"
 #include "pool.h"
@@ -27,6 +31,26 @@ typedef struct {
 
 static int64_t clip(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : v > hi ? hi : v; }
 
+/* Channel rows to channels-last pixels: dst[p·dst_stride + c] = src[c·src_stride + p] for `channels`
+ * rows of `pixels` (4 × 4 SSE transposes where the CPU has SSE, the edges one float at a time). */
+static void rows_to_pixels(const float *src, int64_t src_stride, float *dst, int64_t dst_stride, int64_t channels, int64_t pixels) {
+    int64_t c4 = 0, p4 = 0; /* channels and pixels done by whole 4 × 4 blocks */
+#if defined(__SSE2__)
+    c4 = channels / 4 * 4, p4 = pixels / 4 * 4;
+    for (int64_t p = 0; p < p4; p += 4) {
+        for (int64_t c = 0; c < c4; c += 4) {
+            __m128 r0 = _mm_loadu_ps(src + c * src_stride + p), r1 = _mm_loadu_ps(src + (c + 1) * src_stride + p);
+            __m128 r2 = _mm_loadu_ps(src + (c + 2) * src_stride + p), r3 = _mm_loadu_ps(src + (c + 3) * src_stride + p);
+            _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+            _mm_storeu_ps(dst + p * dst_stride + c, r0), _mm_storeu_ps(dst + (p + 1) * dst_stride + c, r1);
+            _mm_storeu_ps(dst + (p + 2) * dst_stride + c, r2), _mm_storeu_ps(dst + (p + 3) * dst_stride + c, r3);
+        }
+    }
+#endif
+    for (int64_t p = 0; p < pixels; ++p)
+        for (int64_t c = p < p4 ? c4 : 0; c < channels; ++c) dst[p * dst_stride + c] = src[c * src_stride + p];
+}
+
 /* Convolution rows [lo, hi) that pool rows [ph0, ph1) read (their taps clipped to the image). */
 static void conv_rows(const stem_task *t, int64_t ph0, int64_t ph1, int64_t *lo, int64_t *hi) {
     const bitfx_fmaxpool_desc *p = t->pool;
@@ -45,6 +69,7 @@ static void stem_item(void *ctx, int64_t item, int64_t worker) {
                                                                                              : BITFX_FLOAT_BLOCK;
     float *stage = t->scratch[worker], *rows = stage + bitfx_direct_stage_floats(d);
     const int64_t row_floats = t->stage_rows * d->out_w; /* one channel's rows in the stage */
+    float *pooled = rows + row_floats * BITFX_FLOAT_BLOCK; /* NHWC output: a band's pool rows, per channel */
     bitfx_fconv_job job = *t->job;
     job.stage_out = rows, job.stage_channel0 = block * BITFX_FLOAT_BLOCK, job.stage_rows = t->stage_rows;
     int64_t held0 = 0, held1 = 0; /* convolution rows held in the stage, from its first row */
@@ -63,20 +88,33 @@ static void stem_item(void *ctx, int64_t item, int64_t worker) {
         bitfx_fmaxpool_desc local = *p;
         local.planes = 1, local.height = hi - lo, local.pad_top = p->pad_top + lo - ph0 * p->stride_h, local.out_h = ph1 - ph0;
         for (int64_t c = 0; c < channels; ++c) {
-            float *dst = t->out + ((n * d->out_channels + block * BITFX_FLOAT_BLOCK + c) * p->out_h + ph0) * p->out_w;
+            float *dst = d->channels_last ? pooled + c * BAND * p->out_w
+                                          : t->out + ((n * d->out_channels + block * BITFX_FLOAT_BLOCK + c) * p->out_h + ph0) * p->out_w;
             for (int64_t r = 0; r < local.out_h; ++r) t->isa->fmaxpool_row(&local, rows + c * row_floats, dst, r);
         }
+        if (d->channels_last)
+            rows_to_pixels(pooled, BAND * p->out_w, t->out + (n * p->out_h + ph0) * p->out_w * d->out_channels + block * BITFX_FLOAT_BLOCK,
+                           d->out_channels, channels, local.out_h * p->out_w);
     }
 }
 
-/* Both kernels through a full-size buffer: the path without a direct kernel. */
+/* Both kernels through a full-size buffer: the path without a direct kernel (NHWC output: the NCHW
+ * pool output, then converted). */
 static int unfused(const bitfx_fconv_desc *d, const bitfx_fmaxpool_desc *pool, const float *x, const float *weights,
                    const float *block_weights, const float *scale, const float *bias, float *out) {
+    const int64_t pixels = pool->out_h * pool->out_w;
+    bitfx_fconv_desc plain = *d;
+    plain.channels_last = 0;
     float *conv = malloc((size_t)(d->batch * d->out_channels * d->out_h * d->out_w) * sizeof(float));
-    if (!conv) return BITFX_ERR_ALLOC;
-    int status = bitfx_float_conv(d, x, weights, block_weights, scale, bias, 0, conv);
-    if (status == BITFX_OK) status = bitfx_float_maxpool(pool, conv, out);
+    float *pooled = d->channels_last ? malloc((size_t)(d->batch * d->out_channels * pixels) * sizeof(float)) : out;
+    int status = conv && pooled ? BITFX_OK : BITFX_ERR_ALLOC;
+    if (status == BITFX_OK) status = bitfx_float_conv(&plain, x, weights, block_weights, scale, bias, 0, conv);
+    if (status == BITFX_OK) status = bitfx_float_maxpool(pool, conv, pooled);
+    for (int64_t n = 0; status == BITFX_OK && d->channels_last && n < d->batch; ++n)
+        rows_to_pixels(pooled + n * d->out_channels * pixels, pixels, out + n * pixels * d->out_channels, d->out_channels, d->out_channels,
+                       pixels);
     free(conv);
+    if (pooled != out) free(pooled);
     return status;
 }
 
@@ -99,7 +137,8 @@ int bitfx_conv_maxpool_rows(const bitfx_fconv_job *job, const bitfx_fmaxpool_des
     const int64_t runs = threads > 1 ? (2 * threads + d->batch * blocks - 1) / (d->batch * blocks) : 1;
     const int64_t run_rows = (pool->out_h + runs - 1) / runs;
     const int64_t stage_rows = (BAND - 1) * pool->stride_h + (pool->kernel_h - 1) * pool->dilation_h + 1;
-    const size_t bytes = (size_t)(bitfx_direct_stage_floats(d) + stage_rows * d->out_w * BITFX_FLOAT_BLOCK) * sizeof(float);
+    const int64_t pooled = d->channels_last ? BAND * pool->out_w * BITFX_FLOAT_BLOCK : 0;
+    const size_t bytes = (size_t)(bitfx_direct_stage_floats(d) + stage_rows * d->out_w * BITFX_FLOAT_BLOCK + pooled) * sizeof(float);
     float **scratch = calloc((size_t)threads, sizeof(float *));
     int status = scratch ? BITFX_OK : BITFX_ERR_ALLOC;
     for (int64_t i = 0; status == BITFX_OK && i < threads; ++i) {
