@@ -63,11 +63,11 @@ class _Recorder:
         def call(*args):
             out = self.arrays[id(args[-1])]
             if name != "bitfx_fill_border":
-                out.view(np.uint8)[...] = POISON
+                _in_memory_order(out).view(np.uint8)[...] = POISON
             record = [struct.pack("<3q", FUNCTIONS.index(name), name not in INEXACT, len(args))]
             record += [_blob(self._bytes(arg)) for arg in args]
             status = function(*args)
-            self.sink.append(b"".join(record) + _blob(out.tobytes()))
+            self.sink.append(b"".join(record) + _blob(_in_memory_order(out).tobytes()))
             return status
 
         return call
@@ -77,7 +77,12 @@ class _Recorder:
             return None
         if type(arg).__name__ == "CArgObject":  # ctypes.byref(descriptor)
             return bytes(arg._obj)
-        return self.arrays[id(arg)].tobytes()
+        return _in_memory_order(self.arrays[id(arg)]).tobytes()
+
+
+def _in_memory_order(array: np.ndarray) -> np.ndarray:
+    """A C-contiguous view of `array`'s memory: a channels-last float array as the NHWC array it is."""
+    return array.transpose(0, 2, 3, 1) if k.is_channels_last(array) else array
 
 
 def _blob(data: bytes | None) -> bytes:
@@ -143,6 +148,15 @@ def _floats(rng: np.random.Generator, *shape: int) -> np.ndarray:
     return x
 
 
+def _maybe_channels_last(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
+    """`x` itself, or half the time the same values in channels-last memory (the runtime's NHWC float layout)."""
+    if rng.random() < 0.5:
+        return x
+    out = k.empty_channels_last(x.shape)
+    out[...] = x
+    return out
+
+
 def _clamp(rng: np.random.Generator) -> tuple[float, float]:
     return k.NO_CLAMP if rng.random() < 0.5 else (float(rng.uniform(-3, 0)), float(rng.uniform(0.5, 3)))
 
@@ -156,7 +170,7 @@ def binary_conv(rng: np.random.Generator) -> None:
     pad_value = int(rng.choice([0, 1, -1]))
     batch = int(rng.integers(1, 3))
     x = k.pack(
-        _floats(rng, batch, group * in_per_group, height, width),
+        _maybe_channels_last(rng, _floats(rng, batch, group * in_per_group, height, width)),
         groups=group,
         border=tuple(p + int(rng.integers(0, 2)) for p in window.pads),
         pad=-1 if pad_value == -1 else 1,
@@ -179,6 +193,8 @@ def binary_conv(rng: np.random.Generator) -> None:
         return
     out_h, out_w = conv.out_size(height, width)
     residual = _floats(rng, batch, group * out_per_group, out_h, out_w) if rng.random() < 0.5 else None
+    if residual is not None:
+        residual = _maybe_channels_last(rng, residual)  # a channels-last residual makes the output channels-last
     conv(x, residual=residual, clamp=_clamp(rng))
 
 
@@ -213,7 +229,8 @@ def float_conv(rng: np.random.Generator) -> None:
     x = _floats(rng, int(rng.integers(1, 3)), group * in_per_group, height, width)
     out_h, out_w = conv.out_size(height, width)
     if rng.random() < 0.3 and min(out_h, out_w) >= 2:
-        conv(x, clamp=_clamp(rng), pool=k.MaxPool(k.Window((2, 2), (2, 2), (0, 0, 1, 1))))
+        pool = k.MaxPool(k.Window((2, 2), (2, 2), (0, 0, 1, 1)))
+        conv(x, clamp=_clamp(rng), pool=pool, channels_last=bool(rng.random() < 0.5))
         return
     residual = _floats(rng, x.shape[0], group * out_per_group, out_h, out_w) if rng.random() < 0.4 else None
     conv(x, residual=residual, clamp=_clamp(rng))
@@ -251,7 +268,7 @@ def int8_convolution(rng: np.random.Generator) -> None:
     x = _floats(rng, 1, conv.in_channels, height, width)
     out_h, out_w = conv.out_size(height, width)
     pool = k.MaxPool(k.Window((2, 2), (2, 2))) if rng.random() < 0.3 and min(out_h, out_w) >= 2 else None
-    conv(x, clamp=_clamp(rng), pool=pool)
+    conv(x, clamp=_clamp(rng), pool=pool, channels_last=pool is not None and bool(rng.random() < 0.5))
 
 
 # Binary convolutions (the NEON tiles) three times as often as the others.

@@ -151,5 +151,5 @@ static void fgemm_columns(const bitfx_fgemm_desc *d, const float *x, const float
 
 BITFX_TILE_LOOP(bconv_tile, BITFX_TILE_PIXELS)
 
-const bitfx_isa_ops bitfx_ops_neon = {pack_row, BITFX_TILE_PIXELS, bconv_tiles, fconv_chunk, 0, popcount_peak, fmaxpool_row, fgemm_columns};
+const bitfx_isa_ops bitfx_ops_neon = {pack_row, BITFX_TILE_PIXELS, bconv_tiles, fconv_chunk, 0, popcount_peak, fmaxpool_row, fgemm_columns, 1};
 #endif
