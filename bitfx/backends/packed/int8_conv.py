@@ -1,7 +1,8 @@
 """The int8 path for a float convolution (opt-in: `load(path, int8_float_convs=...)`): the input is
 quantized per tensor to u8 from a range the user gives (or a calibration batch's), the weights per
 output channel to s8 (symmetric, ±127), products are summed in int32 (AVX-512 VNNI `vpdpbusd`
-when the CPU has it, else a portable loop with the same sums) and dequantized in the float
+when the CPU has it, else AVX2 `vpmaddwd` on operands widened to 16 bits, else a portable loop;
+all three give the same sums) and dequantized in the float
 convolution's epilogue: y = clamp(s_x·s_c·scale_c·(Σ q·w − z·Σ w) + bias_c). Inputs outside the
 range saturate at its ends."""
 
