@@ -13,6 +13,7 @@ from torch import nn
 
 from bitfx.backends.onnx import export, run_session, session
 from bitfx.backends.packed import PackedModelError, load
+from bitfx.cli import main
 from bitfx.errors import BitfxError, LoweringError
 from bitfx.format.domain import INT8_CONVS_METADATA_KEY
 from bitfx.format.int8_marker import Int8MarkerError, decode_int8_marker, encode_int8_marker
@@ -129,3 +130,12 @@ def test_a_malformed_marker_is_ignored_when_int8_is_switched_off(files, tmp_path
     with pytest.raises(PackedModelError, match="not valid JSON"):
         load(proto)
     assert load(proto, int8_float_convs=False).report.int8_convs == 0
+
+
+@pytest.mark.parametrize("flag", ["--int8-float-convs=-3,3", "--int8-float-convs"])
+def test_bitfx_compile_writes_the_marker(flag: str, tmp_path) -> None:
+    out = tmp_path / "m.onnx"
+    assert main(["compile", "bitfx.zoo:resnet20", "--passes", "fuse_bn", "--no-verify", "-o", str(out), flag]) == 0
+    (value_range,) = marker_of(out).values()
+    assert value_range == (-3.0, 3.0) if flag.endswith("3") else value_range[0] < 0 < value_range[1]
+    assert load(out).report.int8_convs == 1
