@@ -3,7 +3,8 @@
  * s8 weights are widened to int16 once per call (int8.c) and multiplied with VPMADDWD, whose pairs of
  * products are summed into int32 without rounding or saturation: the same int32 sums as the VNNI and
  * plain rows. Weights [block][c][kh][quad][half][64 channels][2 taps] int16 (half 0: taps 0, 1 of the
- * quad; half 1: taps 2, 3), so one VPMADDWD of a broadcast input pair gives 8 channels' sums directly.
+ * quad; half 1: taps 2, 3), so one VPMADDWD of a broadcast input pair gives 8 channels' sums directly;
+ * half quads wholly past the kernel's last column (zero weights) are skipped.
  * A register tile is 4 output pixels × 16 channels (8 accumulators of 8 int32; 6 pixels spill and run
  * slower), run for each quarter of the 64-channel block; per half quad: 2 weight loads, 4 broadcasts,
  * 8 VPMADDWD and 8 adds. The sums less zero_point · Σ w become floats in `stage` (pixel-major), then
@@ -47,7 +48,7 @@ static inline __m256i broadcast_pair(const uint16_t *p) {
                 const int64_t ih = oh * d->stride_h + kh * d->dilation_h;                          \
                 const uint16_t *row = image + (c * in->rows + ih) * in->cols + ow0 * sw;           \
                 const int16_t *wk = w + (c * d->kernel_h + kh) * quads * 256 + 32 * quarter;       \
-                for (int64_t q = 0; q < 2 * quads; ++q, wk += 128) {                               \
+                for (int64_t q = 0; q < halves; ++q, wk += 128) {                                  \
                     const uint16_t *src = row + 2 * q;                                             \
                     const __m256i w0 = _mm256_load_si256((const __m256i *)wk);                     \
                     const __m256i w1 = _mm256_load_si256((const __m256i *)(wk + 16));              \
@@ -61,6 +62,7 @@ void bitfx_int8_row_avx2(const bitfx_fconv_job *job, const float *block_weights,
     const bitfx_fconv_desc *d = job->d;
     const bitfx_int8_input *in = job->int8;
     const int64_t sw = d->stride_w, quads = in->quads;
+    const int64_t halves = (d->kernel_w + 1) / 2; /* half quads past the last kernel column hold zero weights */
     const uint16_t *image = in->x16 + n * d->channels * in->rows * in->cols;
     const int16_t *w = in->weights16 + block * d->channels * d->kernel_h * quads * 256;
     (void)block_weights;
