@@ -139,3 +139,15 @@ def test_bitfx_compile_writes_the_marker(flag: str, tmp_path) -> None:
     (value_range,) = marker_of(out).values()
     assert value_range == (-3.0, 3.0) if flag.endswith("3") else value_range[0] < 0 < value_range[1]
     assert load(out).report.int8_convs == 1
+
+
+def test_a_marker_may_name_a_conv_that_reads_no_model_input(files) -> None:
+    """The format keys Convs by name: an inner Conv runs in int8 over the marker's range of its input."""
+    proto = onnx.load(str(files["plain"]))
+    inner = [node.name for node in proto.graph.node if node.op_type == "Conv"][1]
+    onnx.helper.set_model_props(proto, {INT8_CONVS_METADATA_KEY: encode_int8_marker({inner: (0.0, 4.0)})})
+    model = load(proto)
+    assert model.report.int8_convs == 1 and repr(inner) in model.report.int8_nodes[0]
+    (int8,) = model.run([files["x"]])
+    (float_out,) = load(files["plain"]).run([files["x"]])
+    assert 1e-6 < np.abs(int8 - float_out).max() / np.abs(float_out).max() < 0.05
