@@ -78,6 +78,7 @@ static void quantize_item(void *ctx, int64_t r, int64_t worker) {
     quantize_portable(src, dst, d->width, (float)t->q->inv_scale, (float)t->q->zero_point);
 }
 
+#if defined(__x86_64__)
 /* The AVX2 row's operands: the u8 buffer as u16, and the weights [..][quad][64][4] as
  * [..][quad][half][64][2] int16. Returns 0 when out of memory. */
 static int widen(const uint8_t *x, int64_t count, const int8_t *weights, int64_t quads_total, uint16_t **x16,
@@ -93,6 +94,7 @@ static int widen(const uint8_t *x, int64_t count, const int8_t *weights, int64_t
                     (*weights16)[g * 256 + half * 128 + 2 * o + t] = weights[g * 256 + 4 * o + 2 * half + t];
     return 1;
 }
+#endif
 
 typedef struct {
     const bitfx_fconv_job *job;
