@@ -103,14 +103,14 @@ def measure_stem(repeats: int) -> list[dict]:
     fused = conv.bind(x, np.empty((1, 64, 56, 56), np.float32), clamp=relu, pool=pool)
     fused_int8 = int8.bind(x, np.empty((1, 64, 56, 56), np.float32), clamp=relu, pool=pool)
     set_threads(1)
-    rows = []
+    rows, previous = [], get_isa()
     for isa in [isa for isa in ("avx512", "avx2") if isa in available_isas()]:
         set_isa(isa)
         times = interleaved_ms(
             {"conv_then_pool": lambda: (then_conv(), then_pool()), "fused": fused, "fused_int8": fused_int8}, repeats, 1
         )
         rows.append({"isa": isa, **{f"{name}_ms": ms for name, ms in times.items()}, "load_average": load_average()})
-    set_isa(None)
+    set_isa(previous)  # the end-to-end run keeps the ISA the run started with (BITFX_PACKED_ISA)
     return rows
 
 

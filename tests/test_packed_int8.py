@@ -105,6 +105,38 @@ def test_int8_conv_is_the_same_on_every_path_and_fuses_the_max_pool(case, pool, 
         np.testing.assert_array_equal(other, outputs[0])  # VNNI and portable sums are the same integers
 
 
+@pytest.mark.skipif("avx2" not in ISAS, reason="the CPU has no AVX2")
+@SETTINGS
+@given(case=int8_cases(), pool=st.none() | pool_windows(), extreme=st.booleans())
+def test_avx2_int8_row_equals_the_portable_one_where_vpmaddubsw_would_saturate(case, pool, extreme) -> None:
+    """The AVX2 row (VPMADDWD on 16-bit operands) against the plain loop, bit for bit. `extreme`: every
+    input at the top of its range (code 255) and weights of one sign per channel (codes ±127), so a
+    pair of taps sums to ±255·127·2, beyond the int16 that VPMADDUBSW saturates at."""
+    rng = np.random.default_rng(case["seed"])
+    shape = (case["batch"], case["in_channels"], case["height"], case["width"])
+    kernel = (case["out_channels"], case["in_channels"], *case["window"].kernel)
+    if extreme:
+        x = np.full(shape, 5.0, np.float32)
+        weight = np.where(np.arange(kernel[0]) % 2 == 0, 1.0, -1.0)[:, None, None, None] * np.ones(kernel)
+    else:
+        x, weight = rng.normal(size=shape), rng.normal(size=kernel)
+    x, weight = x.astype(np.float32), weight.astype(np.float32)
+    conv = Int8Conv(weight, window=case["window"], input_range=(-2.0, 2.0))
+    if pool is not None:
+        try:
+            pool.out_size(*conv.out_size(case["height"], case["width"]))
+        except BitfxError:
+            assume(False)
+    outputs = {}
+    for isa in ("scalar", "avx2"):
+        use(isa, 1)
+        outputs[isa] = conv(x, pool=pool)
+    np.testing.assert_array_equal(outputs["avx2"], outputs["scalar"])
+    if pool is None:
+        expected = int8_reference(conv, x, weight)
+        np.testing.assert_allclose(outputs["avx2"], expected, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(expected).max()))
+
+
 def test_int8_stem_is_opt_in_close_to_float_and_reported() -> None:
     b = NetBuilder((1, 3, 40, 36), seed=7)
     h = b.op("Relu", [b.conv("x", 3, 70, 7, stride=2, pad=3)])

@@ -5,6 +5,7 @@ under AddressSanitizer and UndefinedBehaviorSanitizer."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from bitfx.backends.packed import PackedModelError, compiler, load, reference
 from bitfx.errors import BitfxError
+from bitfx.format.domain import INT8_CONVS_METADATA_KEY
 
 INPUT = (1, 8, 6, 6)
 
@@ -146,6 +148,28 @@ def conv_1d(**attributes) -> onnx.ModelProto:
 
 
 # (model, words every message must contain): the node's name and the attribute or input at fault.
+def int8_marker(text: str) -> onnx.ModelProto:
+    """conv() whose int8 marker (model metadata) is `text`."""
+    proto = conv()
+    helper.set_model_props(proto, {INT8_CONVS_METADATA_KEY: text})
+    return proto
+
+
+def int8_marker_of(convs: object, version: object = 1) -> onnx.ModelProto:
+    return int8_marker(json.dumps({"version": version, "convs": convs}))
+
+
+MARKER = "int8 marker"
+
+
+def relu_marked() -> onnx.ModelProto:
+    """A Relu after conv0, named by the int8 marker."""
+    proto = int8_marker_of({"relu0": [0, 1]})
+    proto.graph.node[0].output[0] = "c"
+    proto.graph.node.append(helper.make_node("Relu", ["c"], ["y"], name="relu0"))
+    return proto
+
+
 CORPUS: dict[str, tuple[Callable[[], onnx.ModelProto], tuple[str, ...]]] = {
     "conv-negative-pads": (lambda: conv(pads=[-2, -2, 1, 1]), ("conv0", "pads", ">= 0")),
     "conv-negative-dilations": (lambda: conv(dilations=[-50, -50]), ("conv0", "dilations", ">= 1")),
@@ -220,6 +244,28 @@ CORPUS: dict[str, tuple[Callable[[], onnx.ModelProto], tuple[str, ...]]] = {
     "input-of-unknown-element-type": (unknown_input_type, ("'x'", "element type 999")),
     "initializer-shorter-than-its-dims": (short_raw_initializer, ("'W'", "4×8×3×3")),
     "initializer-huge-dims": (huge_initializer, ("'W'", "at most")),
+    "int8-marker-not-json": (lambda: int8_marker('{"version": 1, "convs": '), (MARKER, "not valid JSON")),
+    "int8-marker-not-an-object": (lambda: int8_marker("[1, 2]"), (MARKER, '"version" and "convs"')),
+    "int8-marker-extra-key": (lambda: int8_marker('{"version": 1, "convs": {}, "x": 0}'), (MARKER, '"convs"')),
+    "int8-marker-unknown-version": (lambda: int8_marker_of({}, version=7), (MARKER, "version 7")),
+    "int8-marker-convs-not-a-map": (lambda: int8_marker_of([["conv0", 0, 1]]), (MARKER, "Conv node names")),
+    "int8-marker-unknown-node": (lambda: int8_marker_of({"conv9": [0, 1]}), (MARKER, "'conv9'", "does not have")),
+    "int8-marker-nan-range": (lambda: int8_marker('{"version": 1, "convs": {"conv0": [NaN, 1]}}'), (MARKER, "NaN")),
+    "int8-marker-infinite-range": (
+        lambda: int8_marker('{"version": 1, "convs": {"conv0": [-Infinity, 1]}}'),
+        (MARKER, "Infinity"),
+    ),
+    "int8-marker-overflowing-range": (lambda: int8_marker_of({"conv0": [-(10**400), 1]}), (MARKER, "finite")),
+    "int8-marker-reversed-range": (lambda: int8_marker_of({"conv0": [2.0, -1.0]}), (MARKER, "'conv0'", "low < high")),
+    "int8-marker-range-not-numbers": (lambda: int8_marker_of({"conv0": ["0", True]}), (MARKER, "two numbers")),
+    "int8-marker-range-wrong-length": (lambda: int8_marker_of({"conv0": [0, 1, 2]}), (MARKER, "two numbers")),
+    "int8-marker-huge-name": (lambda: int8_marker_of({"c" * 100_000: [0, 1]}), (MARKER, "at most 4096")),
+    "int8-marker-huge-text": (lambda: int8_marker(" " * (1 << 21)), (MARKER, "at most 1048576")),
+    "int8-marker-deep-nesting": (lambda: int8_marker("[" * 100_000), (MARKER, "not valid JSON")),
+    "int8-marker-not-a-conv": (
+        lambda: relu_marked(),
+        (MARKER, "node 'relu0' (Relu)", "not a float Conv"),
+    ),
 }
 
 
@@ -259,6 +305,7 @@ def test_the_corpus_cannot_crash_the_interpreter() -> None:
         "maxpool-negative-pads",
         "binary-conv-negative-pads",
         "binary-conv-negative-dilations",
+        "int8-marker-deep-nesting",
     ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(__file__), *sys.path])}
     result = subprocess.run(

@@ -35,6 +35,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ),
     )
     parser.add_argument("--lowering", default="float", help="lowering style (default: float; styles listed below)")
+    parser.add_argument(
+        "--int8-float-convs",
+        nargs="?",
+        const="example",
+        type=_int8_range,
+        metavar="LOW,HIGH|example",
+        help=(
+            "mark the float Convs that read the model input as int8-quantizable in the file (the packed runtime "
+            "then runs them on its int8 kernel), with this input range (--int8-float-convs=-2.5,2.7), or the "
+            "example input's range (example, the default)"
+        ),
+    )
     parser.add_argument("-o", "--output", required=True, help="the ONNX file to write")
     parser.add_argument("--report", help="write a JSON report here")
     parser.add_argument("--save-pipeline", help="write the pipeline as TOML here, to replay the run")
@@ -57,6 +69,17 @@ def _tolerance(text: str) -> float:
         return check_rtol(float(text), "--rtol")
     except (ValueError, PassConfigError) as error:
         raise argparse.ArgumentTypeError(f"{text!r} is not a finite number ≥ 0, e.g. 1e-4") from error
+
+
+def _int8_range(text: str) -> tuple[float, float] | str:
+    """LOW,HIGH as two floats, or "example" (the example input's range)."""
+    if text == "example":
+        return text
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r} is not LOW,HIGH (two numbers), e.g. -2.5,2.7") from error
+    return low, high
 
 
 def run(args: argparse.Namespace) -> int:
@@ -93,7 +116,8 @@ def _compile(args: argparse.Namespace, outputs: OutputFiles) -> bool:
     print(result)
     print(diff(gm, result.graph_module).overview())
 
-    path = export(result.graph_module, (example,), outputs.staged("-o"), lowering=args.lowering)
+    int8 = example if args.int8_float_convs == "example" else args.int8_float_convs
+    path = export(result.graph_module, (example,), outputs.staged("-o"), lowering=args.lowering, int8_float_convs=int8)
     report: dict[str, Any] = {
         "model": args.model,
         "input_shape": list(example.shape),

@@ -19,6 +19,9 @@ ATTRIBUTES = {BINARY_CONV2D: CONV_ATTRIBUTES, BINARY_GEMM: GEMM_ATTRIBUTES}
 
 # Model metadata (`metadata_props`) written by `export`: the lowering style that wrote the file.
 LOWERING_METADATA_KEY = "bitfx.lowering"
+# Model metadata written by `export(..., int8_float_convs=...)`: which float Convs may run in int8
+# and the range of each one's input (bitfx.format.int8_marker).
+INT8_CONVS_METADATA_KEY = "bitfx.int8_float_convs"
 
 
 def qualified(op_type: str) -> str:

@@ -9,6 +9,7 @@ import torch
 from torch import fx
 
 from bitfx.backends.onnx.graph_edits import rename_outputs
+from bitfx.backends.onnx.int8_marker import mark_int8_convs
 from bitfx.backends.onnx.lowerings import get_lowering, pams_lowerings
 from bitfx.errors import BitfxError, LoweringError
 from bitfx.format.domain import LOWERING_METADATA_KEY
@@ -24,12 +25,15 @@ def export(
     *,
     dynamic_batch: bool = True,
     lowering: str = "float",
+    int8_float_convs: object = None,
 ) -> Path:
     """Lower `gm` (in eval mode) with the named lowering style, check the model with
     `onnx.checker` and write it to `path`. The batch dimension is dynamic by default. The file's
     metadata records the style (`lowering_of` reads it back). When `gm` returns a dict or a (nested)
     tuple, the ONNX outputs are named by their path in it (`bitfx.ir.execution.named_outputs`:
-    `"logits"`, `"aux.0"`), which `verify` pairs by."""
+    `"logits"`, `"aux.0"`), which `verify` pairs by. `int8_float_convs` (opt-in: a (low, high) range
+    of the model input or a calibration batch) marks the float Convs that read a model input as
+    quantizable (`mark_int8_convs`): the packed runtime then runs them on its int8 kernel."""
     lower = get_lowering(lowering)
     _check_expressible(gm, lowering)
     inputs = as_inputs(example_inputs)
@@ -47,6 +51,8 @@ def export(
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as error:
         raise LoweringError(f"lowering {lowering!r} produced an invalid ONNX model: {error}") from error
+    if int8_float_convs is not None:
+        mark_int8_convs(model, int8_float_convs)
     props = {entry.key: entry.value for entry in model.metadata_props}
     onnx.helper.set_model_props(model, {**props, LOWERING_METADATA_KEY: lowering})
     path = Path(path)

@@ -54,10 +54,15 @@ def supported_ops() -> list[str]:
 
 
 def compile_graph(
-    graph: Graph, int8_range: tuple[float, float] | None = None, *, channels_last: bool = True
+    graph: Graph,
+    int8_range: tuple[float, float] | None = None,
+    int8_marked: dict[str, tuple[float, float]] | None = None,
+    *,
+    channels_last: bool = True,
 ) -> Program:
     """The program for `graph`; with `int8_range` (the model input's quantization range) every
     float Conv that reads a model input and that the int8 kernel can run (int8_conv.py) runs on it;
+    with `int8_marked` ({Conv name: its input's range}, the file's marker) every named one it can run;
     `channels_last=False` keeps every float value NCHW (layout.py otherwise chooses)."""
     _check_supported(graph)
     unsafe = check_graph(graph)
@@ -80,7 +85,7 @@ def compile_graph(
     absorbed |= {n.name for fusion in epilogues.values() for n in fusion.nodes}
     pools = _conv_pools(graph, epilogues, absorbed, readers_of)
     absorbed |= {pool.name for pool in pools.values()}
-    int8 = _int8_convs(graph, epilogues, absorbed, report) if int8_range is not None else set()
+    int8 = _int8_convs(graph, epilogues, absorbed, report, int8_range, int8_marked)
     packed_inputs = {chain.end: f"{chain.end}::packed" for chain in chains.values()}
     packs = _pack_plans(graph, packed_inputs)
 
@@ -89,7 +94,7 @@ def compile_graph(
         if node.name in absorbed or (binarizes(node) and node.name not in kernels):
             continue  # a binary layer whose kernel could not be prepared is already among the problems
         try:
-            node_int8 = int8_range if node.name in int8 else None
+            node_int8 = int8.get(node.name)
             anchor, steps = _steps_for(node, graph, kernels, chains, epilogues, pools, packs, packed_inputs, node_int8)
         except PackedModelError as error:
             problems.append(str(error))
@@ -162,17 +167,36 @@ def _epilogues(
 
 
 def _int8_convs(
-    graph: Graph, epilogues: dict[str, EpilogueFusion], absorbed: set[str], report: CompileReport
-) -> set[str]:
-    """The float Convs that run on the int8 kernel; the others are listed in report.int8_skipped with the reason."""
-    chosen = set()
+    graph: Graph,
+    epilogues: dict[str, EpilogueFusion],
+    absorbed: set[str],
+    report: CompileReport,
+    int8_range: tuple[float, float] | None,
+    marked: dict[str, tuple[float, float]] | None,
+) -> dict[str, tuple[float, float]]:
+    """The float Convs that run on the int8 kernel, with their input's range: with `int8_range` those
+    reading a model input, else those `marked` names. The float Convs kept float are listed in
+    report.int8_skipped with the reason; the chosen ones in report.int8_nodes."""
+    if int8_range is None and marked is None:
+        return {}
+    from_marker = int8_range is None
+    source = "the file's marker" if from_marker else "the range passed to load"
+    chosen = {}
     for node in graph.nodes:
-        if node.qualified != "Conv" or node.name in absorbed:
+        if node.qualified != "Conv":
             continue
-        fusion = epilogues.get(node.name)
-        if node.inputs[0] not in graph.inputs:
-            refusal = "it reads no model input (its input range is unknown)"
+        if node.name in absorbed:
+            if from_marker and node.name in marked:
+                report.int8_skipped.append(f"{node.describe()}: it is fused into another step")
+            continue
+        if from_marker:
+            value_range = marked.get(node.name)
+            refusal = None if value_range else "the file's int8 marker does not name it"
         else:
+            value_range = int8_range
+            refusal = None if node.inputs[0] in graph.inputs else "it reads no model input (its input range is unknown)"
+        if refusal is None:
+            fusion = epilogues.get(node.name)
             refusal = int8_refusal(
                 graph.constant(node.inputs[1]),
                 node.attr("group", 1),
@@ -180,7 +204,9 @@ def _int8_convs(
                 fusion is not None and fusion.epilogue.residual is not None,
             )
         if refusal is None:
-            chosen.add(node.name)
+            chosen[node.name] = value_range
+            low, high = value_range
+            report.int8_nodes.append(f"{node.describe()}: input range [{low:g}, {high:g}] ({source})")
         else:
             report.int8_skipped.append(f"{node.describe()}: {refusal}")
     report.int8_convs = len(chosen)

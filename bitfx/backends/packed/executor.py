@@ -27,11 +27,12 @@ from bitfx.backends.packed._native import check_thread_count, get_threads, set_t
 from bitfx.backends.packed.compiler import NATIVE_FUNCTIONS, compile_graph
 from bitfx.backends.packed.errors import PackedKernelError, PackedModelError
 from bitfx.backends.packed.graph import load_graph
-from bitfx.backends.packed.int8_conv import input_range
 from bitfx.backends.packed.kernels import PackedTensor
 from bitfx.backends.packed.program import CompileReport, Program
 from bitfx.backends.packed.steps import Step, Value
+from bitfx.backends.packed.validate import marked_int8_convs
 from bitfx.errors import BitfxError
+from bitfx.format.int8_marker import input_range
 
 _ALIGN = 64
 DEFAULT_PLAN_CACHE_SIZE = 8  # input signatures whose plans (buffers and bound calls) are kept
@@ -67,9 +68,12 @@ class PackedModel:
     `threads` fixes the kernels' thread count for this model's runs (default: the global setting).
     `plan_cache_size` is how many input signatures (shapes and dtypes) keep their plan; the least
     recently used plan is dropped when another is needed.
-    `int8_float_convs` (opt-in) runs every float Conv that reads a model input (the stem) on the
-    int8 kernel: give the model input's range as (low, high), or a calibration batch whose minimum
-    and maximum are used; inputs outside it saturate (`report.int8_convs`, `report.int8_skipped`).
+    `int8_float_convs` chooses the float Convs that run on the int8 kernel (`report.int8_nodes`,
+    `report.int8_skipped`): by default (None) those the file's int8 marker names, with its ranges
+    (bitfx.format.int8_marker; no marker: none); True the same but a file without a marker is
+    refused; False none; the model input's range as (low, high), or a calibration batch whose
+    minimum and maximum are used, every float Conv that reads a model input (the stem), ignoring the
+    marker. Inputs outside a range saturate.
     `channels_last=False` keeps every float value NCHW (by default the values between binary layers
     whose readers all read channels-last live in NHWC memory, `report.channels_last`; the outputs are
     the same either way).
@@ -81,14 +85,24 @@ class PackedModel:
         *,
         threads: int | None = None,
         plan_cache_size: int = DEFAULT_PLAN_CACHE_SIZE,
-        int8_float_convs: tuple[float, float] | np.ndarray | None = None,
+        int8_float_convs: tuple[float, float] | np.ndarray | bool | None = None,
         channels_last: bool = True,
     ) -> None:
         if not isinstance(plan_cache_size, int) or isinstance(plan_cache_size, bool) or plan_cache_size < 1:
             raise BitfxError(f"plan_cache_size must be an integer >= 1, got {plan_cache_size!r}")
-        int8_range = None if int8_float_convs is None else input_range(int8_float_convs)
+        int8_range = (
+            None if int8_float_convs is None or isinstance(int8_float_convs, bool) else input_range(int8_float_convs)
+        )
         self.graph = load_graph(model, NATIVE_FUNCTIONS)
-        self.program: Program = compile_graph(self.graph, int8_range, channels_last=channels_last)
+        int8_marked = None
+        if int8_range is None and int8_float_convs is not False:
+            int8_marked = marked_int8_convs(self.graph)
+            if int8_marked is None and int8_float_convs is True:
+                raise BitfxError(
+                    "int8_float_convs=True runs the float Convs the file's int8 marker names, but the file has no "
+                    "marker: write one with export(..., int8_float_convs=...) or pass the input's range"
+                )
+        self.program: Program = compile_graph(self.graph, int8_range, int8_marked, channels_last=channels_last)
         self.threads = None if threads is None else check_thread_count(threads)
         self.plan_cache_size = plan_cache_size
         self._plans: OrderedDict[tuple, Plan] = OrderedDict()
@@ -283,7 +297,7 @@ def load(
     *,
     threads: int | None = None,
     plan_cache_size: int = DEFAULT_PLAN_CACHE_SIZE,
-    int8_float_convs: tuple[float, float] | np.ndarray | None = None,
+    int8_float_convs: tuple[float, float] | np.ndarray | bool | None = None,
     channels_last: bool = True,
 ) -> PackedModel:
     """Load a lowered ONNX file on the packed runtime (arguments: see `PackedModel`)."""

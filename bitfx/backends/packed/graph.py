@@ -54,6 +54,7 @@ class Graph:
     input_shapes: dict[str, tuple]
     opset: int
     input_dtypes: dict[str, np.dtype] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)  # the model's metadata_props
 
     def consumers(self) -> dict[str, list[Node]]:
         """Value name → the nodes that read it, in graph order."""
@@ -88,6 +89,7 @@ def load_graph(
             raise PackedModelError(
                 f"{str(path)!r} is not a readable ONNX model ({type(error).__name__}: {error})"
             ) from error
+    metadata = {entry.key: entry.value for entry in model.metadata_props}
     model = _inline_functions(model, native_functions)
     opset = next((o.version for o in model.opset_import if o.domain in DEFAULT_DOMAINS), 0)
     graph = model.graph
@@ -113,7 +115,7 @@ def load_graph(
     inputs = [v.name for v in graph.input if v.name not in constants]
     shapes = {v.name: _declared_shape(v) for v in graph.input}
     dtypes = {v.name: _declared_dtype(v) for v in graph.input}
-    return Graph(nodes, constants, inputs, [v.name for v in graph.output], shapes, opset, dtypes)
+    return Graph(nodes, constants, inputs, [v.name for v in graph.output], shapes, opset, dtypes, metadata)
 
 
 def tensor_array(tensor: onnx.TensorProto, what: str) -> np.ndarray:

@@ -41,6 +41,7 @@ class CompileReport:
     fused_epilogues: int = 0  # convolutions that absorbed an Add and/or Relu/Clip
     fused_max_pools: int = 0  # float convolutions whose MaxPool reader runs in the same pass (the stem)
     int8_convs: int = 0  # float convolutions run on the int8 kernel (load(..., int8_float_convs=...))
+    int8_nodes: list[str] = field(default_factory=list)  # those convolutions, their input range and where it is from
     int8_skipped: list[str] = field(default_factory=list)  # with int8 asked for: the float convs kept float, and why
     channels_last: list[str] = field(default_factory=list)  # float values kept NHWC in memory between layers
     channels_first: list[str] = field(default_factory=list)  # values that could be NHWC but stay NCHW, and why

@@ -15,9 +15,12 @@ import numpy as np
 from onnx import defs
 
 from bitfx.backends.packed import resize
+from bitfx.backends.packed.errors import PackedModelError
 from bitfx.backends.packed.graph import Graph, Node
 from bitfx.backends.packed.numpy_ops import GELU_APPROXIMATIONS
 from bitfx.format import BINARY_CONV2D, BINARY_GEMM, DOMAIN, packed_words
+from bitfx.format.domain import INT8_CONVS_METADATA_KEY
+from bitfx.format.int8_marker import Int8MarkerError, decode_int8_marker
 
 MAX_WINDOW = 1 << 16  # largest kernel size, stride, dilation or pad
 MAX_CHANNELS = 1 << 24  # largest channel count, feature count or group count
@@ -48,6 +51,31 @@ def check_graph(graph: Graph) -> list[str]:
             check(node, graph, found)
         problems.extend(found)
     return problems
+
+
+def marked_int8_convs(graph: Graph) -> dict[str, tuple[float, float]] | None:
+    """The file's int8 marker (bitfx.format.int8_marker) as {Conv node name: input range}, None when
+    the file has none. Raises `PackedModelError` naming every problem: a malformed marker, a name the
+    graph does not have, a node that is not a float Conv."""
+    text = graph.metadata.get(INT8_CONVS_METADATA_KEY)
+    if text is None:
+        return None
+    where = f"the file's int8 marker (metadata {INT8_CONVS_METADATA_KEY!r})"
+    try:
+        ranges = decode_int8_marker(text)
+    except Int8MarkerError as error:
+        raise PackedModelError(f"{where} is malformed: {error}") from None
+    nodes = {node.name: node for node in graph.nodes}
+    problems = []
+    for name in ranges:
+        node = nodes.get(name)
+        if node is None:
+            problems.append(f"it marks node {name!r}, which the graph does not have")
+        elif node.qualified != "Conv":
+            problems.append(f"it marks {node.describe()}, which is not a float Conv")
+    if problems:
+        raise PackedModelError(f"{where} is wrong:\n  " + "\n  ".join(problems))
+    return ranges
 
 
 def _check_arity(node: Node, opset: int, found: Problems) -> None:

@@ -4,13 +4,12 @@
  * each quarter of the 64-channel block; taps summed in the same (c, kh, kw) order as the AVX-512
  * and im2col kernels, taps on the zero border skipped. Tiles go to `stage` pixel-major (one 64-float
  * row per pixel), are transposed 8 × 8 into channel rows, and the shared epilogue writes the NCHW
- * row. Also the int8 convolution's plain row (int8_row.h) compiled for AVX2, for CPUs without
- * VNNI. Compiled for AVX2+FMA; the dispatchers only call these on CPUs that have both. */
+ * row. Compiled for AVX2+FMA; the dispatchers only call it on CPUs that have both. */
 #if defined(__x86_64__)
 #pragma GCC target("avx2,fma")
 #include <immintrin.h>
 
-#include "int8_row.h"
+#include "avx2_transpose.h"
 #include "internal.h"
 
 #define PIXELS 6
@@ -36,26 +35,6 @@ static void direct_pixel(const bitfx_fconv_desc *d, const float *image, const fl
     for (int v = 0; v < 8; ++v) _mm256_store_ps(pixel + 8 * v, acc[v]);
 }
 
-/* dst[c][p] = src[p][c] for an 8 × 8 block (src rows 64 floats apart, dst rows `stride` apart). */
-static inline void transpose8(const float *src, float *dst, int64_t stride) {
-    __m256 r[8], t[8];
-    for (int i = 0; i < 8; ++i) r[i] = _mm256_load_ps(src + 64 * i);
-    for (int i = 0; i < 4; ++i) {
-        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-    for (int i = 0; i < 2; ++i) {
-        r[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
-        r[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
-        r[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
-        r[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
-    }
-    for (int c = 0; c < 4; ++c) {
-        _mm256_store_ps(dst + c * stride, _mm256_permute2f128_ps(r[c], r[4 + c], 0x20));
-        _mm256_store_ps(dst + (4 + c) * stride, _mm256_permute2f128_ps(r[c], r[4 + c], 0x31));
-    }
-}
-
 #define STEP(j)                                         \
     do {                                                \
         const __m256 b = _mm256_set1_ps(src[(j) * sw]); \
@@ -72,8 +51,6 @@ static inline void transpose8(const float *src, float *dst, int64_t stride) {
 void bitfx_fconv_row_avx2(const bitfx_fconv_job *job, const float *block_weights, float *stage, int64_t n, int64_t oh, int64_t block) {
     const bitfx_fconv_desc *d = job->d;
     const int64_t sw = d->stride_w, dw = d->dilation_w, taps = d->kernel_h * d->kernel_w;
-    const int64_t stride = (d->out_w + 15) / 16 * 16; /* pixels per stage row, as bitfx_direct_stage_floats */
-    float *rows = stage + stride * 64;
     const float *image = job->x + n * d->channels * d->height * d->width;
     const float *w = block_weights + block * job->k * 64;
     /* Columns whose every tap is inside the image, and rows of taps inside it. */
@@ -105,13 +82,6 @@ void bitfx_fconv_row_avx2(const bitfx_fconv_job *job, const float *block_weights
         }
     }
     for (int64_t ow = ow0; ow < d->out_w; ++ow) direct_pixel(d, image, w, oh, ow, stage + ow * 64);
-    for (int64_t p = 0; p < stride; p += 8)
-        for (int64_t c = 0; c < 64; c += 8) transpose8(stage + p * 64 + c, rows + c * stride + p, stride);
-    for (int64_t c = 0; c < 64 && block * 64 + c < d->out_channels; ++c)
-        bitfx_float_epilogue(job, rows + c * stride, n, block * 64 + c, oh * d->out_w, d->out_w);
-}
-
-void bitfx_int8_row_avx2(const bitfx_fconv_job *job, const float *block_weights, float *stage, int64_t n, int64_t oh, int64_t block) {
-    bitfx_int8_row_plain(job, block_weights, stage, n, oh, block);
+    bitfx_avx2_row_epilogue(job, stage, n, oh, block);
 }
 #endif

@@ -1,10 +1,10 @@
 /* The int8 convolution (bitfx_int8_conv): quantizes the input once per call into a u8 buffer with
  * a border of the zero point, then runs an int8 row function over every (image, output row,
  * 64-channel block), or the fused max pool driver of stem.c. The row function is AVX-512 VNNI
- * (int8_vnni.c) when the CPU has it and the ISA in use is AVX-512, else the plain loop of
- * int8_row.h, compiled for AVX2 (fconv_direct_avx2.c) when the ISA in use is AVX2 or AVX-512 and
- * for baseline x86-64 here otherwise; all compute the same int32 sums, so the outputs do not
- * depend on the path. */
+ * (int8_vnni.c) when the CPU has it and the ISA in use is AVX-512, else the AVX2 VPMADDWD row
+ * (int8_avx2.c, on operands widened to 16 bits here) when the ISA in use is AVX2 or AVX-512, else
+ * the plain loop of int8_row.h; all compute the same int32 sums, so the outputs do not depend on
+ * the path. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +20,15 @@ static int has_vnni(void) {
 #if defined(__x86_64__)
     __builtin_cpu_init();
     return bitfx_get_isa() == BITFX_ISA_AVX512 && __builtin_cpu_supports("avx512vnni");
+#else
+    return 0;
+#endif
+}
+
+/* The ISA in use is AVX2, or AVX-512 on a CPU without VNNI. */
+static int has_avx2(void) {
+#if defined(__x86_64__)
+    return bitfx_get_isa() == BITFX_ISA_AVX2 || bitfx_get_isa() == BITFX_ISA_AVX512;
 #else
     return 0;
 #endif
@@ -45,7 +54,7 @@ typedef struct {
     const float *x;
     const bitfx_int8_input *in;
     uint8_t *buffer;
-    int vnni;
+    int vnni, avx2;
 } quantize_task;
 
 /* Input row (image, channel, row) r into the interior of the u8 buffer. */
@@ -61,9 +70,31 @@ static void quantize_item(void *ctx, int64_t r, int64_t worker) {
         bitfx_quantize_vnni(src, dst, d->width, (float)t->q->inv_scale, (float)t->q->zero_point);
         return;
     }
+    if (t->avx2) {
+        bitfx_quantize_avx2(src, dst, d->width, (float)t->q->inv_scale, (float)t->q->zero_point);
+        return;
+    }
 #endif
     quantize_portable(src, dst, d->width, (float)t->q->inv_scale, (float)t->q->zero_point);
 }
+
+#if defined(__x86_64__)
+/* The AVX2 row's operands: the u8 buffer as u16, and the weights [..][quad][64][4] as
+ * [..][quad][half][64][2] int16. Returns 0 when out of memory. */
+static int widen(const uint8_t *x, int64_t count, const int8_t *weights, int64_t quads_total, uint16_t **x16,
+                 int16_t **weights16) {
+    *x16 = malloc((size_t)count * sizeof(uint16_t));
+    *weights16 = aligned_alloc(64, (size_t)quads_total * 256 * sizeof(int16_t));
+    if (!*x16 || !*weights16) return 0;
+    for (int64_t i = 0; i < count; ++i) (*x16)[i] = x[i];
+    for (int64_t g = 0; g < quads_total; ++g)
+        for (int half = 0; half < 2; ++half)
+            for (int o = 0; o < 64; ++o)
+                for (int t = 0; t < 2; ++t)
+                    (*weights16)[g * 256 + half * 128 + 2 * o + t] = weights[g * 256 + 4 * o + 2 * half + t];
+    return 1;
+}
+#endif
 
 typedef struct {
     const bitfx_fconv_job *job;
@@ -120,17 +151,29 @@ int bitfx_int8_conv(const bitfx_fconv_desc *d, const bitfx_int8_desc *q, const b
     uint8_t *buffer = malloc((size_t)(d->batch * d->channels * rows * cols));
     if (!buffer) return BITFX_ERR_ALLOC;
     memset(buffer, (int)q->zero_point, (size_t)(d->batch * d->channels * rows * cols));
-    const bitfx_int8_input in = {buffer, rows, cols, q->quads, weights, correction};
-    const int vnni = has_vnni();
-    quantize_task quantize = {d, q, x, &in, buffer, vnni};
+    const int vnni = has_vnni(), avx2 = !vnni && has_avx2();
+    const bitfx_int8_input plain = {buffer, rows, cols, q->quads, weights, correction, 0, 0};
+    quantize_task quantize = {d, q, x, &plain, buffer, vnni, avx2};
     bitfx_parallel_for(d->batch * d->channels * d->height, bitfx_get_threads(), quantize_item, &quantize);
-    const bitfx_fconv_job job = {d, x, 0, scale, bias, 0, out, d->channels * d->kernel_h * d->kernel_w, 0, 0, 0, 0, &in};
     bitfx_row_fn row = int8_row_portable;
+    uint16_t *x16 = 0;
+    int16_t *weights16 = 0;
+    int status = BITFX_OK;
 #if defined(__x86_64__)
     if (vnni) row = bitfx_int8_row_vnni;
-    else if (bitfx_get_isa() >= BITFX_ISA_AVX2) row = bitfx_int8_row_avx2;
+    else if (avx2) {
+        row = bitfx_int8_row_avx2;
+        const int64_t blocks = (d->out_channels + BITFX_FLOAT_BLOCK - 1) / BITFX_FLOAT_BLOCK;
+        if (!widen(buffer, d->batch * d->channels * rows * cols, weights, blocks * d->channels * d->kernel_h * q->quads, &x16,
+                   &weights16))
+            status = BITFX_ERR_ALLOC;
+    }
 #endif
-    const int status = pool ? bitfx_conv_maxpool_rows(&job, pool, row, 0, out) : run_rows(&job, row);
+    const bitfx_int8_input in = {buffer, rows, cols, q->quads, weights, correction, x16, weights16};
+    const bitfx_fconv_job job = {d, x, 0, scale, bias, 0, out, d->channels * d->kernel_h * d->kernel_w, 0, 0, 0, 0, &in};
+    if (status == BITFX_OK) status = pool ? bitfx_conv_maxpool_rows(&job, pool, row, 0, out) : run_rows(&job, row);
+    free(x16);
+    free(weights16);
     free(buffer);
     return status;
 }

@@ -1,7 +1,7 @@
 /* The int8 convolution's plain row loop (no intrinsics): int32 sums per (pixel, channel), the 4
  * taps of a quad summed per channel so the innermost loop runs over contiguous weights, written as
- * channel rows for the shared epilogue. Included by int8.c (baseline x86-64) and by
- * fconv_direct_avx2.c (compiled for AVX2, which the compiler vectorises). */
+ * channel rows for the shared epilogue: the int8 row of the scalar ISA (and of CPUs without AVX2),
+ * included by int8.c. */
 #ifndef BITFX_INT8_ROW_H
 #define BITFX_INT8_ROW_H
 

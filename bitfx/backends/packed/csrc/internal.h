@@ -38,12 +38,16 @@ typedef struct {
 /* The int8 convolution's operands: the input quantized to u8 with a border of the zero point (so
  * no tap is tested), `rows` × `cols` per (image, channel) plane, the convolution's padding at its
  * top left; s8 weights [block][c][kh][quad][64 channels][4 taps] (kernel columns in quads of 4,
- * zero past kernel_w); and per output channel zero_point · Σ w, subtracted from the u8 · s8 sums. */
+ * zero past kernel_w); and per output channel zero_point · Σ w, subtracted from the u8 · s8 sums.
+ * For the AVX2 row only (else 0): the same codes widened to 16 bits, the input as it is and the
+ * weights [block][c][kh][quad][half][64 channels][2 taps] (int8_avx2.c). */
 struct bitfx_int8_input {
     const uint8_t *x;
     int64_t rows, cols, quads;
     const int8_t *weights;
     const int32_t *correction;
+    const uint16_t *x16;
+    const int16_t *weights16;
 };
 
 /* Output row oh of image n, output channels 64·block … 64·block+63, through the epilogue: the
@@ -55,10 +59,13 @@ typedef void (*bitfx_row_fn)(const bitfx_fconv_job *job, const float *block_weig
 int bitfx_conv_maxpool_rows(const bitfx_fconv_job *job, const bitfx_fmaxpool_desc *pool, bitfx_row_fn row, const float *block_weights,
                             float *out);
 
-/* fconv_direct_avx2.c: the direct float convolution's row on AVX2 (bitfx_ops_avx2.fconv_row), and the
- * int8 convolution's plain row (int8_row.h) compiled for AVX2. */
+/* fconv_direct_avx2.c: the direct float convolution's row on AVX2 (bitfx_ops_avx2.fconv_row). */
 void bitfx_fconv_row_avx2(const bitfx_fconv_job *job, const float *block_weights, float *stage, int64_t n, int64_t oh, int64_t block);
+
+/* int8_avx2.c (AVX2; call only when the CPU has it): an int8 output row from the 16-bit operands
+ * (bitfx_int8_input.x16, .weights16), exact (VPMADDWD), and the quantization as bitfx_quantize_vnni's. */
 void bitfx_int8_row_avx2(const bitfx_fconv_job *job, const float *block_weights, float *stage, int64_t n, int64_t oh, int64_t block);
+void bitfx_quantize_avx2(const float *x, uint8_t *q, int64_t count, float inv_scale, float zero_point);
 
 /* int8_vnni.c (AVX-512 VNNI; call only when the CPU has it): an int8 output row, and the
  * quantization of `count` floats to u8 (v = x·inv_scale + zero_point, clamped to 0 … 255, rounded to nearest even). */
