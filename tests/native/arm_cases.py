@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bitfx.backends.packed import int8_conv, kernels, set_isa, set_threads
+from bitfx.backends.packed import call_table, int8_conv, kernels, set_isa, set_threads
 from bitfx.backends.packed import kernels as k
 from bitfx.backends.packed.int8_conv import Int8Conv
 from bitfx.format import packed_words
@@ -75,6 +75,8 @@ class _Recorder:
     def _bytes(self, arg: object) -> bytes | None:
         if arg is None:
             return None
+        if isinstance(arg, ctypes.Structure):  # a descriptor
+            return bytes(arg)
         if type(arg).__name__ == "CArgObject":  # ctypes.byref(descriptor)
             return bytes(arg._obj)
         return _in_memory_order(self.arrays[id(arg)]).tobytes()
@@ -105,13 +107,16 @@ def recording(sink: list[bytes]) -> Iterator[None]:
 
     recorder = _Recorder(kernels.lib, arrays, sink)
     saved = [(module, module.lib, module._pointer) for module in (kernels, int8_conv)]
+    saved_table_lib = call_table.lib
     try:
+        call_table.lib = recorder  # the prepared calls (call_table.KernelCall) look their function up there
         for module in (kernels, int8_conv):
             module.lib, module._pointer = recorder, pointer
         set_isa("scalar")
         set_threads(1)
         yield
     finally:
+        call_table.lib = saved_table_lib
         for module, lib, pointer_function in saved:
             module.lib, module._pointer = lib, pointer_function
         set_isa(None)
