@@ -77,8 +77,6 @@ class _Recorder:
             return None
         if isinstance(arg, ctypes.Structure):  # a descriptor
             return bytes(arg)
-        if type(arg).__name__ == "CArgObject":  # ctypes.byref(descriptor)
-            return bytes(arg._obj)
         return _in_memory_order(self.arrays[id(arg)]).tobytes()
 
 
@@ -105,20 +103,19 @@ def recording(sink: list[bytes]) -> Iterator[None]:
             arrays[id(result)] = array
         return result
 
-    recorder = _Recorder(kernels.lib, arrays, sink)
-    saved = [(module, module.lib, module._pointer) for module in (kernels, int8_conv)]
-    saved_table_lib = call_table.lib
+    recorder = _Recorder(call_table.lib, arrays, sink)
+    saved = [(module, module._pointer) for module in (kernels, int8_conv)]
     try:
-        call_table.lib = recorder  # the prepared calls (call_table.KernelCall) look their function up there
+        call_table.lib = recorder  # every prepared call (call_table.KernelCall) looks its function up there
         for module in (kernels, int8_conv):
-            module.lib, module._pointer = recorder, pointer
+            module._pointer = pointer
         set_isa("scalar")
         set_threads(1)
         yield
     finally:
-        call_table.lib = saved_table_lib
-        for module, lib, pointer_function in saved:
-            module.lib, module._pointer = lib, pointer_function
+        call_table.lib = recorder.real
+        for module, pointer_function in saved:
+            module._pointer = pointer_function
         set_isa(None)
         set_threads(None)
 
