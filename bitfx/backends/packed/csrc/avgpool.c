@@ -37,7 +37,8 @@ static void avgpool_item(void *ctx, int64_t item, int64_t worker) {
     const float *image = t->x + n * d->channels * d->pixels;
     float *out = t->out + n * d->channels;
     if (!d->channels_last) {
-        for (int64_t c = c0; c < c1; ++c) out[c] = (float)(plane_sum(image + c * d->pixels, d->pixels) / (double)d->pixels);
+        for (int64_t c = c0; c < c1; ++c)
+            out[c] = (float)(plane_sum(image + c * d->pixels, d->pixels) / (double)d->pixels);
         return;
     }
     double sum[AVGPOOL_CHANNELS] = {0};
