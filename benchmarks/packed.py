@@ -224,6 +224,7 @@ def step_kind(step: object) -> str:
         "BinaryMaxPoolStep": "binary max pool",
         "PackStep": "pack",
         "FloatGemmStep": "float gemm",
+        "GlobalAvgPoolStep": "global average pool",
     }.get(name, "other (numpy)")
 
 

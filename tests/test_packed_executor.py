@@ -137,13 +137,14 @@ def test_float_values_between_binary_layers_are_channels_last_unless_a_reader_ne
 
 
 def test_channels_last_changes_no_output_bit_of_a_zoo_resnet(lowered) -> None:
-    """ResNet-20 lowered by bitfx: the residual chain of its middle stage is channels-last (the first
-    stage's chain starts at the float stem conv, which writes NCHW only, and the last one ends in the
-    numpy pooling: both stay NCHW, with the reason), and its outputs are bit-identical to an all-NCHW run."""
+    """ResNet-20 lowered by bitfx: the residual chains of its middle and last stages are channels-last (the
+    last one ends in the native global average pool, which reads either layout; the first stage's chain
+    starts at the float stem conv, which writes NCHW only, so it stays NCHW, with the reason), and its
+    outputs are bit-identical to an all-NCHW run."""
     path, x = lowered("resnet20")
     packed = PackedModel(path)
     report = packed.report
-    assert len(report.channels_last) == 4 and len(report.channels_first) >= 4
+    assert len(report.channels_last) == 8 and report.channels_last[-1] == "relu" and len(report.channels_first) == 3
     assert all("needs NCHW" in why or "residual link" in why for why in report.channels_first)
     nchw = PackedModel(path, channels_last=False)
     assert nchw.report.channels_last == nchw.report.channels_first == []

@@ -262,11 +262,17 @@ CORPUS: dict[str, tuple[Callable[[], onnx.ModelProto], tuple[str, ...]]] = {
     "int8-marker-huge-name": (lambda: int8_marker_of({"c" * 100_000: [0, 1]}), (MARKER, "at most 4096")),
     "int8-marker-huge-text": (lambda: int8_marker(" " * (1 << 21)), (MARKER, "at most 1048576")),
     "int8-marker-deep-nesting": (lambda: int8_marker("[" * 100_000), (MARKER, "not valid JSON")),
+    "reduce-mean-axis-out-of-range": (lambda: reduce_mean([2, 7]), ("'mean0'", "axes [2, 7]", "[-4, 3]")),
+    "reduce-mean-axes-not-integers": (lambda: reduce_mean([2.0, 3.0]), ("'mean0'", "axes [2.0, 3.0]", "integers")),
     "int8-marker-not-a-conv": (
         lambda: relu_marked(),
         (MARKER, "node 'relu0' (Relu)", "not a float Conv"),
     ),
 }
+
+
+def reduce_mean(axes: list) -> onnx.ModelProto:
+    return model([helper.make_node("ReduceMean", ["x"], ["y"], name="mean0", axes=axes, keepdims=1)], {})
 
 
 def run_once(proto: onnx.ModelProto) -> None:

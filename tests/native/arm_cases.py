@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bitfx.backends.packed import int8_conv, kernels, set_isa, set_threads
+from bitfx.backends.packed import call_table, int8_conv, kernels, set_isa, set_threads
 from bitfx.backends.packed import kernels as k
 from bitfx.backends.packed.int8_conv import Int8Conv
 from bitfx.format import packed_words
@@ -75,8 +75,8 @@ class _Recorder:
     def _bytes(self, arg: object) -> bytes | None:
         if arg is None:
             return None
-        if type(arg).__name__ == "CArgObject":  # ctypes.byref(descriptor)
-            return bytes(arg._obj)
+        if isinstance(arg, ctypes.Structure):  # a descriptor
+            return bytes(arg)
         return _in_memory_order(self.arrays[id(arg)]).tobytes()
 
 
@@ -103,17 +103,19 @@ def recording(sink: list[bytes]) -> Iterator[None]:
             arrays[id(result)] = array
         return result
 
-    recorder = _Recorder(kernels.lib, arrays, sink)
-    saved = [(module, module.lib, module._pointer) for module in (kernels, int8_conv)]
+    recorder = _Recorder(call_table.lib, arrays, sink)
+    saved = [(module, module._pointer) for module in (kernels, int8_conv)]
     try:
+        call_table.lib = recorder  # every prepared call (call_table.KernelCall) looks its function up there
         for module in (kernels, int8_conv):
-            module.lib, module._pointer = recorder, pointer
+            module._pointer = pointer
         set_isa("scalar")
         set_threads(1)
         yield
     finally:
-        for module, lib, pointer_function in saved:
-            module.lib, module._pointer = lib, pointer_function
+        call_table.lib = recorder.real
+        for module, pointer_function in saved:
+            module._pointer = pointer_function
         set_isa(None)
         set_threads(None)
 

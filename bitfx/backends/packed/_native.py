@@ -94,6 +94,32 @@ class FloatMaxPoolDesc(ctypes.Structure):
     _fields_ = [*_fields("planes", "height", "width"), *_POOL_WINDOW]
 
 
+class AvgPoolDesc(ctypes.Structure):
+    _fields_ = _fields("batch", "channels", "pixels", "channels_last")
+
+
+CALL_ARGS = 12  # BITFX_CALL_ARGS
+# The entry points a call table may hold (bitfx_run_calls), in the order of enum bitfx_call_kernel.
+CALL_KERNELS = (
+    "bitfx_pack",
+    "bitfx_fill_border",
+    "bitfx_binary_conv",
+    "bitfx_binary_maxpool",
+    "bitfx_float_conv",
+    "bitfx_float_maxpool",
+    "bitfx_float_conv_maxpool",
+    "bitfx_float_gemm",
+    "bitfx_int8_conv",
+    "bitfx_global_avgpool",
+)
+
+
+class Call(ctypes.Structure):
+    """One entry of a call table (bitfx_call): the entry point's index in CALL_KERNELS and its arguments."""
+
+    _fields_ = [("kernel", _i64), ("args", ctypes.c_void_p * CALL_ARGS)]
+
+
 def _library_path() -> str:
     override = os.environ.get("BITFX_PACKED_LIBRARY")
     if override:
@@ -113,11 +139,17 @@ def _pointer(ctype: type) -> type:
     return ctypes.POINTER(ctype)
 
 
+def status_meaning(status: int) -> str:
+    """What a nonzero kernel status means, as the end of a sentence naming the kernel."""
+    return _STATUS_MEANING.get(status, f"failed with unknown status {status}")
+
+
 def _check_status(status: int, function: ctypes._CFuncPtr, arguments: tuple) -> int:
     """ctypes `errcheck` of every kernel entry point: raise on a nonzero status."""
     if status != STATUS_OK:
-        meaning = _STATUS_MEANING.get(status, f"failed with unknown status {status}")
-        raise PackedKernelError(f"the packed kernel {function.__name__} {meaning}; its output was not written")
+        raise PackedKernelError(
+            f"the packed kernel {function.__name__} {status_meaning(status)}; its output was not written"
+        )
     return status
 
 
@@ -134,6 +166,7 @@ def _load() -> ctypes.CDLL:
         "bitfx_get_threads": (_i64, []),
         "bitfx_max_threads": (_i64, []),
         "bitfx_popcount_peak": (_f64, [_i64]),
+        "bitfx_run_calls": (_status, [_pointer(Call), _i64, _pointer(_i64)]),  # status checked by its caller
     }
     kernels = {
         "bitfx_pack": [_pointer(PackDesc), f32, u64],
@@ -168,6 +201,7 @@ def _load() -> ctypes.CDLL:
         ],
         "bitfx_float_conv_maxpool": [_pointer(FloatConvDesc), _pointer(FloatMaxPoolDesc), f32, f32, f32, f32, f32, f32],
         "bitfx_float_gemm": [_pointer(FloatGemmDesc), f32, f32, f32, f32],
+        "bitfx_global_avgpool": [_pointer(AvgPoolDesc), f32, f32],
     }
     for name, (restype, argtypes) in queries.items():
         function = getattr(lib, name)

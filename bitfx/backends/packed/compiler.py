@@ -35,6 +35,7 @@ from bitfx.backends.packed.kernel_steps import (
     binary_float_conv,
     conv_factory,
     float_gemm,
+    global_avgpool_step,
 )
 from bitfx.backends.packed.kernels import BinaryConv
 from bitfx.backends.packed.layout import choose_channels_last
@@ -273,6 +274,8 @@ def _steps_for(
         return anchor, [FloatMaxPoolStep(node)]
     if node.qualified == "Gemm" and (gemm_kernel := float_gemm(node, graph)) is not None:
         return anchor, [FloatGemmStep(node, gemm_kernel)]
+    if (pool_step := global_avgpool_step(node, graph)) is not None:
+        return anchor, [pool_step]
     if not is_binary(node):
         return anchor, [NUMPY_OPS[node.op_type](node, graph)]
     if not binarizes(node):

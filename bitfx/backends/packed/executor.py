@@ -4,7 +4,8 @@ The first run for an input shape executes every step into fresh arrays, which gi
 value's size; the planner then packs the values into a few reusable buffers by lifetime
 (greedy best fit; a float value the compiler keeps channels-last gets NHWC memory, layout.py)
 and binds every step to its buffers. Later runs with that shape only copy
-the inputs in, call the bound steps, and copy the outputs out. The plans are kept in a
+the inputs in, call the bound steps, and copy the outputs out; consecutive kernel calls run from
+one table in one C call (call_table.py), so Python is entered only between them and numpy steps. The plans are kept in a
 least-recently-used cache of `plan_cache_size` input signatures (`plan_cache_info()` reports
 its entries and bytes).
 
@@ -24,6 +25,7 @@ import numpy as np
 import onnx
 
 from bitfx.backends.packed._native import check_thread_count, get_threads, set_threads
+from bitfx.backends.packed.call_table import batched
 from bitfx.backends.packed.compiler import NATIVE_FUNCTIONS, compile_graph
 from bitfx.backends.packed.errors import PackedKernelError, PackedModelError
 from bitfx.backends.packed.graph import load_graph
@@ -40,12 +42,19 @@ DEFAULT_PLAN_CACHE_SIZE = 8  # input signatures whose plans (buffers and bound c
 
 @dataclass
 class Plan:
-    """The buffers and bound calls for one input signature."""
+    """The buffers and bound calls for one input signature: `calls` has one bound call per step that
+    is not a view (`steps` names them), `runners` the same calls with consecutive kernel calls in
+    tables, which `run` executes."""
 
     inputs: list[np.ndarray]
     calls: list[Callable[[], None]]
     outputs: list[Value]
     buffer_bytes: list[int]
+    steps: list[str]
+    runners: list[Callable[[], None]] = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.runners = batched(self.calls, self.steps)
 
     @property
     def activation_bytes(self) -> int:
@@ -55,8 +64,8 @@ class Plan:
     def run(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         for buffer, array in zip(self.inputs, arrays):
             np.copyto(buffer, array)
-        for call in self.calls:
-            call()
+        for runner in self.runners:
+            runner()
         return [np.array(value, copy=True, order="C") for value in self.outputs]
 
 
@@ -229,7 +238,7 @@ class PackedModel:
         channels_last = set(self.program.report.channels_last)
         inputs = [np.empty_like(a) for a in arrays]
         bound: dict[str, Value] = {**graph.constants, **dict(zip(graph.inputs, inputs))}
-        calls = []
+        calls, names = [], []
         for step in steps:
             ins = _lookup(bound, step.inputs, step)
             if step.is_view:
@@ -239,8 +248,10 @@ class PackedModel:
                     _in_buffer(values[name], buffers[assigned[name]], name in channels_last) for name in step.outputs
                 ]
                 calls.append(step.bind(ins, outs))
+                names.append(step.name)
             bound.update(zip(step.outputs, outs))
-        plan = Plan(inputs, calls, [bound[name] for name in graph.outputs], [b.nbytes - _ALIGN for b in buffers])
+        outputs = [bound[name] for name in graph.outputs]
+        plan = Plan(inputs, calls, outputs, [b.nbytes - _ALIGN for b in buffers], names)
         return plan, first_outputs
 
 

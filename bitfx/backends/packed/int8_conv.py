@@ -8,12 +8,12 @@ range saturate at its ends."""
 
 from __future__ import annotations
 
-import ctypes
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from bitfx.backends.packed._native import FLOAT_BLOCK, Int8Desc, lib
+from bitfx.backends.packed._native import FLOAT_BLOCK, Int8Desc
+from bitfx.backends.packed.call_table import KernelCall
 from bitfx.backends.packed.kernels import NO_CLAMP, MaxPool, Window, _pointer, aligned, conv_desc, empty_channels_last
 from bitfx.errors import BitfxError
 
@@ -97,23 +97,17 @@ class Int8Conv:
         desc = conv_desc(self, x, out, residual=None, clamp=clamp, pool=pool)
         int8 = Int8Desc(self.inv_scale, self.zero_point, self.quads)
         pool_desc = pool.desc(desc.batch * self.out_channels, desc.out_h, desc.out_w) if pool else None
-        args = (
-            ctypes.byref(desc),
-            ctypes.byref(int8),
-            ctypes.byref(pool_desc) if pool_desc is not None else None,
+        arrays = (self.weights, self.correction, self.scale, self.bias)
+        return KernelCall(
+            "bitfx_int8_conv",
+            desc,
+            int8,
+            pool_desc,
             _pointer(x),
-            _pointer(self.weights),
-            _pointer(self.correction),
-            _pointer(self.scale),
-            _pointer(self.bias),
+            *map(_pointer, arrays),
             _pointer(out),
+            keep=(x, out, *arrays),
         )
-
-        def run() -> None:
-            lib.bitfx_int8_conv(*args)
-
-        run.keep = (desc, int8, pool_desc, args, x, out, self.weights, self.correction, self.scale, self.bias)
-        return run
 
     def __call__(
         self,

@@ -1,6 +1,7 @@
 """The executor's steps that run the prepared kernels of `kernels.py` (never the C library
-directly): float Conv, Gemm and MaxPool, packing, the `bitfx` binary ops (float or packed output)
-and max pooling on packed data; and the functions that build a step's kernel from an ONNX node."""
+directly): float Conv, Gemm and MaxPool, the global average pool, packing, the `bitfx` binary ops
+(float or packed output) and max pooling on packed data; and the functions that build a step's
+kernel from an ONNX node."""
 
 from __future__ import annotations
 
@@ -22,12 +23,14 @@ from bitfx.backends.packed.kernels import (
     Window,
     bind_binary_maxpool,
     bind_float_maxpool,
+    bind_global_avgpool,
     bind_pack,
     empty_channels_last,
     is_channels_last,
 )
+from bitfx.backends.packed.numpy_ops import NUMPY_OPS
 from bitfx.backends.packed.program import Epilogue, PackedLayout
-from bitfx.backends.packed.steps import Step, Value, kernel_call
+from bitfx.backends.packed.steps import NumpyStep, Step, Value, kernel_call
 from bitfx.format import BINARY_GEMM, unpack_signs
 
 
@@ -181,6 +184,57 @@ class FloatGemmStep(Step):
     def bind(self, inputs: Sequence[Value], outputs: Sequence[Value]) -> Callable[[], None]:
         x, convert = _float32_call(inputs[0])
         return _bound((convert,), self.gemm.bind(x, outputs[0]))
+
+
+class GlobalAvgPoolStep(Step):
+    """ONNX GlobalAveragePool, or ReduceMean over the last two axes of a 4-D input, on the compiled
+    kernel (NCHW or channels-last input; the sum in double, rounded once). An input the kernel does not
+    take (another dtype, ReduceMean on a rank other than 4, no pixels) runs the op's numpy step."""
+
+    def __init__(self, node: Node, fallback: NumpyStep, *, keepdims: bool, rank: int | None) -> None:
+        super().__init__(node.describe(), node.inputs[:1], node.outputs[:1])
+        self.fallback, self.keepdims, self.rank = fallback, keepdims, rank
+
+    def native(self, x: np.ndarray) -> bool:
+        """Whether the kernel computes this op on `x` (else numpy does)."""
+        rank_fits = x.ndim >= 3 if self.rank is None else x.ndim == self.rank
+        return x.dtype == np.float32 and rank_fits and math.prod(x.shape[2:]) > 0
+
+    def eager(self, inputs: Sequence[Value]) -> list[Value]:
+        x = inputs[0]
+        if not self.native(x):
+            return self.fallback.eager(inputs)
+        out = np.empty(x.shape[:2] + (1,) * (x.ndim - 2) * self.keepdims, np.float32)
+        self.bind(inputs, [out])()
+        return [out]
+
+    def bind(self, inputs: Sequence[Value], outputs: Sequence[Value]) -> Callable[[], None]:
+        if not self.native(inputs[0]):
+            return self.fallback.bind(inputs, outputs)
+        x, convert = _float32_call(inputs[0], channels_last=True)
+        return _bound((convert,), bind_global_avgpool(x, outputs[0]))
+
+
+_LAST_TWO_AXES = ({2, 3}, {-2, -1}, {2, -1}, {-2, 3})  # of a 4-D input
+
+
+def global_avgpool_step(node: Node, graph: Graph) -> GlobalAvgPoolStep | None:
+    """The kernel step for a GlobalAveragePool, or a ReduceMean whose (constant) axes are the last two of a
+    4-D input; None for any other node (a ReduceMean over other axes stays a numpy step)."""
+    if node.qualified == "GlobalAveragePool":
+        return GlobalAvgPoolStep(node, NUMPY_OPS[node.op_type](node, graph), keepdims=True, rank=None)
+    if node.qualified != "ReduceMean":
+        return None
+    axes = node.attributes.get("axes")
+    if axes is None and len(node.inputs) > 1 and node.inputs[1]:
+        constant = graph.constant(node.inputs[1])
+        axes = None if constant is None or constant.ndim != 1 else constant.tolist()
+    if not isinstance(axes, list) or len(axes) != 2 or not all(isinstance(a, int) for a in axes):
+        return None
+    if set(axes) not in _LAST_TWO_AXES:
+        return None
+    keepdims = bool(node.attr("keepdims", 1))
+    return GlobalAvgPoolStep(node, NUMPY_OPS[node.op_type](node, graph), keepdims=keepdims, rank=4)
 
 
 def float_gemm(node: Node, graph: Graph) -> FloatGemm | None:

@@ -4,9 +4,10 @@ popcount peak. The executor's steps (`kernel_steps.py`) run these.
 
 Each operation has a `bind(...)` form that checks shapes once and returns a zero-argument
 callable writing into fixed buffers (what the executor runs every inference), and a plain
-call form that allocates its output (for tests and benchmarks). A bound call holds a reference
-to every array and descriptor it points into (`run.keep`), so it stays valid after the kernel
-object, its inputs and its outputs are dropped by the caller.
+call form that allocates its output (for tests and benchmarks). A bound call is a `KernelCall`
+(or a `CallSequence` of them, call_table.py) that holds a reference to every array and descriptor
+it points into, so it stays valid after the kernel object, its inputs and its outputs are dropped
+by the caller; a plan runs consecutive ones from one table.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from bitfx.backends.packed._native import (
     FLOAT_TILE,
     OUT_FLOAT,
     OUT_PACKED,
+    AvgPoolDesc,
     BinaryConvDesc,
     BinaryMaxPoolDesc,
     FloatConvDesc,
@@ -35,6 +37,7 @@ from bitfx.backends.packed._native import (
     PackedGeom,
     lib,
 )
+from bitfx.backends.packed.call_table import CallSequence, KernelCall
 from bitfx.errors import BitfxError
 from bitfx.format import packed_words, real_bits_mask, unpack_signs
 
@@ -162,7 +165,11 @@ class PackedTensor:
         return np.tile(real_bits_mask(self.channels // self.groups), self.groups)
 
     def fill_border(self) -> None:
-        lib.bitfx_fill_border(ctypes.byref(self.geom()), _pointer(self.pad_pixel()), _pointer(self.data))
+        self.fill_border_call()()
+
+    def fill_border_call(self) -> KernelCall:
+        """The call that writes the padding value's bits into the border."""
+        return KernelCall("bitfx_fill_border", self.geom(), _pointer(self.pad_pixel()), _pointer(self.data))
 
     def interior(self) -> np.ndarray:
         top, left = self.border[:2]
@@ -212,18 +219,8 @@ def bind_pack(x: np.ndarray, out: PackedTensor) -> Callable[[], None]:
             f"cannot pack a {x.shape} array into a packed tensor of {out.batch}×{out.channels}×{out.height}×{out.width}"
         )
     desc = PackDesc(out.channels, out.groups, out.group_words, out.geom(), channels_last)
-    pad_pixel, geom = out.pad_pixel(), out.geom()
-    pack_args = (ctypes.byref(desc), _pointer(x), _pointer(out.data))
-    border_args = (ctypes.byref(geom), _pointer(pad_pixel), _pointer(out.data))
-    has_border = any(out.border)
-
-    def run() -> None:
-        lib.bitfx_pack(*pack_args)
-        if has_border:
-            lib.bitfx_fill_border(*border_args)
-
-    run.keep = (desc, geom, pad_pixel, x, out)  # the arrays the pointers point into
-    return run
+    pack = KernelCall("bitfx_pack", desc, _pointer(x), _pointer(out.data), keep=(x, out))
+    return CallSequence([pack, out.fill_border_call()]) if any(out.border) else pack
 
 
 def pack(x: np.ndarray, *, groups: int = 1, border: Pads = (0, 0, 0, 0), pad: int = 1) -> PackedTensor:
@@ -458,7 +455,7 @@ class BinaryConv:
         flip = self.flip if packed else np.zeros(1, np.uint32)
         target = out.data if packed else out
         args = (
-            ctypes.byref(desc),
+            desc,
             _pointer(x.data),
             _pointer(self.weights),
             _pointer(taps),
@@ -471,15 +468,9 @@ class BinaryConv:
             _pointer(flip),
             _pointer(target),
         )
-        fill = out.fill_border if packed and any(out.border) else None
-
-        def run() -> None:
-            lib.bitfx_binary_conv(*args)
-            if fill:
-                fill()
-
-        run.keep = (desc, x, out, residual, taps, pixels, kc, threshold, flip, self.weights, self.scale, self.bias)
-        return run
+        keep = (x, out, residual, taps, pixels, kc, threshold, flip, self.weights, self.scale, self.bias)
+        call = KernelCall("bitfx_binary_conv", *args, keep=keep)
+        return CallSequence([call, out.fill_border_call()]) if packed and any(out.border) else call
 
     def __call__(
         self,
@@ -559,19 +550,13 @@ class FloatConv:
         or channels-last memory as `out` is."""
         desc = conv_desc(self, x, out, residual=residual, clamp=clamp, pool=pool)
         arrays = (_pointer(self.weights), _pointer(self.block_weights), _pointer(self.scale), _pointer(self.bias))
+        keep = (x, out, residual, self.weights, self.block_weights, self.scale, self.bias)
         if pool is None:
-            args = (ctypes.byref(desc), _pointer(x), *arrays, _pointer(residual), _pointer(out))
-            kernel = lib.bitfx_float_conv
-        else:
-            pool_desc = pool.desc(desc.batch * self.out_channels, desc.out_h, desc.out_w)
-            args = (ctypes.byref(desc), ctypes.byref(pool_desc), _pointer(x), *arrays, _pointer(out))
-            kernel = lib.bitfx_float_conv_maxpool
-
-        def run() -> None:
-            kernel(*args)
-
-        run.keep = (desc, args, x, out, residual, self.weights, self.block_weights, self.scale, self.bias)
-        return run
+            return KernelCall(
+                "bitfx_float_conv", desc, _pointer(x), *arrays, _pointer(residual), _pointer(out), keep=keep
+            )
+        pool_desc = pool.desc(desc.batch * self.out_channels, desc.out_h, desc.out_w)
+        return KernelCall("bitfx_float_conv_maxpool", desc, pool_desc, _pointer(x), *arrays, _pointer(out), keep=keep)
 
     def __call__(
         self,
@@ -672,13 +657,8 @@ class FloatGemm:
                 f"gemm of a {x.shape} input with {self.k}×{self.channels} weights cannot write a {out.shape} output"
             )
         desc = FloatGemmDesc(x.shape[0], self.k, self.channels, self.bias is not None, self.alpha, self.beta)
-        args = (ctypes.byref(desc), _pointer(x), _pointer(self.weights), _pointer(self.bias), _pointer(out))
-
-        def run() -> None:
-            lib.bitfx_float_gemm(*args)
-
-        run.keep = (desc, x, out, self.weights, self.bias)
-        return run
+        pointers = (_pointer(x), _pointer(self.weights), _pointer(self.bias), _pointer(out))
+        return KernelCall("bitfx_float_gemm", desc, *pointers, keep=(x, out, self.weights, self.bias))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         out = np.empty((x.shape[0], self.channels), np.float32)
@@ -703,16 +683,8 @@ def bind_binary_maxpool(
         if start < 0 or start + window.rows_read(size, axis) > span:
             raise BitfxError(f"the packed input's border {x.border} is too small for the pool's pads {window.pads}")
     desc = BinaryMaxPoolDesc(x.geom(), out.geom(), *window.c_fields(), top, left, out_h, out_w)
-    args = (ctypes.byref(desc), _pointer(x.data), _pointer(out.data))
-    fill = out.fill_border if any(out.border) else None
-
-    def run() -> None:
-        lib.bitfx_binary_maxpool(*args)
-        if fill:
-            fill()
-
-    run.keep = (desc, x, out)
-    return run
+    call = KernelCall("bitfx_binary_maxpool", desc, _pointer(x.data), _pointer(out.data), keep=(x, out))
+    return CallSequence([call, out.fill_border_call()]) if any(out.border) else call
 
 
 @dataclass(frozen=True)
@@ -742,13 +714,23 @@ def bind_float_maxpool(x: np.ndarray, out: np.ndarray, window: Window, ceil_mode
     if out.shape != (batch, channels, out_h, out_w):
         raise BitfxError(f"max pool output must have shape {(batch, channels, out_h, out_w)}, got {out.shape}")
     desc = pool.desc(batch * channels, height, width)
-    args = (ctypes.byref(desc), _pointer(x), _pointer(out))
+    return KernelCall("bitfx_float_maxpool", desc, _pointer(x), _pointer(out), keep=(x, out))
 
-    def run() -> None:
-        lib.bitfx_float_maxpool(*args)
 
-    run.keep = (desc, x, out)
-    return run
+def bind_global_avgpool(x: np.ndarray, out: np.ndarray) -> KernelCall:
+    """The mean of every (image, channel) plane of float32 `x` (N × C × spatial..., C-contiguous, or 4-D
+    channels-last) into `out` (N·C floats, C-contiguous: N × C or N × C × 1 × 1), summed in double and
+    rounded once (csrc/avgpool.c)."""
+    channels_last = x.dtype == np.float32 and is_channels_last(x)
+    if not channels_last:
+        _check_float(x, "the average pool input", ndim=x.ndim)
+    if x.ndim < 3 or math.prod(x.shape[2:]) < 1:
+        raise BitfxError(f"a global average pool needs N × C × spatial input with pixels, got shape {x.shape}")
+    _check_float(out, "the average pool output", ndim=out.ndim)
+    if out.size != x.shape[0] * x.shape[1]:
+        raise BitfxError(f"a global average pool of a {x.shape} input writes {x.shape[:2]} values, got {out.shape}")
+    desc = AvgPoolDesc(x.shape[0], x.shape[1], math.prod(x.shape[2:]), channels_last)
+    return KernelCall("bitfx_global_avgpool", desc, _pointer(x), _pointer(out), keep=(x, out))
 
 
 def popcount_peak(seconds: float = 0.2, trials: int = 5, clock: Callable[[], float] = time.perf_counter) -> float:

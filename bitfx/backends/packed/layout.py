@@ -5,7 +5,8 @@ A channels-last value is a numpy array with the logical NCHW shape and NHWC memo
 contiguously (packing is a contiguous compare, the binary convolution's float output a contiguous
 store, no transposes). A value can be channels-last when its producer can write it so (a binary
 convolution's float output, a float convolution fused with its max pool: the stem) and every reader
-reads it natively: packing, or a binary convolution's residual. Any other reader (a numpy op, a
+reads it natively: packing, a binary convolution's residual, or the global average pool (the head of a
+classifier, so a network's last stage stays channels-last too). Any other reader (a numpy op, a
 float kernel) keeps the value NCHW, so it computes exactly what it did before. A binary
 convolution reads its residual in its output's layout, so the two are decided together (a residual
 of the other layout would be converted on every run): the values linked by residuals are kept
@@ -18,7 +19,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
-from bitfx.backends.packed.kernel_steps import BinaryConvStep, FloatConvStep, PackStep
+from bitfx.backends.packed.kernel_steps import BinaryConvStep, FloatConvStep, GlobalAvgPoolStep, PackStep
 from bitfx.backends.packed.steps import Step
 
 
@@ -31,7 +32,7 @@ def writes_channels_last(step: Step) -> bool:
 
 def reads_channels_last(step: Step, position: int) -> bool:
     """Whether `step` reads its input at `position` correctly and without a conversion when it is channels-last."""
-    if isinstance(step, PackStep):
+    if isinstance(step, (PackStep, GlobalAvgPoolStep)):
         return True
     return isinstance(step, BinaryConvStep) and position == 1  # the residual
 

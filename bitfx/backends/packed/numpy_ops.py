@@ -570,6 +570,8 @@ def _reduce(node: Node, graph: Graph) -> NumpyStep:
         axes = tuple(range(2, x.ndim)) if op.startswith("Global") else _axes(node, ins)
         if axes is not None and len(axes) == 0 and node.attr("noop_with_empty_axes", 0):
             return _into([x.copy()], outs)
+        if axes and not all(isinstance(a, int) and -x.ndim <= a < x.ndim for a in axes):
+            raise PackedModelError(f"{node.describe()}: axes {axes} must be integers in [-{x.ndim}, {x.ndim - 1}]")
         axes = None if not axes else tuple(a % x.ndim for a in axes)
         result = function(x, axis=axes, keepdims=keepdims, out=None if outs is None else outs[0])
         return [np.asarray(result, x.dtype)]

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from bitfx.backends.packed.call_table import CallSequence
 from bitfx.backends.packed.kernels import PackedTensor
 
 Value = np.ndarray | PackedTensor
@@ -56,12 +57,5 @@ class NumpyStep(Step):
 
 
 def kernel_call(*calls: Callable[[], None]) -> Callable[[], None]:
-    """One callable running several bound calls in order."""
-    if len(calls) == 1:
-        return calls[0]
-
-    def run() -> None:
-        for call in calls:
-            call()
-
-    return run
+    """One callable running several bound calls in order (a plan still sees each kernel call in it)."""
+    return calls[0] if len(calls) == 1 else CallSequence(calls)

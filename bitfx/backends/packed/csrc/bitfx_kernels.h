@@ -124,6 +124,34 @@ typedef struct {
     int64_t quads;      /* kernel columns in groups of 4: ceil(kernel_w / 4) */
 } bitfx_int8_desc;
 
+/* Global average pool of float activations (ONNX GlobalAveragePool, ReduceMean over H and W):
+ * out[n][c] = (float)(Σ_p x[n][c][p] / pixels), the sum in double, pixels in row-major order; x NCHW, or
+ * NHWC with `channels_last`; out is batch × channels floats. */
+typedef struct {
+    int64_t batch, channels, pixels, channels_last;
+} bitfx_avgpool_desc;
+
+/* One prepared kernel call of a table run by bitfx_run_calls: `kernel` is the entry point
+ * (enum bitfx_call_kernel), `args` its arguments in its prototype's order (unused ones null). */
+#define BITFX_CALL_ARGS 12
+typedef struct {
+    int64_t kernel;
+    const void *args[BITFX_CALL_ARGS];
+} bitfx_call;
+enum bitfx_call_kernel {
+    BITFX_CALL_PACK = 0,
+    BITFX_CALL_FILL_BORDER = 1,
+    BITFX_CALL_BINARY_CONV = 2,
+    BITFX_CALL_BINARY_MAXPOOL = 3,
+    BITFX_CALL_FLOAT_CONV = 4,
+    BITFX_CALL_FLOAT_MAXPOOL = 5,
+    BITFX_CALL_FLOAT_CONV_MAXPOOL = 6,
+    BITFX_CALL_FLOAT_GEMM = 7,
+    BITFX_CALL_INT8_CONV = 8,
+    BITFX_CALL_GLOBAL_AVGPOOL = 9,
+    BITFX_CALL_KINDS = 10
+};
+
 /* What every kernel entry point returns: 0 when it did all its work, else why it did none. */
 enum bitfx_status { BITFX_OK = 0, BITFX_ERR_ALLOC = 1, BITFX_ERR_ARGUMENT = 2 };
 
@@ -158,6 +186,10 @@ int bitfx_float_gemm(const bitfx_fgemm_desc *d, const float *x, const float *wei
  * the ISA is AVX-512, else a portable loop with the same integer sums. */
 int bitfx_int8_conv(const bitfx_fconv_desc *d, const bitfx_int8_desc *q, const bitfx_fmaxpool_desc *pool, const float *x,
                     const int8_t *weights, const int32_t *correction, const float *scale, const float *bias, float *out);
+int bitfx_global_avgpool(const bitfx_avgpool_desc *d, const float *x, float *out);
+/* Runs calls[0 .. count) in order and stops at the first that fails: returns its status and stores its
+ * index in *failed (count when every call succeeded). */
+int bitfx_run_calls(const bitfx_call *calls, int64_t count, int64_t *failed);
 /* Runs `rounds` rounds of the XOR+popcount+add inner loop of the current ISA once per thread
  * (register operands only; work-shared like the kernels) and returns how many bit-MACs were
  * done; time it to get the peak. */
