@@ -30,20 +30,11 @@ import numpy as np
 
 from bitfx.backends.packed import call_table, int8_conv, kernels, set_isa, set_threads
 from bitfx.backends.packed import kernels as k
+from bitfx.backends.packed._native import CALL_KERNELS
 from bitfx.backends.packed.int8_conv import Int8Conv
 from bitfx.format import packed_words
 
-FUNCTIONS = (
-    "bitfx_pack",
-    "bitfx_fill_border",
-    "bitfx_binary_conv",
-    "bitfx_binary_maxpool",
-    "bitfx_float_conv",
-    "bitfx_float_maxpool",
-    "bitfx_float_conv_maxpool",
-    "bitfx_float_gemm",
-    "bitfx_int8_conv",
-)
+FUNCTIONS = CALL_KERNELS  # a case names its entry point by its index here (enum bitfx_call_kernel)
 # Float convolutions may sum in another order or with fused multiply-adds on another ISA.
 INEXACT = {"bitfx_float_conv", "bitfx_float_conv_maxpool"}
 POISON = 0xA5
@@ -247,6 +238,15 @@ def float_maxpool(rng: np.random.Generator) -> None:
     k.bind_float_maxpool(x, out, window, ceil_mode)()
 
 
+def global_avgpool(rng: np.random.Generator) -> None:
+    """The mean of every plane, NCHW or channels-last, 3-D or 4-D input."""
+    shape = (int(rng.integers(1, 3)), _channels(rng, 9, (30, 140)), *(int(v) for v in rng.integers(1, 9, 2)))
+    x = _maybe_channels_last(rng, _floats(rng, *shape))
+    if rng.random() < 0.2:
+        x = np.ascontiguousarray(x).reshape(shape[0], shape[1], -1)
+    k.bind_global_avgpool(x, np.empty(shape[:2], np.float32))()
+
+
 def float_gemm(rng: np.random.Generator) -> None:
     k_len, channels = int(rng.integers(1, 200)), int(rng.integers(1, 300))
     bias = rng.normal(size=channels) if rng.random() < 0.7 else None
@@ -283,6 +283,7 @@ OPERATIONS = (
     float_maxpool,
     float_gemm,
     int8_convolution,
+    global_avgpool,
 )
 
 

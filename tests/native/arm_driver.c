@@ -20,10 +20,13 @@
 #define TOLERANCE 1e-4
 #define MAX_ARGS 16
 
-static const char *const FUNCTIONS[] = {"bitfx_pack",        "bitfx_fill_border",        "bitfx_binary_conv",
-                                        "bitfx_binary_maxpool", "bitfx_float_conv",       "bitfx_float_maxpool",
-                                        "bitfx_float_conv_maxpool", "bitfx_float_gemm", "bitfx_int8_conv"};
-enum { FUNCTION_COUNT = sizeof FUNCTIONS / sizeof FUNCTIONS[0] };
+/* The recorded entry points, in the order of enum bitfx_call_kernel (the cases name them by it). */
+static const char *const FUNCTIONS[] = {"bitfx_pack",           "bitfx_fill_border", "bitfx_binary_conv",
+                                        "bitfx_binary_maxpool", "bitfx_float_conv",  "bitfx_float_maxpool",
+                                        "bitfx_float_conv_maxpool", "bitfx_float_gemm", "bitfx_int8_conv",
+                                        "bitfx_global_avgpool"};
+enum { FUNCTION_COUNT = BITFX_CALL_KINDS };
+_Static_assert(sizeof FUNCTIONS / sizeof FUNCTIONS[0] == BITFX_CALL_KINDS, "one name per call kind");
 
 typedef struct {
     void *data; /* null for a null pointer argument */
@@ -71,22 +74,14 @@ static kernel_case read_case(void) {
 }
 
 /* Runs the case's call with the current ISA and thread count, its output written into `out` (a copy
- * of the recorded output argument, poison included). */
+ * of the recorded output argument, poison included), through the library's own call table. */
 static int run(const kernel_case *c, void *out) {
-    void *a[MAX_ARGS];
-    for (int64_t i = 0; i < c->count; ++i) a[i] = c->args[i].data;
-    a[c->count - 1] = out;
-    switch (c->function) {
-    case 0: return bitfx_pack(a[0], a[1], a[2]);
-    case 1: return bitfx_fill_border(a[0], a[1], a[2]);
-    case 2: return bitfx_binary_conv(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11]);
-    case 3: return bitfx_binary_maxpool(a[0], a[1], a[2]);
-    case 4: return bitfx_float_conv(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]);
-    case 5: return bitfx_float_maxpool(a[0], a[1], a[2]);
-    case 6: return bitfx_float_conv_maxpool(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]);
-    case 7: return bitfx_float_gemm(a[0], a[1], a[2], a[3], a[4]);
-    default: return bitfx_int8_conv(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8]);
-    }
+    bitfx_call call = {c->function, {0}};
+    if (c->count > BITFX_CALL_ARGS) return BITFX_ERR_ARGUMENT;
+    for (int64_t i = 0; i < c->count; ++i) call.args[i] = c->args[i].data;
+    call.args[c->count - 1] = out;
+    int64_t failed;
+    return bitfx_run_calls(&call, 1, &failed);
 }
 
 /* The largest |got − want| over the floats, or −1 when `exact` and the bytes differ (0 when equal). */
