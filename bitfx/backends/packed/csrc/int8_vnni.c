@@ -3,13 +3,13 @@
  * accumulators). Per quad of 4 kernel columns: 4 weight loads ([64 channels][4 taps] s8) and, per
  * pixel, one broadcast of its 4 u8 inputs, for 24 VPDPBUSD (u8 · s8, 4 products each, into int32).
  * The quantized input has a border, so no tap is tested. The sums less zero_point · Σ w become
- * floats, transposed into channel rows for the shared epilogue; or, for the fused stem's pixel-major
- * stage (bitfx_fconv_job.stage_pixels), they go through the same epilogue in registers (the same
- * float operations in the same order: acc·scale, + bias, then the clamp's two comparisons) and are
- * stored as the pixel's 64 channels, so nothing is transposed. The kernel columns run in quads of 4
- * (7 → 8: 147 of 168 products useful); a quad needs 4 input bytes adjacent in memory, so packing
- * (channel, column) taps instead (3 × 7 = 21 → 24 per kernel row) wastes as much. Every function
- * here is compiled for AVX-512 VNNI; int8.c only calls them on CPUs that have it. */
+ * floats, transposed into channel rows for the shared epilogue; or, for the fused stem's
+ * pixel-major stage (bitfx_fconv_job.stage_pixels), they go through the same epilogue in registers
+ * (bitfx_pixel_end_apply) and are stored as the pixel's 64 channels, so nothing is transposed. The
+ * kernel columns run in quads of 4 (7 → 8: 147 of 168 products useful); a quad needs 4 input bytes
+ * adjacent in memory, so packing (channel, column) taps instead (3 × 7 = 21 → 24 per kernel row)
+ * wastes as much. Every function here is compiled for AVX-512 VNNI; int8.c only calls them on CPUs
+ * that have it. */
 #if defined(__x86_64__)
 #pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx512vnni")
 #include <immintrin.h>
@@ -34,22 +34,11 @@ static inline __m512i broadcast4(const uint8_t *p) {
         a##j##2 = _mm512_dpbusd_epi32(a##j##2, x, w2);            \
         a##j##3 = _mm512_dpbusd_epi32(a##j##3, x, w3);            \
     } while (0)
-/* The epilogue of bitfx_float_epilogue on 4 vectors of a pixel's channels (fused stem, stage_pixels). */
-typedef struct {
-    __m512 scale[4], bias[4], lo, hi;
-} row_end;
-
 /* Pixel `pixel` (64 floats): the sums less the correction, as floats; through `end` when it is not null. */
-static inline void store_pixel(float *pixel, __m512i a0, __m512i a1, __m512i a2, __m512i a3, const __m512i *c, const row_end *end) {
+static inline void store_pixel(float *pixel, __m512i a0, __m512i a1, __m512i a2, __m512i a3, const __m512i *c, const bitfx_pixel_end *end) {
     __m512 y[4] = {_mm512_cvtepi32_ps(_mm512_sub_epi32(a0, c[0])), _mm512_cvtepi32_ps(_mm512_sub_epi32(a1, c[1])),
                    _mm512_cvtepi32_ps(_mm512_sub_epi32(a2, c[2])), _mm512_cvtepi32_ps(_mm512_sub_epi32(a3, c[3]))};
-    for (int v = 0; v < 4; ++v) {
-        if (end) {
-            y[v] = _mm512_add_ps(_mm512_mul_ps(y[v], end->scale[v]), end->bias[v]);
-            y[v] = _mm512_min_ps(end->hi, _mm512_max_ps(end->lo, y[v])); /* y < lo ? lo : y, then y > hi ? hi : y */
-        }
-        _mm512_store_ps(pixel + 16 * v, y[v]);
-    }
+    for (int v = 0; v < 4; ++v) _mm512_store_ps(pixel + 16 * v, end ? bitfx_pixel_end_apply(end, v, y[v]) : y[v]);
 }
 
 #define STORE(j) store_pixel(out + (ow0 + (j)) * 64, a##j##0, a##j##1, a##j##2, a##j##3, c, end)
@@ -63,19 +52,11 @@ void bitfx_int8_row_vnni(const bitfx_fconv_job *job, const float *block_weights,
     const int32_t *correction = in->correction + block * 64;
     const __m512i c[4] = {_mm512_loadu_si512(correction), _mm512_loadu_si512(correction + 16), _mm512_loadu_si512(correction + 32),
                           _mm512_loadu_si512(correction + 48)};
-    row_end fused, *end = 0;
-    float *out = stage; /* pixel-major: the row's tiles, or the fused stem's stage row */
+    const bitfx_pixel_end fused = job->stage_pixels ? bitfx_pixel_end_of(job, block) : (bitfx_pixel_end){0};
+    const bitfx_pixel_end *end = job->stage_pixels ? &fused : 0;
+    float *out = /* pixel-major: the row's tiles, or the fused stem's stage row */
+         job->stage_pixels ? job->stage_out + (oh - job->stage_row0) * d->out_w * 64 : stage;
     (void)block_weights;
-    if (job->stage_pixels) {
-        for (int v = 0; v < 4; ++v) { /* channels past out_channels: scale and bias 0 */
-            const int64_t left = d->out_channels - block * 64 - 16 * v;
-            const __mmask16 lanes = left >= 16 ? 0xffff : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
-            fused.scale[v] = _mm512_maskz_loadu_ps(lanes, job->scale + block * 64 + 16 * v);
-            fused.bias[v] = _mm512_maskz_loadu_ps(lanes, job->bias + block * 64 + 16 * v);
-        }
-        fused.lo = _mm512_set1_ps((float)d->clamp_lo), fused.hi = _mm512_set1_ps((float)d->clamp_hi), end = &fused;
-        out = job->stage_out + (oh - job->stage_row0) * d->out_w * 64;
-    }
     int64_t ow0 = 0;
     for (; ow0 + PIXELS <= d->out_w; ow0 += PIXELS) {
         __m512i a00 = _mm512_setzero_si512(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00;

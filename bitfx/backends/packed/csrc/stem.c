@@ -5,9 +5,10 @@
  * (BAND pool rows at a time), pooled while they are in cache, and the rows the next band reads again
  * are moved to the stage's front. The full-size convolution output is never written. A channels-last
  * (NHWC) output is pooled per channel into a band buffer, then written pixel by pixel; a row function
- * that fills the stage pixel-major (bitfx_fconv_job.stage_pixels: the int8 VNNI row) is pooled
- * straight into the NHWC output instead (maxpool_pixels.c). Without a direct float kernel (its ISA has none, groups > 1, a nonzero pad value) bitfx_float_conv_maxpool
- * runs the two kernels one after the other through a full-size buffer. */
+ * that fills the stage pixel-major (bitfx_fconv_job.stage_pixels: the AVX-512 float and int8 VNNI
+ * rows) is pooled straight into the NHWC output instead (maxpool_pixels.c). Without a direct float
+ * kernel (its ISA has none, groups > 1, a nonzero pad value) bitfx_float_conv_maxpool runs the two
+ * kernels one after the other through a full-size buffer. */
 #include <stdlib.h>
 #include <string.h>
 #if defined(__SSE2__)
@@ -172,6 +173,13 @@ int bitfx_float_conv_maxpool(const bitfx_fconv_desc *d, const bitfx_fmaxpool_des
     const bitfx_isa_ops *isa = bitfx_current_ops();
     if (!isa->fconv_row || !block_weights || d->groups != 1 || d->pad_value != 0.0)
         return unfused(d, pool, x, weights, block_weights, scale, bias, out);
-    const bitfx_fconv_job job = {d, x, weights, scale, bias, 0, out, d->channels * d->kernel_h * d->kernel_w, 0, 0, 0, 0, 0};
+    /* The AVX-512 row fills an NHWC stem's stage pixel-major, pooled in the order of the portable pool
+     * for rows up to 1024 wide (bitfx_maxpool_pixels_avx512). */
+#if defined(__x86_64__)
+    const int64_t pixels = isa == &bitfx_ops_avx512 && d->channels_last && d->out_w <= 1024;
+#else
+    const int64_t pixels = 0;
+#endif
+    const bitfx_fconv_job job = {d, x, weights, scale, bias, 0, out, d->channels * d->kernel_h * d->kernel_w, 0, 0, 0, 0, 0, pixels};
     return bitfx_conv_maxpool_rows(&job, pool, isa->fconv_row, block_weights, out);
 }
