@@ -1,7 +1,8 @@
 /* The int8 convolution's AVX-512 VNNI row (see int8.c): 64 output channels are 4 vectors of 16
  * int32 sums, and a register tile is 6 output pixels of a row × those 64 channels (24
- * accumulators). Per quad of 4 kernel columns: 4 weight loads ([64 channels][4 taps] s8) and, per
- * pixel, one broadcast of its 4 u8 inputs, for 24 VPDPBUSD (u8 · s8, 4 products each, into int32).
+ * accumulators; a row's 4 leftover pixels one 4-pixel tile, any others one at a time). Per quad of
+ * 4 kernel columns: 4 weight loads ([64 channels][4 taps] s8) and, per pixel, one broadcast of its
+ * 4 u8 inputs, for 24 VPDPBUSD (u8 · s8, 4 products each, into int32).
  * The quantized input has a border, so no tap is tested. The sums less zero_point · Σ w become
  * floats, transposed into channel rows for the shared epilogue; or, for the fused stem's
  * pixel-major stage (bitfx_fconv_job.stage_pixels), they go through the same epilogue in registers
