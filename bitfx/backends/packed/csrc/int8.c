@@ -172,8 +172,8 @@ int bitfx_int8_conv(const bitfx_fconv_desc *d, const bitfx_int8_desc *q, const b
 #endif
     const bitfx_int8_input in = {buffer, rows, cols, q->quads, weights, correction, x16, weights16};
     /* The VNNI row fills a fused NHWC stem's stage pixel-major, pooled in the order of the portable
-     * pool for rows up to 1024 wide (bitfx_maxpool_pixels_avx512). */
-    const int64_t pixels = vnni && pool && d->channels_last && d->out_w <= 1024;
+     * pool for rows up to BITFX_POOL_ROW wide (bitfx_maxpool_pixels_avx512). */
+    const int64_t pixels = vnni && pool && d->channels_last && d->out_w <= BITFX_POOL_ROW;
     const bitfx_fconv_job job = {d, x, 0, scale, bias, 0, out, d->channels * d->kernel_h * d->kernel_w, 0, 0, 0, 0, &in, pixels};
     if (status == BITFX_OK) status = pool ? bitfx_conv_maxpool_rows(&job, pool, row, 0, out) : run_rows(&job, row);
     free(x16);

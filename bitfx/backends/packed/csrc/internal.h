@@ -76,10 +76,13 @@ void bitfx_quantize_avx2(const float *x, uint8_t *q, int64_t count, float inv_sc
 void bitfx_int8_row_vnni(const bitfx_fconv_job *job, const float *block_weights, float *stage, int64_t n, int64_t oh, int64_t block);
 void bitfx_quantize_vnni(const float *x, uint8_t *q, int64_t count, float inv_scale, float zero_point);
 
+/* The widest rows the portable float max pool reduces over the kernel's rows first (portable.h). */
+#define BITFX_POOL_ROW 1024
+
 /* maxpool_pixels.c (AVX-512; call only when the CPU has it): the max pool `p` (one plane; its height,
  * width and pad_top are those of the rows held) over pixel-major rows, 64 floats per pixel, into
  * pixels out[(r·out_w + ow)·out_stride + c] for c < channels: the values and the order of
- * comparisons of bitfx_fmaxpool_row_portable for rows up to 1024 pixels wide. */
+ * comparisons of bitfx_fmaxpool_row_portable for rows up to BITFX_POOL_ROW pixels wide. */
 void bitfx_maxpool_pixels_avx512(const bitfx_fmaxpool_desc *p, const float *rows, float *out, int64_t out_stride, int64_t channels);
 
 typedef struct {

@@ -1,10 +1,10 @@
 /* The fused stem's max pool over pixel-major rows (stem.c, with bitfx_fconv_job.stage_pixels): each
  * pixel's 64 channels are 4 vectors, so a pool output pixel is a few vector maxima written straight
  * to its channels-last place, with no transposes. The comparisons are those of the portable pool
- * (bitfx_fmaxpool_row_portable, rows up to 1024 wide): per kernel column, its first valid row, then
- * max(row, so far) down the rows; the output starts at −∞ and takes max(output, column) column by
- * column. So the outputs are the same bits, zeros' signs and NaN included. Compiled for AVX-512 (F);
- * stem.c only calls it when the row function is an AVX-512 one. */
+ * (bitfx_fmaxpool_row_portable, rows up to BITFX_POOL_ROW wide): per kernel column, its first valid
+ * row, then max(row, so far) down the rows; the output starts at −∞ and takes max(output, column)
+ * column by column. So the outputs are the same bits, zeros' signs and NaN included. Compiled for
+ * AVX-512 (F); stem.c only calls it when the row function is an AVX-512 one. */
 #if defined(__x86_64__)
 #pragma GCC target("avx512f")
 #include <immintrin.h>

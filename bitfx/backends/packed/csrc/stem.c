@@ -174,9 +174,9 @@ int bitfx_float_conv_maxpool(const bitfx_fconv_desc *d, const bitfx_fmaxpool_des
     if (!isa->fconv_row || !block_weights || d->groups != 1 || d->pad_value != 0.0)
         return unfused(d, pool, x, weights, block_weights, scale, bias, out);
     /* The AVX-512 row fills an NHWC stem's stage pixel-major, pooled in the order of the portable pool
-     * for rows up to 1024 wide (bitfx_maxpool_pixels_avx512). */
+     * for rows up to BITFX_POOL_ROW wide (bitfx_maxpool_pixels_avx512). */
 #if defined(__x86_64__)
-    const int64_t pixels = isa == &bitfx_ops_avx512 && d->channels_last && d->out_w <= 1024;
+    const int64_t pixels = isa == &bitfx_ops_avx512 && d->channels_last && d->out_w <= BITFX_POOL_ROW;
 #else
     const int64_t pixels = 0;
 #endif
