@@ -86,7 +86,8 @@ def interleaved_ms(
 
 def measure_stem(repeats: int) -> list[dict]:
     """ResNet-18's stem alone (64×3×7×7/2 conv + Relu, 3×3/2 max pool, 224², 1 thread) on each
-    vector ISA: the float conv then the pool, the fused float stem, the fused int8 stem."""
+    vector ISA: the float conv then the pool, the fused float stem, the fused int8 stem, NCHW output,
+    and both fused stems writing channels-last (as in the compiled network, whose next step reads NHWC)."""
     from bitfx.backends.packed.int8_conv import Int8Conv
 
     rng = np.random.default_rng(3)
@@ -102,12 +103,22 @@ def measure_stem(repeats: int) -> list[dict]:
     )
     fused = conv.bind(x, np.empty((1, 64, 56, 56), np.float32), clamp=relu, pool=pool)
     fused_int8 = int8.bind(x, np.empty((1, 64, 56, 56), np.float32), clamp=relu, pool=pool)
+    fused_nhwc = conv.bind(x, k.empty_channels_last((1, 64, 56, 56)), clamp=relu, pool=pool)
+    fused_int8_nhwc = int8.bind(x, k.empty_channels_last((1, 64, 56, 56)), clamp=relu, pool=pool)
     set_threads(1)
     rows, previous = [], get_isa()
     for isa in [isa for isa in ("avx512", "avx2") if isa in available_isas()]:
         set_isa(isa)
         times = interleaved_ms(
-            {"conv_then_pool": lambda: (then_conv(), then_pool()), "fused": fused, "fused_int8": fused_int8}, repeats, 1
+            {
+                "conv_then_pool": lambda: (then_conv(), then_pool()),
+                "fused": fused,
+                "fused_int8": fused_int8,
+                "fused_nhwc": fused_nhwc,
+                "fused_int8_nhwc": fused_int8_nhwc,
+            },
+            repeats,
+            1,
         )
         rows.append({"isa": isa, **{f"{name}_ms": ms for name, ms in times.items()}, "load_average": load_average()})
     set_isa(previous)  # the end-to-end run keeps the ISA the run started with (BITFX_PACKED_ISA)
@@ -672,18 +683,16 @@ def main() -> None:
     )
     stem = measure_stem(50 if args.quick else 200) if args.int8_stem else None
     if stem:
+        names = ("conv_then_pool", "fused", "fused_int8", "fused_nhwc", "fused_int8_nhwc")
         print(
             "\nResNet-18 stem alone (7×7/2 conv + Relu, 3×3/2 max pool; 1 thread; "
             f"load average {stem[-1]['load_average']})"
         )
         print(
             format_table(
-                ("isa", "conv, then pool ms", "fused ms", "fused int8 ms"),
-                [
-                    (r["isa"], f"{r['conv_then_pool_ms']:.3f}", f"{r['fused_ms']:.3f}", f"{r['fused_int8_ms']:.3f}")
-                    for r in stem
-                ],
-                (False, True, True, True),
+                ("isa", "conv, then pool ms", "fused ms", "fused int8 ms", "fused NHWC ms", "fused int8 NHWC ms"),
+                [(r["isa"], *(f"{r[name + '_ms']:.3f}" for name in names)) for r in stem],
+                (False, True, True, True, True, True),
             )
         )
     result = {

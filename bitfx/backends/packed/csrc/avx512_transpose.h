@@ -1,6 +1,8 @@
 /* What the AVX-512 direct convolutions (float and int8) share: the 16 × 16 float transpose that
  * turns their pixel-major tiles (one 64-float vector row per pixel) into channel rows, and the
- * end of a row (transpose, then the shared epilogue). Include only from files compiled for AVX-512 (F). */
+ * end of a row (transpose, then the shared epilogue); or, for the fused stem's pixel-major stage
+ * (bitfx_fconv_job.stage_pixels), that epilogue on a pixel's 4 vectors in registers. Include only
+ * from files compiled for AVX-512 (F). */
 #ifndef BITFX_AVX512_TRANSPOSE_H
 #define BITFX_AVX512_TRANSPOSE_H
 
@@ -44,6 +46,31 @@ static inline void bitfx_direct_row_epilogue(const bitfx_fconv_job *job, float *
         for (int64_t c = 0; c < 64; c += 16) bitfx_transpose16(stage + p * 64 + c, rows + c * stride + p, stride);
     for (int64_t c = 0; c < 64 && block * 64 + c < d->out_channels; ++c)
         bitfx_float_epilogue(job, rows + c * stride, n, block * 64 + c, oh * d->out_w, d->out_w);
+}
+
+/* The epilogue of bitfx_float_epilogue for the 64 channels of block `block`, 4 vectors (no residual:
+ * the fused stem); channels past out_channels get scale and bias 0. */
+typedef struct {
+    __m512 scale[4], bias[4], lo, hi;
+} bitfx_pixel_end;
+
+static inline bitfx_pixel_end bitfx_pixel_end_of(const bitfx_fconv_job *job, int64_t block) {
+    bitfx_pixel_end end;
+    for (int v = 0; v < 4; ++v) {
+        const int64_t left = job->d->out_channels - block * 64 - 16 * v;
+        const __mmask16 lanes = left >= 16 ? 0xffff : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
+        end.scale[v] = _mm512_maskz_loadu_ps(lanes, job->scale + block * 64 + 16 * v);
+        end.bias[v] = _mm512_maskz_loadu_ps(lanes, job->bias + block * 64 + 16 * v);
+    }
+    end.lo = _mm512_set1_ps((float)job->d->clamp_lo), end.hi = _mm512_set1_ps((float)job->d->clamp_hi);
+    return end;
+}
+
+/* Vector v of a pixel's sums through the epilogue: the same float operations in the same order,
+ * acc·scale, + bias, y < lo ? lo : y, then y > hi ? hi : y. */
+static inline __m512 bitfx_pixel_end_apply(const bitfx_pixel_end *end, int v, __m512 acc) {
+    const __m512 y = _mm512_add_ps(_mm512_mul_ps(acc, end->scale[v]), end->bias[v]);
+    return _mm512_min_ps(end->hi, _mm512_max_ps(end->lo, y));
 }
 
 #endif

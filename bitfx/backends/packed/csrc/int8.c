@@ -1,7 +1,8 @@
 /* The int8 convolution (bitfx_int8_conv): quantizes the input once per call into a u8 buffer with
  * a border of the zero point, then runs an int8 row function over every (image, output row,
  * 64-channel block), or the fused max pool driver of stem.c. The row function is AVX-512 VNNI
- * (int8_vnni.c) when the CPU has it and the ISA in use is AVX-512, else the AVX2 VPMADDWD row
+ * (int8_vnni.c) when the CPU has it and the ISA in use is AVX-512 (with an NHWC fused max pool it
+ * fills the stage pixel-major), else the AVX2 VPMADDWD row
  * (int8_avx2.c, on operands widened to 16 bits here) when the ISA in use is AVX2 or AVX-512, else
  * the plain loop of int8_row.h; all compute the same int32 sums, so the outputs do not depend on
  * the path. */
@@ -170,7 +171,10 @@ int bitfx_int8_conv(const bitfx_fconv_desc *d, const bitfx_int8_desc *q, const b
     }
 #endif
     const bitfx_int8_input in = {buffer, rows, cols, q->quads, weights, correction, x16, weights16};
-    const bitfx_fconv_job job = {d, x, 0, scale, bias, 0, out, d->channels * d->kernel_h * d->kernel_w, 0, 0, 0, 0, &in};
+    /* The VNNI row fills a fused NHWC stem's stage pixel-major, pooled in the order of the portable
+     * pool for rows up to BITFX_POOL_ROW wide (bitfx_maxpool_pixels_avx512). */
+    const int64_t pixels = vnni && pool && d->channels_last && d->out_w <= BITFX_POOL_ROW;
+    const bitfx_fconv_job job = {d, x, 0, scale, bias, 0, out, d->channels * d->kernel_h * d->kernel_w, 0, 0, 0, 0, &in, pixels};
     if (status == BITFX_OK) status = pool ? bitfx_conv_maxpool_rows(&job, pool, row, 0, out) : run_rows(&job, row);
     free(x16);
     free(weights16);

@@ -33,6 +33,10 @@ typedef struct {
     float *stage_out;
     int64_t stage_channel0, stage_row0, stage_rows;
     const bitfx_int8_input *int8; /* the int8 convolution (int8.c): its quantized input and weights */
+    /* 1: the row function writes the fused stem's stage pixel-major instead, output row oh's pixel ow at
+     * stage_out[((oh − stage_row0)·out_w + ow)·64], the block's 64 channels (those past out_channels
+     * hold finite filler), and stem.c pools it with bitfx_maxpool_pixels_avx512 (AVX-512 rows only). */
+    int64_t stage_pixels;
 } bitfx_fconv_job;
 
 /* The int8 convolution's operands: the input quantized to u8 with a border of the zero point (so
@@ -71,6 +75,15 @@ void bitfx_quantize_avx2(const float *x, uint8_t *q, int64_t count, float inv_sc
  * quantization of `count` floats to u8 (v = x·inv_scale + zero_point, clamped to 0 … 255, rounded to nearest even). */
 void bitfx_int8_row_vnni(const bitfx_fconv_job *job, const float *block_weights, float *stage, int64_t n, int64_t oh, int64_t block);
 void bitfx_quantize_vnni(const float *x, uint8_t *q, int64_t count, float inv_scale, float zero_point);
+
+/* The widest rows the portable float max pool reduces over the kernel's rows first (portable.h). */
+#define BITFX_POOL_ROW 1024
+
+/* maxpool_pixels.c (AVX-512; call only when the CPU has it): the max pool `p` (one plane; its height,
+ * width and pad_top are those of the rows held) over pixel-major rows, 64 floats per pixel, into
+ * pixels out[(r·out_w + ow)·out_stride + c] for c < channels: the values and the order of
+ * comparisons of bitfx_fmaxpool_row_portable for rows up to BITFX_POOL_ROW pixels wide. */
+void bitfx_maxpool_pixels_avx512(const bitfx_fmaxpool_desc *p, const float *rows, float *out, int64_t out_stride, int64_t channels);
 
 typedef struct {
     /* Pack row h of image n: every word of every pixel of that row. */

@@ -285,11 +285,20 @@ static void fconv_chunk(const bitfx_fconv_job *job, float *panel, int64_t n, int
  * row × those 64 channels (24 accumulators; per tap 4 weight loads and 6 broadcasts for 24 FMAs, no
  * im2col). Taps are summed in (c, kh, kw) order as in fconv_chunk; taps on the zero border are
  * skipped (they add ±0). Tiles go to `stage` pixel-major (one 64-float vector row per pixel), are
- * transposed 16 × 16 into channel rows, and the shared epilogue writes the NCHW output row. */
+ * transposed 16 × 16 into channel rows, and the shared epilogue writes the NCHW output row; for the
+ * fused stem's pixel-major stage (bitfx_fconv_job.stage_pixels) they go through that epilogue in
+ * registers (bitfx_pixel_end_apply) into the stage row instead, untransposed. */
 #define DIRECT_PIXELS 6
 
+/* Pixel `pixel` (64 floats): its sums, through `end` when it is not null. */
+static inline void direct_store(float *pixel, __m512 a0, __m512 a1, __m512 a2, __m512 a3, const bitfx_pixel_end *end) {
+    const __m512 acc[4] = {a0, a1, a2, a3};
+    for (int v = 0; v < 4; ++v) _mm512_store_ps(pixel + 16 * v, end ? bitfx_pixel_end_apply(end, v, acc[v]) : acc[v]);
+}
+
 /* One output pixel with bounds checks on every tap (image edges and leftover pixels). */
-static void direct_pixel(const bitfx_fconv_desc *d, const float *image, const float *w, int64_t oh, int64_t ow, float *pixel) {
+static void direct_pixel(const bitfx_fconv_desc *d, const float *image, const float *w, int64_t oh, int64_t ow, float *pixel,
+                         const bitfx_pixel_end *end) {
     __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
     const int64_t taps = d->kernel_h * d->kernel_w;
     for (int64_t c = 0; c < d->channels; ++c) {
@@ -305,7 +314,7 @@ static void direct_pixel(const bitfx_fconv_desc *d, const float *image, const fl
             }
         }
     }
-    for (int v = 0; v < 4; ++v) _mm512_store_ps(pixel + 16 * v, acc[v]);
+    direct_store(pixel, acc[0], acc[1], acc[2], acc[3], end);
 }
 
 #define DIRECT_STEP(j)                                  \
@@ -316,27 +325,24 @@ static void direct_pixel(const bitfx_fconv_desc *d, const float *image, const fl
         a##j##2 = _mm512_fmadd_ps(b, w2, a##j##2);      \
         a##j##3 = _mm512_fmadd_ps(b, w3, a##j##3);      \
     } while (0)
-#define DIRECT_STORE(j)                                                \
-    do {                                                               \
-        float *pixel = stage + (ow0 + (j)) * 64;                       \
-        _mm512_store_ps(pixel, a##j##0);                               \
-        _mm512_store_ps(pixel + 16, a##j##1);                          \
-        _mm512_store_ps(pixel + 32, a##j##2);                          \
-        _mm512_store_ps(pixel + 48, a##j##3);                          \
-    } while (0)
+#define DIRECT_STORE(j) direct_store(tiles + (ow0 + (j)) * 64, a##j##0, a##j##1, a##j##2, a##j##3, end)
 
 static void fconv_row(const bitfx_fconv_job *job, const float *block_weights, float *stage, int64_t n, int64_t oh, int64_t block) {
     const bitfx_fconv_desc *d = job->d;
     const int64_t sw = d->stride_w, dw = d->dilation_w, taps = d->kernel_h * d->kernel_w;
     const float *image = job->x + n * d->channels * d->height * d->width;
     const float *w = block_weights + block * job->k * 64;
+    const bitfx_pixel_end fused = job->stage_pixels ? bitfx_pixel_end_of(job, block) : (bitfx_pixel_end){0};
+    const bitfx_pixel_end *end = job->stage_pixels ? &fused : 0;
+    float *tiles = /* pixel-major: the row's tiles, or the fused stem's stage row */
+        job->stage_pixels ? job->stage_out + (oh - job->stage_row0) * d->out_w * 64 : stage;
     /* Columns whose every tap is inside the image, and rows of taps inside it. */
     int64_t lo = 0, hi = d->out_w, kh0 = 0, kh1 = d->kernel_h;
     while (lo < hi && lo * sw - d->pad_left < 0) ++lo;
     while (hi > lo && (hi - 1) * sw - d->pad_left + (d->kernel_w - 1) * dw >= d->width) --hi;
     while (kh0 < kh1 && oh * d->stride_h - d->pad_top + kh0 * d->dilation_h < 0) ++kh0;
     while (kh1 > kh0 && oh * d->stride_h - d->pad_top + (kh1 - 1) * d->dilation_h >= d->height) --kh1;
-    for (int64_t ow = 0; ow < lo; ++ow) direct_pixel(d, image, w, oh, ow, stage + ow * 64);
+    for (int64_t ow = 0; ow < lo; ++ow) direct_pixel(d, image, w, oh, ow, tiles + ow * 64, end);
     int64_t ow0 = lo;
     for (; ow0 + DIRECT_PIXELS <= hi; ow0 += DIRECT_PIXELS) {
         __m512 a00 = _mm512_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00;
@@ -358,8 +364,8 @@ static void fconv_row(const bitfx_fconv_job *job, const float *block_weights, fl
         }
         DIRECT_STORE(0); DIRECT_STORE(1); DIRECT_STORE(2); DIRECT_STORE(3); DIRECT_STORE(4); DIRECT_STORE(5);
     }
-    for (int64_t ow = ow0; ow < d->out_w; ++ow) direct_pixel(d, image, w, oh, ow, stage + ow * 64);
-    bitfx_direct_row_epilogue(job, stage, n, oh, block);
+    for (int64_t ow = ow0; ow < d->out_w; ++ow) direct_pixel(d, image, w, oh, ow, tiles + ow * 64, end);
+    if (!end) bitfx_direct_row_epilogue(job, stage, n, oh, block);
 }
 
 static double popcount_peak(int64_t rounds, uint64_t seed) {

@@ -172,14 +172,13 @@ static inline void bitfx_fmaxpool_columns(const bitfx_fmaxpool_desc *d, const fl
     }
 }
 
-/* One output row of a float max pool. Rows up to ROW floats wide are first reduced over the
- * kernel's rows (contiguous maxima), so the strided column taps run once, not once per row. */
+/* One output row of a float max pool. Rows up to BITFX_POOL_ROW floats wide are first reduced over
+ * the kernel's rows (contiguous maxima), so the strided column taps run once, not once per row. */
 static inline void bitfx_fmaxpool_row_portable(const bitfx_fmaxpool_desc *d, const float *x, float *out, int64_t r) {
-    enum { ROW = 1024 };
     const int64_t plane = r / d->out_h, oh = r % d->out_h;
     const float *src = x + plane * d->height * d->width;
     float *dst = out + r * d->out_w;
-    float rows_max[ROW];
+    float rows_max[BITFX_POOL_ROW];
     int64_t reduced = 0; /* input rows folded into rows_max */
     const int64_t out_w = d->out_w; /* read once: the stores below could alias *d, which blocks vectorising */
     for (int64_t ow = 0; ow < out_w; ++ow) dst[ow] = -__builtin_inff();
@@ -187,7 +186,7 @@ static inline void bitfx_fmaxpool_row_portable(const bitfx_fmaxpool_desc *d, con
         const int64_t ih = oh * d->stride_h - d->pad_top + kh * d->dilation_h;
         if (ih < 0 || ih >= d->height) continue;
         const float *row = src + ih * d->width;
-        if (d->width > ROW) {
+        if (d->width > BITFX_POOL_ROW) {
             bitfx_fmaxpool_columns(d, row, dst);
             continue;
         }

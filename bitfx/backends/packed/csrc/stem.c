@@ -4,9 +4,11 @@
  * (the ISA's direct float kernel, or the int8 one of int8.c) into a per-thread stage of a few rows
  * (BAND pool rows at a time), pooled while they are in cache, and the rows the next band reads again
  * are moved to the stage's front. The full-size convolution output is never written. A channels-last
- * (NHWC) output is pooled per channel into a band buffer, then written pixel by pixel. Without a
- * direct float kernel (its ISA has none, groups > 1, a nonzero pad value) bitfx_float_conv_maxpool
- * runs the two kernels one after the other through a full-size buffer. */
+ * (NHWC) output is pooled per channel into a band buffer, then written pixel by pixel; a row function
+ * that fills the stage pixel-major (bitfx_fconv_job.stage_pixels: the AVX-512 float and int8 VNNI
+ * rows) is pooled straight into the NHWC output instead (maxpool_pixels.c). Without a direct float
+ * kernel (its ISA has none, groups > 1, a nonzero pad value) bitfx_float_conv_maxpool runs the two
+ * kernels one after the other through a full-size buffer. */
 #include <stdlib.h>
 #include <string.h>
 #if defined(__SSE2__)
@@ -78,7 +80,9 @@ static void stem_item(void *ctx, int64_t item, int64_t worker) {
         int64_t lo, hi;
         conv_rows(t, ph0, ph1, &lo, &hi);
         const int64_t keep = held0 <= lo && lo < held1 ? held1 - lo : 0;
-        if (keep > 0 && lo > held0)
+        if (keep > 0 && lo > held0 && job.stage_pixels)
+            memmove(rows, rows + (lo - held0) * d->out_w * BITFX_FLOAT_BLOCK, (size_t)(keep * d->out_w * BITFX_FLOAT_BLOCK) * sizeof(float));
+        else if (keep > 0 && lo > held0)
             for (int64_t c = 0; c < channels; ++c)
                 memmove(rows + c * row_floats, rows + c * row_floats + (lo - held0) * d->out_w, (size_t)(keep * d->out_w) * sizeof(float));
         job.stage_row0 = lo;
@@ -87,6 +91,13 @@ static void stem_item(void *ctx, int64_t item, int64_t worker) {
         /* The pool over the stage: its rows are convolution rows lo .. hi−1, one plane per channel. */
         bitfx_fmaxpool_desc local = *p;
         local.planes = 1, local.height = hi - lo, local.pad_top = p->pad_top + lo - ph0 * p->stride_h, local.out_h = ph1 - ph0;
+#if defined(__x86_64__)
+        if (job.stage_pixels) {
+            bitfx_maxpool_pixels_avx512(&local, rows, t->out + ((n * p->out_h + ph0) * p->out_w) * d->out_channels + block * BITFX_FLOAT_BLOCK,
+                                        d->out_channels, channels);
+            continue;
+        }
+#endif
         for (int64_t c = 0; c < channels; ++c) {
             float *dst = d->channels_last ? pooled + c * BAND * p->out_w
                                           : t->out + ((n * d->out_channels + block * BITFX_FLOAT_BLOCK + c) * p->out_h + ph0) * p->out_w;
@@ -162,6 +173,13 @@ int bitfx_float_conv_maxpool(const bitfx_fconv_desc *d, const bitfx_fmaxpool_des
     const bitfx_isa_ops *isa = bitfx_current_ops();
     if (!isa->fconv_row || !block_weights || d->groups != 1 || d->pad_value != 0.0)
         return unfused(d, pool, x, weights, block_weights, scale, bias, out);
-    const bitfx_fconv_job job = {d, x, weights, scale, bias, 0, out, d->channels * d->kernel_h * d->kernel_w, 0, 0, 0, 0, 0};
+    /* The AVX-512 row fills an NHWC stem's stage pixel-major, pooled in the order of the portable pool
+     * for rows up to BITFX_POOL_ROW wide (bitfx_maxpool_pixels_avx512). */
+#if defined(__x86_64__)
+    const int64_t pixels = isa == &bitfx_ops_avx512 && d->channels_last && d->out_w <= BITFX_POOL_ROW;
+#else
+    const int64_t pixels = 0;
+#endif
+    const bitfx_fconv_job job = {d, x, weights, scale, bias, 0, out, d->channels * d->kernel_h * d->kernel_w, 0, 0, 0, 0, 0, pixels};
     return bitfx_conv_maxpool_rows(&job, pool, isa->fconv_row, block_weights, out);
 }
