@@ -14,7 +14,7 @@ import numpy as np
 
 from bitfx.backends.packed._native import FLOAT_BLOCK, Int8Desc
 from bitfx.backends.packed.call_table import KernelCall
-from bitfx.backends.packed.kernels import NO_CLAMP, MaxPool, Window, _pointer, aligned, conv_desc, empty_channels_last
+from bitfx.backends.packed.kernels import NO_CLAMP, MaxPool, PreparedConv, Window, _pointer, aligned, conv_desc
 from bitfx.errors import BitfxError
 
 MAX_K = 65536  # reduction length (with kernel columns in quads of 4) whose int32 sums cannot overflow
@@ -35,7 +35,7 @@ def int8_refusal(weights: np.ndarray | None, group: int, dilations: Sequence[int
     return None
 
 
-class Int8Conv:
+class Int8Conv(PreparedConv):
     """A float convolution (group 1) prepared for the int8 kernel: the quantized weights laid out
     [block][c][kh][quad][64][4], the zero-point correction and the dequantizing multipliers."""
 
@@ -79,9 +79,6 @@ class Int8Conv:
         self.scale = np.ascontiguousarray(input_scale * weight_scale * channel_scale, np.float32)
         self.bias = np.zeros(self.out_channels, np.float32) if bias is None else np.ascontiguousarray(bias, np.float32)
 
-    def out_size(self, height: int, width: int) -> tuple[int, int]:
-        return self.window.out_size(height, width)
-
     def bind(
         self,
         x: np.ndarray,
@@ -108,20 +105,3 @@ class Int8Conv:
             _pointer(out),
             keep=(x, out, *arrays),
         )
-
-    def __call__(
-        self,
-        x: np.ndarray,
-        *,
-        clamp: tuple[float, float] = NO_CLAMP,
-        pool: MaxPool | None = None,
-        channels_last: bool = False,
-    ) -> np.ndarray:
-        """Run once into a new output (channels-last memory with `channels_last`, which needs `pool`)."""
-        out_h, out_w = self.out_size(x.shape[2], x.shape[3])
-        if pool is not None:
-            out_h, out_w = pool.out_size(out_h, out_w)
-        shape = (x.shape[0], self.out_channels, out_h, out_w)
-        out = empty_channels_last(shape) if channels_last else np.empty(shape, np.float32)
-        self.bind(np.ascontiguousarray(x, np.float32), out, clamp=clamp, pool=pool)()
-        return out

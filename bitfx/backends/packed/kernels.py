@@ -494,7 +494,36 @@ class BinaryConv:
         return out
 
 
-class FloatConv:
+class PreparedConv:
+    """What a prepared float convolution and its int8 form (int8_conv.Int8Conv) share: the output size of
+    their `window`, and a run once into a new output through their `bind`."""
+
+    window: Window
+    out_channels: int
+
+    def out_size(self, height: int, width: int) -> tuple[int, int]:
+        return self.window.out_size(height, width)
+
+    def __call__(
+        self,
+        x: np.ndarray,
+        *,
+        residual: np.ndarray | None = None,
+        clamp: tuple[float, float] = NO_CLAMP,
+        pool: MaxPool | None = None,
+        channels_last: bool = False,
+    ) -> np.ndarray:
+        """Run once into a new output (channels-last memory with `channels_last`, which needs `pool`)."""
+        out_h, out_w = self.out_size(x.shape[2], x.shape[3])
+        if pool is not None:
+            out_h, out_w = pool.out_size(out_h, out_w)
+        shape = (x.shape[0], self.out_channels, out_h, out_w)
+        out = empty_channels_last(shape) if channels_last else np.empty(shape, np.float32)
+        self.bind(np.ascontiguousarray(x, np.float32), out, residual=residual, clamp=clamp, pool=pool)()
+        return out
+
+
+class FloatConv(PreparedConv):
     """A prepared float convolution (NCHW) with the fused epilogue y = clamp(scale·conv + bias [+ residual])."""
 
     def __init__(
@@ -533,9 +562,6 @@ class FloatConv:
         self.scale = np.ones(out_channels, np.float32) if scale is None else np.ascontiguousarray(scale, np.float32)
         self.bias = np.zeros(out_channels, np.float32) if bias is None else np.ascontiguousarray(bias, np.float32)
 
-    def out_size(self, height: int, width: int) -> tuple[int, int]:
-        return self.window.out_size(height, width)
-
     def bind(
         self,
         x: np.ndarray,
@@ -557,24 +583,6 @@ class FloatConv:
             )
         pool_desc = pool.desc(desc.batch * self.out_channels, desc.out_h, desc.out_w)
         return KernelCall("bitfx_float_conv_maxpool", desc, pool_desc, _pointer(x), *arrays, _pointer(out), keep=keep)
-
-    def __call__(
-        self,
-        x: np.ndarray,
-        *,
-        residual: np.ndarray | None = None,
-        clamp: tuple[float, float] = NO_CLAMP,
-        pool: MaxPool | None = None,
-        channels_last: bool = False,
-    ) -> np.ndarray:
-        """Run once into a new output (channels-last memory with `channels_last`, which needs `pool`)."""
-        out_h, out_w = self.out_size(x.shape[2], x.shape[3])
-        if pool is not None:
-            out_h, out_w = pool.out_size(out_h, out_w)
-        shape = (x.shape[0], self.out_channels, out_h, out_w)
-        out = empty_channels_last(shape) if channels_last else np.empty(shape, np.float32)
-        self.bind(np.ascontiguousarray(x, np.float32), out, residual=residual, clamp=clamp, pool=pool)()
-        return out
 
 
 def conv_desc(
