@@ -31,6 +31,14 @@ static inline void bitfx_store_packed_bits(const bitfx_bconv_job *job, int64_t n
     }
 }
 
+/* One float output of the portable transform: clamp(scale·d + bias [+ *residual], lo, hi). */
+static inline float bitfx_binary_output(const bitfx_bconv_job *job, int64_t dot, int64_t lane, const float *residual, float lo, float hi) {
+    float y = bitfx_binary_float(dot, job->scale[lane], job->bias[lane]);
+    if (residual) y += *residual;
+    y = y < lo ? lo : y;
+    return y > hi ? hi : y;
+}
+
 /* The output transform from exact dot products dots[j][lane] (any ISA may call it). */
 static inline void bitfx_bconv_epilogue(const bitfx_bconv_job *job, int64_t n, int64_t g, int64_t block, int64_t q0, int64_t count,
                                         const int64_t dots[BITFX_TILE_PIXELS][BITFX_BLOCK]) {
@@ -52,24 +60,16 @@ static inline void bitfx_bconv_epilogue(const bitfx_bconv_job *job, int64_t n, i
         for (int64_t j = 0; j < count; ++j) {
             const int64_t index = (n * plane + q0 + j) * d->out_channels + g * per_group + block * BITFX_BLOCK;
             float *out = (float *)job->out + index;
-            for (int64_t l = 0; l < lanes; ++l) {
-                float y = bitfx_binary_float(dots[j][l], job->scale[lane0 + l], job->bias[lane0 + l]);
-                if (d->has_residual) y += job->residual[index + l];
-                y = y < lo ? lo : y;
-                out[l] = y > hi ? hi : y;
-            }
+            for (int64_t l = 0; l < lanes; ++l)
+                out[l] = bitfx_binary_output(job, dots[j][l], lane0 + l, d->has_residual ? job->residual + index + l : 0, lo, hi);
         }
         return;
     }
     for (int l = 0; l < BITFX_BLOCK && block * BITFX_BLOCK + l < per_group; ++l) {
         const int64_t index = (n * d->out_channels + g * per_group + block * BITFX_BLOCK + l) * plane + q0;
         float *out = (float *)job->out + index;
-        for (int64_t j = 0; j < count; ++j) {
-            float y = bitfx_binary_float(dots[j][l], job->scale[lane0 + l], job->bias[lane0 + l]);
-            if (d->has_residual) y += job->residual[index + j];
-            y = y < lo ? lo : y;
-            out[j] = y > hi ? hi : y;
-        }
+        for (int64_t j = 0; j < count; ++j)
+            out[j] = bitfx_binary_output(job, dots[j][l], lane0 + l, d->has_residual ? job->residual + index + j : 0, lo, hi);
     }
 }
 
