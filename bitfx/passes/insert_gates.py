@@ -28,9 +28,7 @@ from bitfx.ir.rewrite import free_name, module_of, only_user
 from bitfx.passes.core.base import Pass, PassContext, PassResult
 from bitfx.passes.core.registry import register_pass
 from bitfx.passes.prune import channel_ops as ops
-from bitfx.passes.prune.groups import ChannelAnalysis, ChannelGroup, analyze_channels
-
-_WEIGHT_LAYERS = ops.CONV_TYPES + ops.TRANSPOSED_CONV_TYPES + ops.LINEAR_TYPES
+from bitfx.passes.prune.groups import ChannelAnalysis, ChannelGroup, analyze_channels, unprunable_layers
 
 
 @register_pass
@@ -44,16 +42,12 @@ class InsertGates(Pass):
     prune_classifier: bool = False
 
     def run(self, gm: fx.GraphModule, context: PassContext) -> PassResult:
-        skipped: dict[str, str] = {}
         if gate_nodes(gm):
-            skipped.update({n.target: "the graph already has gates: insert_gates runs once" for n in gate_nodes(gm)})
+            skipped = {n.target: "the graph already has gates: insert_gates runs once" for n in gate_nodes(gm)}
             return PassResult(gm, False, {"gated": 0, "groups": 0, "skipped": skipped})
         analysis = analyze_channels(gm, prune_classifier=self.prune_classifier)
         nodes = {node.name: node for node in gm.graph.nodes}
-        for space in analysis.spaces:
-            node = nodes.get(space.node)
-            if not space.prunable and node is not None and isinstance(module_of(gm, node), _WEIGHT_LAYERS):
-                skipped[node.target] = space.kept_because or "its output channels cannot be pruned"
+        skipped = unprunable_layers(gm, analysis)
         gated, groups = [], 0
         for group in analysis.groups:
             reason = _why_not_gated(analysis, group)

@@ -115,6 +115,21 @@ def analyze_channels(gm: fx.GraphModule, *, prune_classifier: bool = False) -> C
     return _Analyzer(gm, prune_classifier).run()
 
 
+_WEIGHT_LAYERS = ops.CONV_TYPES + ops.TRANSPOSED_CONV_TYPES + ops.LINEAR_TYPES
+
+
+def unprunable_layers(gm: fx.GraphModule, analysis: ChannelAnalysis) -> dict[str, str]:
+    """Every conv, transposed conv or linear layer whose output channels `analysis` keeps, with the reason
+    (what the channel passes report as skipped)."""
+    skipped: dict[str, str] = {}
+    nodes = {node.name: node for node in gm.graph.nodes}
+    for space in analysis.spaces:
+        node = nodes.get(space.node)
+        if not space.prunable and node is not None and isinstance(module_of(gm, node), _WEIGHT_LAYERS):
+            skipped[node.target] = space.kept_because or "its output channels cannot be pruned"
+    return skipped
+
+
 class _Analyzer:
     def __init__(self, gm: fx.GraphModule, prune_classifier: bool) -> None:
         self.gm = gm

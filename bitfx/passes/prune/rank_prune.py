@@ -51,12 +51,11 @@ from bitfx.passes.core.registry import register_pass
 from bitfx.passes.core.selection import Decision, LayerSelection
 from bitfx.passes.prune import channel_ops as ops
 from bitfx.passes.prune.feature_rank import average_feature_ranks, rank_agreement
-from bitfx.passes.prune.groups import ChannelAnalysis, ChannelGroup, analyze_channels
+from bitfx.passes.prune.groups import ChannelAnalysis, ChannelGroup, analyze_channels, unprunable_layers
 from bitfx.passes.prune.plan import GroupPlan, PrunePlan, layer_changes
 from bitfx.passes.prune.surgery import remove_channels
 
 _RULE_STRENGTH = {"name": 3, "regex": 2, "type": 1, "default": 0}
-_WEIGHT_LAYERS = ops.CONV_TYPES + ops.TRANSPOSED_CONV_TYPES + ops.LINEAR_TYPES
 
 
 @register_pass
@@ -318,12 +317,7 @@ def _group_plan(
 def _skipped(gm: fx.GraphModule, analysis: ChannelAnalysis, groups: list[GroupPlan]) -> dict[str, str]:
     """Every conv/linear layer whose output channels stay, with the reason: the analysis keeps
     them all, or its group's rate removes none."""
-    skipped: dict[str, str] = {}
-    nodes = {node.name: node for node in gm.graph.nodes}
-    for space in analysis.spaces:
-        node = nodes.get(space.node)
-        if not space.prunable and node is not None and isinstance(module_of(gm, node), _WEIGHT_LAYERS):
-            skipped[node.target] = space.kept_because or "its output channels cannot be pruned"
+    skipped = unprunable_layers(gm, analysis)
     for group in groups:
         if group.removed:
             continue
