@@ -115,20 +115,12 @@ static int run_rows(const bitfx_fconv_job *job, bitfx_row_fn row) {
     const bitfx_fconv_desc *d = job->d;
     const int64_t threads = bitfx_get_threads(), blocks = (d->out_channels + BITFX_FLOAT_BLOCK - 1) / BITFX_FLOAT_BLOCK;
     const size_t bytes = (size_t)bitfx_direct_stage_floats(d) * sizeof(float);
-    float **scratch = calloc((size_t)threads, sizeof(float *));
-    int status = scratch ? BITFX_OK : BITFX_ERR_ALLOC;
-    for (int64_t i = 0; status == BITFX_OK && i < threads; ++i) {
-        scratch[i] = aligned_alloc(64, bytes);
-        if (!scratch[i]) status = BITFX_ERR_ALLOC;
-        else memset(scratch[i], 0, bytes);
-    }
-    if (status == BITFX_OK) {
-        rows_task task = {job, row, scratch, blocks};
-        bitfx_parallel_for(d->batch * d->out_h * blocks, threads, rows_item, &task);
-    }
-    for (int64_t i = 0; scratch && i < threads; ++i) free(scratch[i]);
-    free(scratch);
-    return status;
+    float **scratch = bitfx_thread_scratch(threads, bytes, bytes);
+    if (!scratch) return BITFX_ERR_ALLOC;
+    rows_task task = {job, row, scratch, blocks};
+    bitfx_parallel_for(d->batch * d->out_h * blocks, threads, rows_item, &task);
+    bitfx_free_thread_scratch(scratch, threads);
+    return BITFX_OK;
 }
 
 static int well_formed(const bitfx_fconv_desc *d, const bitfx_int8_desc *q) {

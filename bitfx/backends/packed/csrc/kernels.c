@@ -227,21 +227,12 @@ int bitfx_float_conv(const bitfx_fconv_desc *d, const float *x, const float *wei
     const int64_t threads = bitfx_get_threads();
     const int64_t stage = bitfx_direct_stage_floats(d);
     const size_t panel_bytes = (size_t)(direct ? stage : k * BITFX_FLOAT_CHUNK) * sizeof(float);
-    /* One scratch buffer per thread, all allocated before any work so a failure skips none silently. */
-    float **panels = calloc((size_t)threads, sizeof(float *));
-    int status = panels ? BITFX_OK : BITFX_ERR_ALLOC;
-    for (int64_t t = 0; status == BITFX_OK && t < threads; ++t) {
-        panels[t] = aligned_alloc(64, panel_bytes);
-        if (!panels[t]) status = BITFX_ERR_ALLOC;
-        else memset(panels[t], 0, panel_bytes);
-    }
-    if (status == BITFX_OK) {
-        fconv_task task = {isa, &job, direct ? block_weights : 0, panels, chunks, plane, blocks};
-        bitfx_parallel_for(total, threads, fconv_item, &task);
-    }
-    for (int64_t t = 0; panels && t < threads; ++t) free(panels[t]);
-    free(panels);
-    return status;
+    float **panels = bitfx_thread_scratch(threads, panel_bytes, panel_bytes);
+    if (!panels) return BITFX_ERR_ALLOC;
+    fconv_task task = {isa, &job, direct ? block_weights : 0, panels, chunks, plane, blocks};
+    bitfx_parallel_for(total, threads, fconv_item, &task);
+    bitfx_free_thread_scratch(panels, threads);
+    return BITFX_OK;
 }
 
 typedef struct {

@@ -9,6 +9,8 @@
 #include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -139,4 +141,22 @@ void bitfx_parallel_for(int64_t items, int64_t threads, bitfx_task fn, void *ctx
         else sched_yield();
     }
     pthread_mutex_unlock(&pool.caller);
+}
+
+float **bitfx_thread_scratch(int64_t threads, size_t bytes, size_t zeroed) {
+    float **scratch = calloc((size_t)threads, sizeof(float *));
+    for (int64_t i = 0; scratch && i < threads; ++i) {
+        scratch[i] = aligned_alloc(64, (bytes + 63) / 64 * 64);
+        if (!scratch[i]) {
+            bitfx_free_thread_scratch(scratch, threads);
+            return 0;
+        }
+        memset(scratch[i], 0, zeroed);
+    }
+    return scratch;
+}
+
+void bitfx_free_thread_scratch(float **scratch, int64_t threads) {
+    for (int64_t i = 0; scratch && i < threads; ++i) free(scratch[i]);
+    free(scratch);
 }

@@ -12,10 +12,17 @@
 #ifndef BITFX_POOL_H
 #define BITFX_POOL_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef void (*bitfx_task)(void *ctx, int64_t item, int64_t worker);
 
 void bitfx_parallel_for(int64_t items, int64_t threads, bitfx_task fn, void *ctx);
+
+/* Per-thread scratch for a parallel call (index it by `worker`): `threads` buffers of `bytes` bytes,
+ * 64-byte aligned, their first `zeroed` bytes set to 0, all allocated before any work starts so that
+ * running out of memory skips no item silently; null then, with nothing left allocated. */
+float **bitfx_thread_scratch(int64_t threads, size_t bytes, size_t zeroed);
+void bitfx_free_thread_scratch(float **scratch, int64_t threads);
 
 #endif

@@ -150,21 +150,14 @@ int bitfx_conv_maxpool_rows(const bitfx_fconv_job *job, const bitfx_fmaxpool_des
     const int64_t stage_rows = (BAND - 1) * pool->stride_h + (pool->kernel_h - 1) * pool->dilation_h + 1;
     const int64_t pooled = d->channels_last ? BAND * pool->out_w * BITFX_FLOAT_BLOCK : 0;
     const size_t bytes = (size_t)(bitfx_direct_stage_floats(d) + stage_rows * d->out_w * BITFX_FLOAT_BLOCK + pooled) * sizeof(float);
-    float **scratch = calloc((size_t)threads, sizeof(float *));
-    int status = scratch ? BITFX_OK : BITFX_ERR_ALLOC;
-    for (int64_t i = 0; status == BITFX_OK && i < threads; ++i) {
-        scratch[i] = aligned_alloc(64, (bytes + 63) / 64 * 64);
-        if (!scratch[i]) status = BITFX_ERR_ALLOC;
-        else memset(scratch[i], 0, (size_t)bitfx_direct_stage_floats(d) * sizeof(float)); /* the rows are written before read */
-    }
-    if (status == BITFX_OK) {
-        stem_task task = {bitfx_current_ops(), row, job, pool, block_weights, scratch, out, blocks, (pool->out_h + run_rows - 1) / run_rows,
-                          run_rows, stage_rows};
-        bitfx_parallel_for(d->batch * blocks * task.runs, threads, stem_item, &task);
-    }
-    for (int64_t i = 0; scratch && i < threads; ++i) free(scratch[i]);
-    free(scratch);
-    return status;
+    /* Only the direct kernel's stage is zeroed: the rows after it are written before they are read. */
+    float **scratch = bitfx_thread_scratch(threads, bytes, (size_t)bitfx_direct_stage_floats(d) * sizeof(float));
+    if (!scratch) return BITFX_ERR_ALLOC;
+    stem_task task = {bitfx_current_ops(), row, job, pool, block_weights, scratch, out, blocks, (pool->out_h + run_rows - 1) / run_rows,
+                      run_rows, stage_rows};
+    bitfx_parallel_for(d->batch * blocks * task.runs, threads, stem_item, &task);
+    bitfx_free_thread_scratch(scratch, threads);
+    return BITFX_OK;
 }
 
 int bitfx_float_conv_maxpool(const bitfx_fconv_desc *d, const bitfx_fmaxpool_desc *pool, const float *x, const float *weights,
